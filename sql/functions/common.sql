@@ -1,0 +1,33 @@
+-- Shared helpers of every other function file.
+--
+-- now_ms() is the one clock that decides leases: the database server's wall
+-- clock at the moment of the call (clock_timestamp(), not the start of the
+-- transaction), so a lease computed after a lock wait is never already past.
+--
+-- Error codes raised by this schema's functions (class DX, all permanent):
+--   DX001 lock token unknown (never issued, already acked, or taken over)
+--   DX002 lock expired
+--   DX003 instance or execution not found
+--   DX004 instance still running
+--   DX005 delete would orphan a sub-orchestration / not a root
+--   DX006 invalid argument
+
+CREATE FUNCTION __SCHEMA__.now_ms() RETURNS BIGINT
+LANGUAGE sql VOLATILE AS $$
+    SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+$$;
+
+-- Raise the right error for a lock token that did not match a live lease:
+-- DX002 if the token still names a lease that ran out, DX001 otherwise.
+CREATE FUNCTION __SCHEMA__.raise_lock_error(p_operation TEXT, p_token TEXT, p_expired BOOLEAN)
+RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_expired THEN
+        RAISE EXCEPTION '%: lock expired for token %', p_operation, p_token
+            USING ERRCODE = 'DX002';
+    END IF;
+    RAISE EXCEPTION '%: Invalid lock token % (unknown, already released, or taken over)', p_operation, p_token
+        USING ERRCODE = 'DX001';
+END
+$$;

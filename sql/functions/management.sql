@@ -1,0 +1,297 @@
+-- Management (ProviderAdmin): listings, info, metrics, deletion and pruning.
+--
+-- Guarantees
+-- * Deletion locks the lease rows (instance_locks) of every instance it
+--   deletes, in instance_id order, before touching anything else: the same
+--   order as fetch and ack, so it cannot deadlock with them. Deleting the
+--   lease row is what makes an in-flight ack of a deleted instance fail
+--   instead of recreating its state.
+-- * delete_instances_atomic is all-or-nothing: it deletes every listed
+--   instance or, on any refusal (still running without force, a child not in
+--   the list), nothing.
+-- * Pruning never deletes an instance's current execution nor a running one,
+--   and never touches KV state.
+-- * An instance's status is the status of its current execution.
+
+CREATE FUNCTION __SCHEMA__.list_instances()
+RETURNS TABLE (instance_id TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT i.instance_id FROM __SCHEMA__.instances i
+    ORDER BY i.created_at_ms DESC, i.instance_id
+$$;
+
+CREATE FUNCTION __SCHEMA__.list_instances_by_status(p_status TEXT)
+RETURNS TABLE (instance_id TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT i.instance_id
+    FROM __SCHEMA__.instances i
+    LEFT JOIN __SCHEMA__.executions e
+           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+    WHERE COALESCE(e.status, 'Running') = p_status
+    ORDER BY i.created_at_ms DESC, i.instance_id
+$$;
+
+CREATE FUNCTION __SCHEMA__.list_executions(p_instance_id TEXT)
+RETURNS TABLE (execution_id BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT e.execution_id FROM __SCHEMA__.executions e
+    WHERE e.instance_id = p_instance_id
+    ORDER BY e.execution_id
+$$;
+
+-- NULL for an unknown instance (the caller reports "not found").
+CREATE FUNCTION __SCHEMA__.latest_execution_id(p_instance_id TEXT)
+RETURNS BIGINT
+LANGUAGE sql STABLE AS $$
+    SELECT i.current_execution_id FROM __SCHEMA__.instances i WHERE i.instance_id = p_instance_id
+$$;
+
+CREATE FUNCTION __SCHEMA__.get_instance_info(p_instance_id TEXT)
+RETURNS TABLE (instance_id TEXT, orchestration_name TEXT, orchestration_version TEXT,
+               current_execution_id BIGINT, status TEXT, output TEXT,
+               created_at_ms BIGINT, updated_at_ms BIGINT, parent_instance_id TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
+           COALESCE(e.status, 'Running'), e.output, i.created_at_ms, i.updated_at_ms,
+           i.parent_instance_id
+    FROM __SCHEMA__.instances i
+    LEFT JOIN __SCHEMA__.executions e
+           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+    WHERE i.instance_id = p_instance_id
+$$;
+
+CREATE FUNCTION __SCHEMA__.get_execution_info(p_instance_id TEXT, p_execution_id BIGINT)
+RETURNS TABLE (execution_id BIGINT, status TEXT, output TEXT, started_at_ms BIGINT,
+               completed_at_ms BIGINT, event_count BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,
+           (SELECT count(*) FROM __SCHEMA__.history h
+            WHERE h.instance_id = e.instance_id AND h.execution_id = e.execution_id)
+    FROM __SCHEMA__.executions e
+    WHERE e.instance_id = p_instance_id AND e.execution_id = p_execution_id
+$$;
+
+CREATE FUNCTION __SCHEMA__.get_system_metrics()
+RETURNS TABLE (total_instances BIGINT, total_executions BIGINT, running BIGINT,
+               completed BIGINT, failed BIGINT, total_events BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT
+        (SELECT count(*) FROM __SCHEMA__.instances),
+        (SELECT count(*) FROM __SCHEMA__.executions),
+        count(*) FILTER (WHERE s.status = 'Running'),
+        count(*) FILTER (WHERE s.status = 'Completed'),
+        count(*) FILTER (WHERE s.status = 'Failed'),
+        (SELECT count(*) FROM __SCHEMA__.history)
+    FROM (SELECT COALESCE(e.status, 'Running') AS status
+          FROM __SCHEMA__.instances i
+          LEFT JOIN __SCHEMA__.executions e
+                 ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id) s
+$$;
+
+-- Messages not held by a live lease (delayed ones included: timers live in
+-- the orchestrator queue).
+CREATE FUNCTION __SCHEMA__.get_queue_depths()
+RETURNS TABLE (orchestrator_queue BIGINT, worker_queue BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT
+        (SELECT count(*) FROM __SCHEMA__.orchestrator_queue q
+         JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+         WHERE q.lock_token IS NULL OR l.locked_until_ms <= __SCHEMA__.now_ms()),
+        (SELECT count(*) FROM __SCHEMA__.worker_queue w
+         WHERE w.lock_token IS NULL OR w.locked_until_ms <= __SCHEMA__.now_ms())
+$$;
+
+CREATE FUNCTION __SCHEMA__.list_children(p_instance_id TEXT)
+RETURNS TABLE (instance_id TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT i.instance_id FROM __SCHEMA__.instances i
+    WHERE i.parent_instance_id = p_instance_id
+    ORDER BY i.instance_id
+$$;
+
+-- No row for an unknown instance; one row (parent possibly NULL) otherwise.
+CREATE FUNCTION __SCHEMA__.get_parent_id(p_instance_id TEXT)
+RETURNS TABLE (parent_instance_id TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT i.parent_instance_id FROM __SCHEMA__.instances i WHERE i.instance_id = p_instance_id
+$$;
+
+-- Deletes every trace of p_ids. Internal: callers have checked what may go.
+CREATE FUNCTION __SCHEMA__.delete_instance_rows(p_ids TEXT[])
+RETURNS TABLE (instances BIGINT, executions BIGINT, events BIGINT, queue_messages BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_instances BIGINT;
+    v_executions BIGINT;
+    v_events BIGINT;
+    v_orchestrator BIGINT;
+    v_worker BIGINT;
+BEGIN
+    DELETE FROM __SCHEMA__.history h WHERE h.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_events = ROW_COUNT;
+    DELETE FROM __SCHEMA__.executions e WHERE e.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_executions = ROW_COUNT;
+    DELETE FROM __SCHEMA__.orchestrator_queue q WHERE q.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_orchestrator = ROW_COUNT;
+    DELETE FROM __SCHEMA__.worker_queue w WHERE w.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_worker = ROW_COUNT;
+    DELETE FROM __SCHEMA__.kv_store s WHERE s.instance_id = ANY (p_ids);
+    DELETE FROM __SCHEMA__.kv_delta d WHERE d.instance_id = ANY (p_ids);
+    DELETE FROM __SCHEMA__.instance_locks l WHERE l.instance_id = ANY (p_ids);
+    DELETE FROM __SCHEMA__.instances i WHERE i.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_instances = ROW_COUNT;
+    RETURN QUERY SELECT v_instances, v_executions, v_events, v_orchestrator + v_worker;
+END
+$$;
+
+CREATE FUNCTION __SCHEMA__.lock_instances(p_ids TEXT[])
+RETURNS VOID
+LANGUAGE sql AS $$
+    SELECT 1 FROM __SCHEMA__.instance_locks l
+    WHERE l.instance_id = ANY (p_ids)
+    ORDER BY l.instance_id
+    FOR UPDATE
+$$;
+
+CREATE FUNCTION __SCHEMA__.delete_instances_atomic(p_ids TEXT[], p_force BOOLEAN)
+RETURNS TABLE (instances BIGINT, executions BIGINT, events BIGINT, queue_messages BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_blocker TEXT;
+BEGIN
+    PERFORM __SCHEMA__.lock_instances(p_ids);
+
+    IF NOT p_force THEN
+        SELECT i.instance_id INTO v_blocker
+        FROM __SCHEMA__.instances i
+        JOIN __SCHEMA__.executions e
+          ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+        WHERE i.instance_id = ANY (p_ids) AND e.status = 'Running'
+        ORDER BY i.instance_id LIMIT 1;
+        IF v_blocker IS NOT NULL THEN
+            RAISE EXCEPTION 'instance % is still running; cancel it first or delete with force', v_blocker
+                USING ERRCODE = 'DX004';
+        END IF;
+    END IF;
+
+    SELECT c.instance_id INTO v_blocker
+    FROM __SCHEMA__.instances c
+    WHERE c.parent_instance_id = ANY (p_ids) AND NOT (c.instance_id = ANY (p_ids))
+    ORDER BY c.instance_id LIMIT 1;
+    IF v_blocker IS NOT NULL THEN
+        RAISE EXCEPTION 'deleting these instances would orphan sub-orchestration %; delete the root instance so its whole tree goes', v_blocker
+            USING ERRCODE = 'DX005';
+    END IF;
+
+    RETURN QUERY SELECT * FROM __SCHEMA__.delete_instance_rows(p_ids);
+END
+$$;
+
+-- Deletes terminal root instances (and their whole trees) matching the
+-- filter: ids allowlist AND completed before AND at most p_limit roots.
+-- Running roots are skipped, not refused.
+CREATE FUNCTION __SCHEMA__.delete_instance_bulk(p_ids TEXT[], p_completed_before BIGINT, p_limit BIGINT)
+RETURNS TABLE (instances BIGINT, executions BIGINT, events BIGINT, queue_messages BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_all TEXT[];
+BEGIN
+    WITH RECURSIVE roots AS (
+        SELECT i.instance_id
+        FROM __SCHEMA__.instances i
+        JOIN __SCHEMA__.executions e
+          ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+        WHERE i.parent_instance_id IS NULL
+          AND e.status <> 'Running'
+          AND (p_ids IS NULL OR i.instance_id = ANY (p_ids))
+          AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
+        ORDER BY e.completed_at_ms, i.instance_id
+        LIMIT p_limit
+    ), tree AS (
+        SELECT r.instance_id FROM roots r
+        UNION
+        SELECT c.instance_id FROM __SCHEMA__.instances c JOIN tree t ON c.parent_instance_id = t.instance_id
+    )
+    SELECT array_agg(t.instance_id) INTO v_all FROM tree t;
+
+    IF v_all IS NULL THEN
+        RETURN QUERY SELECT 0::BIGINT, 0::BIGINT, 0::BIGINT, 0::BIGINT;
+        RETURN;
+    END IF;
+    PERFORM __SCHEMA__.lock_instances(v_all);
+    RETURN QUERY SELECT * FROM __SCHEMA__.delete_instance_rows(v_all);
+END
+$$;
+
+-- Prunes old executions of the given instances. Keeps the newest
+-- p_keep_last executions (at least 1: the current one), every running one,
+-- and, with p_completed_before, every one completed at or after it.
+CREATE FUNCTION __SCHEMA__.prune_instances(p_ids TEXT[], p_keep_last BIGINT, p_completed_before BIGINT)
+RETURNS TABLE (instances_processed BIGINT, executions_deleted BIGINT, events_deleted BIGINT)
+LANGUAGE sql AS $$
+    WITH victims AS (
+        SELECT r.instance_id, r.execution_id
+        FROM (
+            SELECT e.instance_id, e.execution_id, e.status, e.completed_at_ms, i.current_execution_id,
+                   row_number() OVER (PARTITION BY e.instance_id ORDER BY e.execution_id DESC) AS rank
+            FROM __SCHEMA__.executions e
+            JOIN __SCHEMA__.instances i ON i.instance_id = e.instance_id
+            WHERE e.instance_id = ANY (p_ids)
+        ) r
+        WHERE r.execution_id <> r.current_execution_id
+          AND r.status <> 'Running'
+          AND r.rank > GREATEST(COALESCE(p_keep_last, 1), 1)
+          AND (p_completed_before IS NULL OR r.completed_at_ms < p_completed_before)
+    ), deleted_events AS (
+        DELETE FROM __SCHEMA__.history h USING victims v
+        WHERE h.instance_id = v.instance_id AND h.execution_id = v.execution_id
+        RETURNING 1
+    ), deleted_executions AS (
+        DELETE FROM __SCHEMA__.executions e USING victims v
+        WHERE e.instance_id = v.instance_id AND e.execution_id = v.execution_id
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM __SCHEMA__.instances i WHERE i.instance_id = ANY (p_ids)),
+           (SELECT count(*) FROM deleted_executions),
+           (SELECT count(*) FROM deleted_events)
+$$;
+
+CREATE FUNCTION __SCHEMA__.prune_executions(p_instance_id TEXT, p_keep_last BIGINT, p_completed_before BIGINT)
+RETURNS TABLE (instances_processed BIGINT, executions_deleted BIGINT, events_deleted BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM __SCHEMA__.instances i WHERE i.instance_id = p_instance_id) THEN
+        RAISE EXCEPTION 'instance % not found', p_instance_id USING ERRCODE = 'DX003';
+    END IF;
+    RETURN QUERY SELECT * FROM __SCHEMA__.prune_instances(ARRAY[p_instance_id], p_keep_last, p_completed_before);
+END
+$$;
+
+-- Bulk pruning selects instances of any status (long-lived continue-as-new
+-- instances are the main reason to prune): ids allowlist AND, with
+-- p_filter_completed_before, having an execution completed before it, AND
+-- at most p_limit instances.
+CREATE FUNCTION __SCHEMA__.prune_executions_bulk(
+    p_ids TEXT[], p_filter_completed_before BIGINT, p_limit BIGINT,
+    p_keep_last BIGINT, p_completed_before BIGINT)
+RETURNS TABLE (instances_processed BIGINT, executions_deleted BIGINT, events_deleted BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_ids TEXT[];
+BEGIN
+    SELECT array_agg(s.instance_id) INTO v_ids FROM (
+        SELECT i.instance_id FROM __SCHEMA__.instances i
+        WHERE (p_ids IS NULL OR i.instance_id = ANY (p_ids))
+          AND (p_filter_completed_before IS NULL OR EXISTS (
+                SELECT 1 FROM __SCHEMA__.executions e
+                WHERE e.instance_id = i.instance_id AND e.completed_at_ms < p_filter_completed_before))
+        ORDER BY i.created_at_ms, i.instance_id
+        LIMIT p_limit
+    ) s;
+    RETURN QUERY SELECT * FROM __SCHEMA__.prune_instances(COALESCE(v_ids, '{}'), p_keep_last, p_completed_before);
+END
+$$;

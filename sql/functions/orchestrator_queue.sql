@@ -1,0 +1,418 @@
+-- Orchestrator queue: enqueue, fetch (claim a turn), ack (commit a turn),
+-- abandon and lease renewal.
+--
+-- Guarantees
+-- * Lock order: every function that touches an instance's turn locks its
+--   `instance_locks` row first and its queue rows second. Rows of several
+--   instances are locked in instance_id order. Enqueues never lock an existing
+--   lease row (INSERT ... ON CONFLICT DO NOTHING does not wait on row locks),
+--   so they cannot take part in a cycle.
+-- * Fetch never waits on another fetcher: candidates are claimed with
+--   FOR UPDATE SKIP LOCKED, and a fetch that loses a candidate keeps looking
+--   within the same call; it returns no instance only when nothing is ready.
+-- * A lease is computed from now_ms() after its row lock is held, so it is
+--   never returned already expired.
+-- * An ack holds the lease row lock from its token check to its commit: a
+--   lease it saw as live cannot be taken over before the turn commits, and a
+--   lease lost before the ack began makes the whole ack fail (DX001/DX002),
+--   committing nothing.
+-- * Only messages tagged by the fetch (lock_token) are returned, deleted by
+--   its ack, or changed by its abandon; messages arriving during the lease
+--   wait for the next turn.
+
+-- Enqueue one message. A StartOrchestration does not create the instance; it
+-- only makes sure the instance has a lease row so that fetch can claim it.
+-- Visibility: now + delay, but never before p_fire_at_ms (timers fire at the
+-- time the runtime computed).
+CREATE FUNCTION __SCHEMA__.enqueue_orchestrator(
+    p_instance_id TEXT,
+    p_kind TEXT,
+    p_work_item TEXT,
+    p_delay_ms BIGINT,
+    p_fire_at_ms BIGINT
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now BIGINT := __SCHEMA__.now_ms();
+    v_visible BIGINT := GREATEST(v_now + COALESCE(p_delay_ms, 0), COALESCE(p_fire_at_ms, 0));
+BEGIN
+    INSERT INTO __SCHEMA__.instance_locks (instance_id) VALUES (p_instance_id)
+    ON CONFLICT (instance_id) DO NOTHING;
+
+    INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
+    VALUES (p_instance_id, p_kind, p_work_item, v_visible, v_now);
+
+    -- Delayed messages notify too: an idle fetcher's wake-up time may be
+    -- later than this message's.
+    PERFORM pg_notify('__CHANNEL__', 'o');
+END
+$$;
+
+-- Claim the next ready instance and return everything a turn needs.
+-- With no ready instance, returns one row whose instance_id is NULL and whose
+-- next_visible_in_ms says in how many milliseconds the earliest delayed
+-- message becomes visible or the earliest held lease expires (a duration, so
+-- the caller's clock does not matter).
+-- p_min/p_max: an inclusive [major, minor, patch] range of pinned duroxide
+-- versions this dispatcher supports, or NULL for no filter. Instances whose
+-- current execution is pinned outside it are neither locked nor loaded.
+CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
+    p_lock_timeout_ms BIGINT,
+    p_min BIGINT[],
+    p_max BIGINT[]
+) RETURNS TABLE (
+    instance_id TEXT,
+    lock_token TEXT,
+    attempt_count INTEGER,
+    instance_exists BOOLEAN,
+    orchestration_name TEXT,
+    orchestration_version TEXT,
+    execution_id BIGINT,
+    messages TEXT[],
+    history TEXT[],
+    kv_keys TEXT[],
+    kv_values TEXT[],
+    kv_updated_at_ms BIGINT[],
+    next_visible_in_ms BIGINT
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now BIGINT;
+    v_instance TEXT;
+    v_token TEXT;
+    v_messages TEXT[];
+    v_attempts INTEGER;
+    v_skip TEXT[] := '{}';
+    v_exists BOOLEAN;
+    v_name TEXT;
+    v_version TEXT;
+    v_execution BIGINT;
+BEGIN
+    LOOP
+        v_now := __SCHEMA__.now_ms();
+        v_instance := NULL;
+
+        SELECT l.instance_id INTO v_instance
+        FROM __SCHEMA__.orchestrator_queue q
+        JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+        LEFT JOIN __SCHEMA__.instances i ON i.instance_id = q.instance_id
+        LEFT JOIN __SCHEMA__.executions e
+               ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+        WHERE q.visible_at_ms <= v_now
+          AND l.locked_until_ms <= v_now
+          AND q.instance_id <> ALL (v_skip)
+          AND (p_min IS NULL
+               OR e.pinned_major IS NULL
+               OR ((e.pinned_major, e.pinned_minor, e.pinned_patch) >= (p_min[1], p_min[2], p_min[3])
+                   AND (e.pinned_major, e.pinned_minor, e.pinned_patch) <= (p_max[1], p_max[2], p_max[3])))
+        ORDER BY q.visible_at_ms, q.id
+        LIMIT 1
+        FOR UPDATE OF l SKIP LOCKED;
+
+        IF v_instance IS NULL THEN
+            RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER, NULL::BOOLEAN, NULL::TEXT,
+                NULL::TEXT, NULL::BIGINT, NULL::TEXT[], NULL::TEXT[], NULL::TEXT[], NULL::TEXT[],
+                NULL::BIGINT[],
+                LEAST(
+                    (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
+                     WHERE q.visible_at_ms > v_now),
+                    (SELECT min(l.locked_until_ms) FROM __SCHEMA__.instance_locks l
+                     WHERE l.lock_token IS NOT NULL AND l.locked_until_ms > v_now)) - v_now;
+            RETURN;
+        END IF;
+
+        -- Tag every message visible now. Our snapshot may be older than the
+        -- lease row we locked: if another turn consumed them meanwhile,
+        -- nothing is tagged and we look further.
+        v_token := 'lock_' || gen_random_uuid()::TEXT;
+        WITH tagged AS (
+            UPDATE __SCHEMA__.orchestrator_queue q
+            SET lock_token = v_token, attempt_count = q.attempt_count + 1
+            WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now
+            RETURNING q.id, q.work_item, q.attempt_count
+        )
+        SELECT array_agg(t.work_item ORDER BY t.id), max(t.attempt_count)
+        INTO v_messages, v_attempts
+        FROM tagged t;
+
+        IF v_messages IS NULL THEN
+            v_skip := v_skip || v_instance;
+            CONTINUE;
+        END IF;
+
+        SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
+        INTO v_name, v_version, v_execution
+        FROM __SCHEMA__.instances i WHERE i.instance_id = v_instance;
+        v_exists := FOUND;
+        IF NOT v_exists THEN
+            SELECT max(h.execution_id) INTO v_execution
+            FROM __SCHEMA__.history h WHERE h.instance_id = v_instance;
+        END IF;
+
+        -- A batch of only QueueMessages for an instance that was never
+        -- started can never be processed: drop it (with its lease) and look
+        -- further. Other kinds may race with a start and go to the runtime.
+        IF NOT v_exists AND v_execution IS NULL AND NOT EXISTS (
+            SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+            WHERE q.lock_token = v_token AND q.kind <> 'QueueMessage'
+        ) THEN
+            DELETE FROM __SCHEMA__.orchestrator_queue q WHERE q.lock_token = v_token;
+            RAISE WARNING 'duroxide-postgres: dropped % QueueMessage(s) for never-started instance %',
+                cardinality(v_messages), v_instance;
+            v_skip := v_skip || v_instance;
+            CONTINUE;
+        END IF;
+
+        -- The lease starts now, after every wait of this call.
+        UPDATE __SCHEMA__.instance_locks l
+        SET lock_token = v_token, locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms
+        WHERE l.instance_id = v_instance;
+
+        RETURN QUERY
+        SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
+            (SELECT array_agg(h.event_data ORDER BY h.event_id) FROM __SCHEMA__.history h
+             WHERE h.instance_id = v_instance AND h.execution_id = v_execution),
+            kv.keys, kv.vals, kv.updated, NULL::BIGINT
+        FROM (SELECT array_agg(s.key ORDER BY s.key) AS keys,
+                     array_agg(s.value ORDER BY s.key) AS vals,
+                     array_agg(s.last_updated_at_ms ORDER BY s.key) AS updated
+              FROM __SCHEMA__.kv_store s WHERE s.instance_id = v_instance) kv;
+        RETURN;
+    END LOOP;
+END
+$$;
+
+-- Commit one turn atomically. See the file header for the lease guarantee.
+-- Arrays are parallel (one element per item). p_orch_visible_at_ms holds a
+-- timer's fire time, or NULL for "visible now". p_custom_status_action:
+-- 0 = unchanged, 1 = set to p_custom_status, 2 = clear. KV: if
+-- p_kv_clear_all, every key is tombstoned first; then p_kv_keys are written
+-- (a NULL value is a tombstone). p_pinned is [major, minor, patch] or NULL.
+CREATE FUNCTION __SCHEMA__.ack_orchestration_item(
+    p_lock_token TEXT,
+    p_execution_id BIGINT,
+    p_event_ids BIGINT[],
+    p_events TEXT[],
+    p_worker_items TEXT[],
+    p_worker_instances TEXT[],
+    p_worker_executions BIGINT[],
+    p_worker_activity_ids BIGINT[],
+    p_worker_sessions TEXT[],
+    p_worker_tags TEXT[],
+    p_orch_items TEXT[],
+    p_orch_instances TEXT[],
+    p_orch_kinds TEXT[],
+    p_orch_visible_at_ms BIGINT[],
+    p_status TEXT,
+    p_output TEXT,
+    p_orchestration_name TEXT,
+    p_orchestration_version TEXT,
+    p_parent_instance_id TEXT,
+    p_pinned BIGINT[],
+    p_cancel_instances TEXT[],
+    p_cancel_executions BIGINT[],
+    p_cancel_activity_ids BIGINT[],
+    p_custom_status_action SMALLINT,
+    p_custom_status TEXT,
+    p_kv_clear_all BOOLEAN,
+    p_kv_keys TEXT[],
+    p_kv_values TEXT[],
+    p_kv_updated_at_ms BIGINT[]
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_instance TEXT;
+    v_locked_until BIGINT;
+    v_now BIGINT;
+BEGIN
+    SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_locked_until
+    FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, FALSE);
+    END IF;
+    v_now := __SCHEMA__.now_ms();
+    IF v_locked_until <= v_now THEN
+        PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, TRUE);
+    END IF;
+
+    -- Instance row: created only when the runtime names the orchestration.
+    IF p_orchestration_name IS NOT NULL AND p_orchestration_version IS NOT NULL THEN
+        INSERT INTO __SCHEMA__.instances AS i (instance_id, orchestration_name, orchestration_version,
+            current_execution_id, parent_instance_id, created_at_ms, updated_at_ms)
+        VALUES (v_instance, p_orchestration_name, p_orchestration_version, p_execution_id,
+            p_parent_instance_id, v_now, v_now)
+        ON CONFLICT (instance_id) DO UPDATE SET
+            orchestration_name = EXCLUDED.orchestration_name,
+            orchestration_version = EXCLUDED.orchestration_version,
+            current_execution_id = GREATEST(i.current_execution_id, EXCLUDED.current_execution_id),
+            parent_instance_id = COALESCE(i.parent_instance_id, EXCLUDED.parent_instance_id),
+            updated_at_ms = EXCLUDED.updated_at_ms;
+    ELSE
+        UPDATE __SCHEMA__.instances i
+        SET current_execution_id = GREATEST(i.current_execution_id, p_execution_id), updated_at_ms = v_now
+        WHERE i.instance_id = v_instance;
+    END IF;
+
+    INSERT INTO __SCHEMA__.executions (instance_id, execution_id, started_at_ms)
+    VALUES (v_instance, p_execution_id, v_now)
+    ON CONFLICT (instance_id, execution_id) DO NOTHING;
+
+    -- Append-only: a duplicate event id fails the whole turn (23505).
+    INSERT INTO __SCHEMA__.history (instance_id, execution_id, event_id, event_data)
+    SELECT v_instance, p_execution_id, e.event_id, e.event_data
+    FROM unnest(p_event_ids, p_events) AS e(event_id, event_data);
+
+    IF p_status IS NOT NULL OR p_output IS NOT NULL OR p_pinned IS NOT NULL THEN
+        UPDATE __SCHEMA__.executions e SET
+            status = COALESCE(p_status, e.status),
+            output = COALESCE(p_output, e.output),
+            completed_at_ms = CASE WHEN p_status IN ('Completed', 'Failed', 'ContinuedAsNew')
+                                   THEN v_now ELSE e.completed_at_ms END,
+            pinned_major = COALESCE(p_pinned[1], e.pinned_major),
+            pinned_minor = COALESCE(p_pinned[2], e.pinned_minor),
+            pinned_patch = COALESCE(p_pinned[3], e.pinned_patch)
+        WHERE e.instance_id = v_instance AND e.execution_id = p_execution_id;
+    END IF;
+
+    IF p_custom_status_action <> 0 THEN
+        UPDATE __SCHEMA__.instances i SET
+            custom_status = CASE WHEN p_custom_status_action = 1 THEN p_custom_status END,
+            custom_status_version = i.custom_status_version + 1
+        WHERE i.instance_id = v_instance;
+    END IF;
+
+    -- KV writes go to the delta; the fetch snapshot (kv_store) only changes
+    -- when an execution ends, so replays of a running execution see the same
+    -- snapshot every time.
+    IF p_kv_clear_all THEN
+        INSERT INTO __SCHEMA__.kv_delta AS d (instance_id, key, value, execution_id, last_updated_at_ms)
+        SELECT v_instance, k.key, NULL, p_execution_id, v_now
+        FROM (SELECT s.key FROM __SCHEMA__.kv_store s WHERE s.instance_id = v_instance
+              UNION SELECT d2.key FROM __SCHEMA__.kv_delta d2 WHERE d2.instance_id = v_instance) k
+        ON CONFLICT (instance_id, key) DO UPDATE SET
+            value = NULL, execution_id = EXCLUDED.execution_id, last_updated_at_ms = EXCLUDED.last_updated_at_ms;
+    END IF;
+    IF cardinality(p_kv_keys) > 0 THEN
+        INSERT INTO __SCHEMA__.kv_delta AS d (instance_id, key, value, execution_id, last_updated_at_ms)
+        SELECT v_instance, k.key, k.value, p_execution_id, k.updated
+        FROM unnest(p_kv_keys, p_kv_values, p_kv_updated_at_ms) AS k(key, value, updated)
+        ON CONFLICT (instance_id, key) DO UPDATE SET
+            value = EXCLUDED.value, execution_id = EXCLUDED.execution_id,
+            last_updated_at_ms = EXCLUDED.last_updated_at_ms;
+    END IF;
+    IF p_status IN ('Completed', 'Failed', 'ContinuedAsNew') THEN
+        DELETE FROM __SCHEMA__.kv_store s
+        USING __SCHEMA__.kv_delta d
+        WHERE s.instance_id = v_instance AND d.instance_id = v_instance
+          AND d.key = s.key AND d.value IS NULL;
+        INSERT INTO __SCHEMA__.kv_store AS s (instance_id, key, value, execution_id, last_updated_at_ms)
+        SELECT d.instance_id, d.key, d.value, d.execution_id, d.last_updated_at_ms
+        FROM __SCHEMA__.kv_delta d WHERE d.instance_id = v_instance AND d.value IS NOT NULL
+        ON CONFLICT (instance_id, key) DO UPDATE SET
+            value = EXCLUDED.value, execution_id = EXCLUDED.execution_id,
+            last_updated_at_ms = EXCLUDED.last_updated_at_ms;
+        DELETE FROM __SCHEMA__.kv_delta d WHERE d.instance_id = v_instance;
+    END IF;
+
+    -- New activities first, then cancellations: an activity scheduled and
+    -- cancelled in the same turn leaves nothing behind.
+    INSERT INTO __SCHEMA__.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
+        activity_id, session_id, tag, created_at_ms)
+    SELECT w.item, v_now, w.instance_id, w.execution_id, w.activity_id, w.session_id, w.tag, v_now
+    FROM unnest(p_worker_items, p_worker_instances, p_worker_executions, p_worker_activity_ids,
+                p_worker_sessions, p_worker_tags)
+         WITH ORDINALITY AS w(item, instance_id, execution_id, activity_id, session_id, tag, ord)
+    ORDER BY w.ord;
+
+    IF cardinality(p_cancel_instances) > 0 THEN
+        DELETE FROM __SCHEMA__.worker_queue w
+        USING unnest(p_cancel_instances, p_cancel_executions, p_cancel_activity_ids)
+              AS c(instance_id, execution_id, activity_id)
+        WHERE w.instance_id = c.instance_id AND w.execution_id = c.execution_id
+          AND w.activity_id = c.activity_id;
+    END IF;
+
+    IF cardinality(p_orch_items) > 0 THEN
+        -- Lease rows for new targets, in one order (see header).
+        INSERT INTO __SCHEMA__.instance_locks (instance_id)
+        SELECT DISTINCT t.instance_id FROM unnest(p_orch_instances) AS t(instance_id)
+        ORDER BY t.instance_id
+        ON CONFLICT (instance_id) DO NOTHING;
+
+        INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
+        SELECT o.instance_id, o.kind, o.item, COALESCE(o.visible_at, v_now), v_now
+        FROM unnest(p_orch_instances, p_orch_kinds, p_orch_items, p_orch_visible_at_ms)
+             WITH ORDINALITY AS o(instance_id, kind, item, visible_at, ord)
+        ORDER BY o.ord;
+    END IF;
+
+    DELETE FROM __SCHEMA__.orchestrator_queue q
+    WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
+
+    UPDATE __SCHEMA__.instance_locks l SET lock_token = NULL, locked_until_ms = 0
+    WHERE l.instance_id = v_instance;
+
+    IF cardinality(p_worker_items) > 0 THEN
+        PERFORM pg_notify('__CHANNEL__', 'w');
+    END IF;
+    IF cardinality(p_orch_items) > 0
+       OR EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                  WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now) THEN
+        PERFORM pg_notify('__CHANNEL__', 'o');
+    END IF;
+END
+$$;
+
+-- Release a lease without committing the turn. Only the messages this fetch
+-- tagged are touched: with a delay they become visible at now + delay, and
+-- with p_ignore_attempt their attempt count is given back (never below 0).
+CREATE FUNCTION __SCHEMA__.abandon_orchestration_item(
+    p_lock_token TEXT,
+    p_delay_ms BIGINT,
+    p_ignore_attempt BOOLEAN
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_instance TEXT;
+BEGIN
+    SELECT l.instance_id INTO v_instance
+    FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('abandon_orchestration_item', p_lock_token, FALSE);
+    END IF;
+
+    UPDATE __SCHEMA__.orchestrator_queue q SET
+        lock_token = NULL,
+        visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
+                             ELSE __SCHEMA__.now_ms() + p_delay_ms END,
+        attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(q.attempt_count - 1, 0)
+                             ELSE q.attempt_count END
+    WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
+
+    UPDATE __SCHEMA__.instance_locks l SET lock_token = NULL, locked_until_ms = 0
+    WHERE l.instance_id = v_instance;
+
+    PERFORM pg_notify('__CHANNEL__', 'o');
+END
+$$;
+
+-- Extend a live lease to now + extend. Never revives an expired lease and
+-- never shortens a live one.
+CREATE FUNCTION __SCHEMA__.renew_orchestration_item_lock(
+    p_lock_token TEXT,
+    p_extend_ms BIGINT
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE __SCHEMA__.instance_locks l
+    SET locked_until_ms = GREATEST(l.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
+    WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.now_ms();
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('renew_orchestration_item_lock', p_lock_token,
+            EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token));
+    END IF;
+END
+$$;

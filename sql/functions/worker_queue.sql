@@ -1,0 +1,206 @@
+-- Worker queue: enqueue, fetch, ack, abandon and lease renewal of activity
+-- executions. Each row carries its own lease (lock_token, locked_until_ms).
+--
+-- Guarantees
+-- * Lock order: a worker_queue row first, then its `sessions` row. Session
+--   heartbeats and cleanup lock only `sessions` rows.
+-- * Fetch never waits on another fetcher (FOR UPDATE SKIP LOCKED) and keeps
+--   looking when it loses a session claim; it returns nothing only when no
+--   item it may take is ready.
+-- * Leases come from now_ms() after the row lock is held: never returned
+--   already expired, never revived, never shortened by a renewal.
+-- * An ack deletes the row only while its lease is live; a lost or expired
+--   lease fails the ack (DX001/DX002) and commits nothing, which is how the
+--   runtime learns an activity was cancelled or taken over.
+
+CREATE FUNCTION __SCHEMA__.enqueue_worker(
+    p_work_item TEXT,
+    p_instance_id TEXT,
+    p_execution_id BIGINT,
+    p_activity_id BIGINT,
+    p_session_id TEXT,
+    p_tag TEXT
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now BIGINT := __SCHEMA__.now_ms();
+BEGIN
+    INSERT INTO __SCHEMA__.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
+        activity_id, session_id, tag, created_at_ms)
+    VALUES (p_work_item, v_now, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, v_now);
+    PERFORM pg_notify('__CHANNEL__', 'w');
+END
+$$;
+
+-- Claim the oldest ready item this worker may take.
+-- p_owner_id NULL: only items without a session. Otherwise also items of
+-- sessions this owner holds or that nobody holds (the session is claimed in
+-- the same transaction). Tag filter p_tag_mode: 0 untagged only, 1 tags in
+-- p_tags, 2 untagged or in p_tags, 3 any.
+-- With nothing ready, returns one row with NULL work_item and the time the
+-- earliest delayed item becomes visible or held lease expires, in
+-- milliseconds from now.
+CREATE FUNCTION __SCHEMA__.fetch_work_item(
+    p_lock_timeout_ms BIGINT,
+    p_owner_id TEXT,
+    p_session_lock_timeout_ms BIGINT,
+    p_tag_mode SMALLINT,
+    p_tags TEXT[]
+) RETURNS TABLE (
+    work_item TEXT,
+    lock_token TEXT,
+    attempt_count INTEGER,
+    next_visible_in_ms BIGINT
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now BIGINT;
+    v_id BIGINT;
+    v_session TEXT;
+    v_skip_sessions TEXT[] := '{}';
+BEGIN
+    LOOP
+        v_now := __SCHEMA__.now_ms();
+        v_id := NULL;
+
+        SELECT w.id, w.session_id INTO v_id, v_session
+        FROM __SCHEMA__.worker_queue w
+        LEFT JOIN __SCHEMA__.sessions s ON s.session_id = w.session_id
+        WHERE w.visible_at_ms <= v_now
+          AND (w.locked_until_ms IS NULL OR w.locked_until_ms <= v_now)
+          AND (p_tag_mode = 3
+               OR (w.tag IS NULL AND p_tag_mode IN (0, 2))
+               OR (w.tag = ANY (p_tags) AND p_tag_mode IN (1, 2)))
+          AND (w.session_id IS NULL
+               OR (p_owner_id IS NOT NULL
+                   AND w.session_id <> ALL (v_skip_sessions)
+                   AND (s.session_id IS NULL OR s.locked_until_ms <= v_now OR s.worker_id = p_owner_id)))
+        ORDER BY w.id
+        LIMIT 1
+        FOR UPDATE OF w SKIP LOCKED;
+
+        IF v_id IS NULL THEN
+            RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER,
+                LEAST(
+                    (SELECT min(w.visible_at_ms) FROM __SCHEMA__.worker_queue w
+                     WHERE w.visible_at_ms > v_now),
+                    (SELECT min(w.locked_until_ms) FROM __SCHEMA__.worker_queue w
+                     WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > v_now)) - v_now;
+            RETURN;
+        END IF;
+
+        IF v_session IS NOT NULL THEN
+            -- Claim or refresh the session; loses if another owner holds it.
+            INSERT INTO __SCHEMA__.sessions AS s (session_id, worker_id, locked_until_ms, last_activity_at_ms)
+            VALUES (v_session, p_owner_id, __SCHEMA__.now_ms() + p_session_lock_timeout_ms, __SCHEMA__.now_ms())
+            ON CONFLICT (session_id) DO UPDATE SET
+                worker_id = EXCLUDED.worker_id,
+                locked_until_ms = GREATEST(
+                    CASE WHEN s.worker_id = EXCLUDED.worker_id THEN s.locked_until_ms ELSE 0 END,
+                    EXCLUDED.locked_until_ms),
+                last_activity_at_ms = EXCLUDED.last_activity_at_ms
+            WHERE s.worker_id = EXCLUDED.worker_id OR s.locked_until_ms <= __SCHEMA__.now_ms();
+            IF NOT FOUND THEN
+                v_skip_sessions := v_skip_sessions || v_session;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        RETURN QUERY
+        UPDATE __SCHEMA__.worker_queue w SET
+            lock_token = 'lock_' || gen_random_uuid()::TEXT,
+            locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms,
+            attempt_count = w.attempt_count + 1
+        WHERE w.id = v_id
+        RETURNING w.work_item, w.lock_token, w.attempt_count, NULL::BIGINT;
+        RETURN;
+    END LOOP;
+END
+$$;
+
+-- Complete an item: delete it while its lease is live and, with a completion,
+-- enqueue that to the orchestrator queue in the same transaction.
+CREATE FUNCTION __SCHEMA__.ack_work_item(
+    p_lock_token TEXT,
+    p_target_instance TEXT,
+    p_kind TEXT,
+    p_completion TEXT
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_session TEXT;
+    v_now BIGINT;
+BEGIN
+    DELETE FROM __SCHEMA__.worker_queue w
+    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.now_ms()
+    RETURNING w.session_id INTO v_session;
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('ack_work_item', p_lock_token,
+            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.lock_token = p_lock_token));
+    END IF;
+    v_now := __SCHEMA__.now_ms();
+
+    IF p_completion IS NOT NULL THEN
+        INSERT INTO __SCHEMA__.instance_locks (instance_id) VALUES (p_target_instance)
+        ON CONFLICT (instance_id) DO NOTHING;
+        INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
+        VALUES (p_target_instance, p_kind, p_completion, v_now, v_now);
+        PERFORM pg_notify('__CHANNEL__', 'o');
+    END IF;
+
+    IF v_session IS NOT NULL THEN
+        UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = v_now
+        WHERE s.session_id = v_session AND s.locked_until_ms > v_now;
+    END IF;
+END
+$$;
+
+-- Extend a live lease to now + extend (never shortening it) and mark its
+-- session active.
+CREATE FUNCTION __SCHEMA__.renew_work_item_lock(
+    p_lock_token TEXT,
+    p_extend_ms BIGINT
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_session TEXT;
+BEGIN
+    UPDATE __SCHEMA__.worker_queue w
+    SET locked_until_ms = GREATEST(w.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
+    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.now_ms()
+    RETURNING w.session_id INTO v_session;
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('renew_work_item_lock', p_lock_token,
+            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.lock_token = p_lock_token));
+    END IF;
+    IF v_session IS NOT NULL THEN
+        UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = __SCHEMA__.now_ms()
+        WHERE s.session_id = v_session AND s.locked_until_ms > __SCHEMA__.now_ms();
+    END IF;
+END
+$$;
+
+-- Release a lease without completing. With a delay the item becomes visible
+-- at now + delay; with p_ignore_attempt its attempt is given back (floor 0).
+CREATE FUNCTION __SCHEMA__.abandon_work_item(
+    p_lock_token TEXT,
+    p_delay_ms BIGINT,
+    p_ignore_attempt BOOLEAN
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE __SCHEMA__.worker_queue w SET
+        lock_token = NULL,
+        locked_until_ms = NULL,
+        visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN w.visible_at_ms
+                             ELSE __SCHEMA__.now_ms() + p_delay_ms END,
+        attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(w.attempt_count - 1, 0)
+                             ELSE w.attempt_count END
+    WHERE w.lock_token = p_lock_token;
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('abandon_work_item', p_lock_token, FALSE);
+    END IF;
+    PERFORM pg_notify('__CHANNEL__', 'w');
+END
+$$;

@@ -1,0 +1,155 @@
+//! Errors: the crate's own [`Error`] for construction and migration, and the
+//! mapping of database failures to duroxide's [`ProviderError`].
+//!
+//! Whether a failure is worth retrying is decided from its SQLSTATE alone
+//! ([`is_retryable_sqlstate`]), never from message text. Conditions raised by
+//! this crate's SQL functions use the private class `DX` and are permanent.
+
+use duroxide::providers::ProviderError;
+
+/// Errors from creating a [`PostgresProvider`](crate::PostgresProvider):
+/// bad configuration, connection failures and schema (migration) problems.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The schema name is not a plain identifier; nothing was sent to the database.
+    #[error("invalid schema name {name:?}: {reason}")]
+    InvalidSchemaName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The connection URL or an option is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database reported an error, or the connection failed.
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No pooled connection could be obtained.
+    #[error("connection pool error: {0}")]
+    Pool(String),
+    /// The schema in the database does not match what this version expects
+    /// (written by a newer version, edited ledger, missing table, or not yet
+    /// migrated in verify-only mode). The message says what is wrong.
+    #[error("schema {schema:?}: {message}")]
+    Schema {
+        /// The provider's schema.
+        schema: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// Whether an error with this SQLSTATE may succeed if the operation is retried.
+///
+/// Retryable: connection exceptions (class 08), serialization failure
+/// (40001), deadlock (40P01), insufficient resources (class 53), operator
+/// intervention such as admin shutdown, crash shutdown and cannot-connect-now
+/// (57P01–57P03) and query cancellation / statement timeout (57014), lock not
+/// available (55P03), and cached-plan invalidation after a function was
+/// replaced (0A000). Everything else — including every `DX` code of this
+/// crate, constraint violations (class 23) and data exceptions (class 22) —
+/// is permanent.
+pub fn is_retryable_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "0A000"
+    ) || code.starts_with("08")
+        || code.starts_with("53")
+}
+
+/// Maps a database error to a `ProviderError` for `operation`.
+pub(crate) fn from_pg(operation: &str, err: &tokio_postgres::Error) -> ProviderError {
+    match err.code() {
+        Some(state) => {
+            let code = state.code();
+            let message = match err.as_db_error() {
+                Some(db) => format!("[{code}] {}", db.message()),
+                None => format!("[{code}] {err}"),
+            };
+            if is_retryable_sqlstate(code) {
+                ProviderError::retryable(operation, message)
+            } else {
+                ProviderError::permanent(operation, message)
+            }
+        }
+        // No SQLSTATE: the connection broke or I/O failed. Retrying on a new
+        // connection may succeed.
+        None => ProviderError::retryable(operation, format!("connection error: {err}")),
+    }
+}
+
+/// Maps a pool error to a `ProviderError` for `operation`.
+pub(crate) fn from_pool(operation: &str, err: &deadpool_postgres::PoolError) -> ProviderError {
+    use deadpool_postgres::PoolError;
+    match err {
+        PoolError::Backend(e) => from_pg(operation, e),
+        PoolError::Closed => ProviderError::permanent(operation, "connection pool is closed"),
+        PoolError::NoRuntimeSpecified => ProviderError::permanent(operation, err.to_string()),
+        // Timeouts and failed post-create hooks: a later attempt may succeed.
+        _ => ProviderError::retryable(operation, format!("connection pool: {err}")),
+    }
+}
+
+/// A permanent error for data that cannot be encoded or decoded.
+pub(crate) fn corrupt(operation: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::permanent(operation, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_retryable_sqlstate;
+
+    #[test]
+    fn sqlstate_classification_table() {
+        let table: &[(&str, bool, &str)] = &[
+            ("08000", true, "connection_exception"),
+            ("08003", true, "connection_does_not_exist"),
+            ("08006", true, "connection_failure"),
+            ("08001", true, "sqlclient_unable_to_establish_sqlconnection"),
+            ("08P01", true, "protocol_violation (class 08)"),
+            ("40001", true, "serialization_failure"),
+            ("40P01", true, "deadlock_detected"),
+            ("53000", true, "insufficient_resources"),
+            ("53100", true, "disk_full"),
+            ("53200", true, "out_of_memory"),
+            ("53300", true, "too_many_connections"),
+            ("57P01", true, "admin_shutdown"),
+            ("57P02", true, "crash_shutdown"),
+            ("57P03", true, "cannot_connect_now"),
+            ("57014", true, "query_canceled / statement_timeout"),
+            ("55P03", true, "lock_not_available"),
+            (
+                "0A000",
+                true,
+                "feature_not_supported (cached plan must not change result type)",
+            ),
+            ("DX001", false, "invalid lock token"),
+            ("DX002", false, "lock expired"),
+            ("DX003", false, "not found"),
+            ("DX004", false, "still running"),
+            ("DX005", false, "would orphan a sub-orchestration"),
+            ("DX006", false, "invalid argument"),
+            ("23505", false, "unique_violation"),
+            ("23503", false, "foreign_key_violation"),
+            ("23502", false, "not_null_violation"),
+            ("22P02", false, "invalid_text_representation"),
+            ("22021", false, "character_not_in_repertoire (NUL in text)"),
+            ("42P01", false, "undefined_table"),
+            ("42883", false, "undefined_function"),
+            ("42501", false, "insufficient_privilege"),
+            ("P0001", false, "raise_exception"),
+            ("XX000", false, "internal_error"),
+            ("25006", false, "read_only_sql_transaction"),
+        ];
+        for (code, retryable, name) in table {
+            assert_eq!(
+                is_retryable_sqlstate(code),
+                *retryable,
+                "{code} ({name}) should be {}",
+                if *retryable { "retryable" } else { "permanent" }
+            );
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! [`PostgresProvider`]: construction, the connection pool, and the
+//! `Provider` trait, whose methods delegate to one module per area.
+
+mod history;
+mod kv;
+mod management;
+mod orchestrator;
+mod sessions;
+mod worker;
+
+use crate::error::{from_pg, from_pool, Error};
+use crate::migrations;
+use crate::notifier::{self, Listener, Signals};
+use crate::options::PostgresOptions;
+use crate::schema::SchemaName;
+use crate::tls;
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use duroxide::providers::{
+    DispatcherCapabilityFilter, ExecutionMetadata, OrchestrationItem, Provider, ProviderAdmin,
+    ProviderError, ScheduledActivityIdentifier, SessionFetchConfig, TagFilter, WorkItem,
+};
+use duroxide::Event;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// A duroxide store in one PostgreSQL schema.
+///
+/// Every provider call is one round trip: a single call of a PostgreSQL
+/// function in the store's schema, in one transaction. Many processes may
+/// share one store; leases are decided by the database clock.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), duroxide_postgres::Error> {
+/// use duroxide_postgres::PostgresProvider;
+/// use std::sync::Arc;
+///
+/// let store = Arc::new(PostgresProvider::new("postgres://app@db.internal/app").await?);
+/// // hand `store` to duroxide::runtime::Runtime::start_with_store and duroxide::Client::new
+/// # Ok(()) }
+/// ```
+pub struct PostgresProvider {
+    pool: Pool,
+    schema: SchemaName,
+    /// The quoted schema, prefixed to every function call.
+    quoted: String,
+    signals: Arc<Signals>,
+    long_poll: bool,
+    recheck_interval: Duration,
+    _listener: Option<Listener>,
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider")
+            .field("schema", &self.schema.as_str())
+            .field("long_poll", &self.long_poll)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresProvider {
+    /// Connects to `database_url`, brings the default schema (`duroxide`) up
+    /// to date, and returns a ready provider.
+    ///
+    /// `database_url` is a `postgres://` URL or a libpq key=value string; TLS
+    /// follows its `sslmode` (see the crate docs).
+    pub async fn new(database_url: &str) -> Result<Self, Error> {
+        Self::connect(database_url, PostgresOptions::new()).await
+    }
+
+    /// Like [`new`](Self::new), in the schema `schema`, so that many
+    /// independent stores can share one database. The name must be a plain
+    /// identifier (ASCII letters, digits and underscores, not starting with a
+    /// digit or `pg_`, at most 63 bytes); anything else is refused with
+    /// [`Error::InvalidSchemaName`] before any SQL runs.
+    pub async fn new_with_schema(database_url: &str, schema: &str) -> Result<Self, Error> {
+        Self::connect(database_url, PostgresOptions::new().schema(schema)).await
+    }
+
+    /// Connects with explicit [`PostgresOptions`].
+    pub async fn connect(database_url: &str, options: PostgresOptions) -> Result<Self, Error> {
+        let schema = SchemaName::parse(&options.schema)?;
+        if options.max_connections == 0 {
+            return Err(Error::Config("max_connections must be at least 1".into()));
+        }
+        let spec = tls::parse(database_url)?;
+        let mut config = spec.config;
+        config.application_name(&options.application_name);
+        if let Some(timeout) = options.statement_timeout {
+            config.options(format!(
+                "-c statement_timeout={}",
+                timeout.as_millis().max(1)
+            ));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.acquire_timeout);
+        }
+
+        // Migrate on a connection of its own, before the pool exists.
+        {
+            let (mut client, connection) = config.connect(spec.tls.clone()).await?;
+            let driver = tokio::spawn(connection);
+            let result = migrations::run(&mut client, &schema, options.migration_policy).await;
+            drop(client);
+            let _ = driver.await;
+            result?;
+        }
+
+        let manager = Manager::from_config(
+            config.clone(),
+            spec.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections)
+            .wait_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(options.acquire_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+
+        let signals = Arc::new(Signals::default());
+        let listener = options.long_poll.then(|| {
+            notifier::start(
+                config,
+                spec.tls,
+                schema.channel(),
+                signals.clone(),
+                options.listener_reconnect_delay,
+            )
+        });
+        Ok(Self {
+            pool,
+            quoted: schema.quoted(),
+            schema,
+            signals,
+            long_poll: options.long_poll,
+            recheck_interval: options.listener_reconnect_delay,
+            _listener: listener,
+        })
+    }
+
+    /// The schema this store lives in.
+    pub fn schema(&self) -> &str {
+        self.schema.as_str()
+    }
+
+    /// The highest schema migration this build applies.
+    pub fn schema_version() -> i32 {
+        migrations::latest_version()
+    }
+
+    /// Calls `function` of this store's schema with `params`, in one round
+    /// trip (the prepared statement is cached per connection).
+    async fn call(
+        &self,
+        op: &str,
+        function: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ProviderError> {
+        let sql = format!(
+            "SELECT * FROM {}.{}({})",
+            self.quoted,
+            function,
+            placeholders(params.len())
+        );
+        let client = self.pool.get().await.map_err(|e| from_pool(op, &e))?;
+        let statement = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| from_pg(op, &e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| from_pg(op, &e))
+    }
+
+    /// Like [`call`](Self::call), for functions returning one row.
+    async fn call_one(
+        &self,
+        op: &str,
+        function: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, ProviderError> {
+        self.call(op, function, params)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::permanent(op, format!("{function} returned no row")))
+    }
+
+    /// Runs `attempt` until it yields something or `poll_timeout` runs out.
+    ///
+    /// With long polling off, or a zero timeout, `attempt` runs once. Otherwise
+    /// an empty attempt waits for a notification on `signal`, for the next
+    /// delayed item (`attempt` says in how long), or for the deadline,
+    /// whichever comes first. The wait is registered before each attempt, so a
+    /// notification sent while the query runs is not lost. Dropping the
+    /// future at any await point leaves nothing behind.
+    async fn poll<T, F, Fut>(
+        &self,
+        poll_timeout: Duration,
+        signal: &Notify,
+        mut attempt: F,
+    ) -> Result<Option<T>, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
+    {
+        let deadline = Instant::now() + poll_timeout;
+        loop {
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_in = match attempt().await? {
+                Polled::Ready(value) => return Ok(Some(value)),
+                Polled::Empty { next_visible_in } => next_visible_in,
+            };
+            let now = Instant::now();
+            if !self.long_poll || now >= deadline {
+                return Ok(None);
+            }
+            let mut wake = deadline;
+            if let Some(d) = next_in {
+                wake = wake.min(now + d);
+            }
+            if !self.signals.connected() {
+                wake = wake.min(now + self.recheck_interval);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    if wake >= deadline {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries an idempotent operation (lease renewal) a few times on
+    /// retryable errors: the runtime stops renewing after its first error,
+    /// so a passing blip must not cost the lease.
+    async fn retry_idempotent<F, Fut>(&self, mut op: F) -> Result<(), ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ProviderError>>,
+    {
+        let mut delay = Duration::from_millis(20);
+        for _ in 0..2 {
+            match op().await {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(target: "duroxide_postgres", error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                other => return other,
+            }
+        }
+        op().await
+    }
+}
+
+/// The outcome of one fetch attempt.
+enum Polled<T> {
+    Ready(T),
+    Empty { next_visible_in: Option<Duration> },
+}
+
+impl<T> Polled<T> {
+    fn empty(next_visible_in_ms: Option<i64>) -> Self {
+        Polled::Empty {
+            next_visible_in: next_visible_in_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        }
+    }
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait]
+impl Provider for PostgresProvider {
+    fn name(&self) -> &str {
+        "duroxide-postgres"
+    }
+
+    fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        filter: Option<&DispatcherCapabilityFilter>,
+    ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
+        self.fetch_orchestration(lock_timeout, poll_timeout, filter)
+            .await
+    }
+
+    async fn ack_orchestration_item(
+        &self,
+        lock_token: &str,
+        execution_id: u64,
+        history_delta: Vec<Event>,
+        worker_items: Vec<WorkItem>,
+        orchestrator_items: Vec<WorkItem>,
+        metadata: ExecutionMetadata,
+        cancelled_activities: Vec<ScheduledActivityIdentifier>,
+    ) -> Result<(), ProviderError> {
+        self.ack_orchestration(
+            lock_token,
+            execution_id,
+            &history_delta,
+            &worker_items,
+            &orchestrator_items,
+            &metadata,
+            &cancelled_activities,
+        )
+        .await
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        self.abandon_orchestration(lock_token, delay, ignore_attempt)
+            .await
+    }
+
+    async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
+        self.read_events("read", instance, None).await
+    }
+
+    async fn read_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<Vec<Event>, ProviderError> {
+        self.read_events("read_with_execution", instance, Some(execution_id))
+            .await
+    }
+
+    async fn append_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+        new_events: Vec<Event>,
+    ) -> Result<(), ProviderError> {
+        self.append_events(instance, execution_id, &new_events)
+            .await
+    }
+
+    async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
+        self.enqueue_worker(&item).await
+    }
+
+    async fn fetch_work_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        session: Option<&SessionFetchConfig>,
+        tag_filter: &TagFilter,
+    ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+        self.fetch_work(lock_timeout, poll_timeout, session, tag_filter)
+            .await
+    }
+
+    async fn ack_work_item(
+        &self,
+        token: &str,
+        completion: Option<WorkItem>,
+    ) -> Result<(), ProviderError> {
+        self.ack_work(token, completion.as_ref()).await
+    }
+
+    async fn renew_work_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        self.renew_work(token, extend_for).await
+    }
+
+    async fn renew_session_lock(
+        &self,
+        owner_ids: &[&str],
+        extend_for: Duration,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        self.renew_sessions(owner_ids, extend_for, idle_timeout)
+            .await
+    }
+
+    async fn cleanup_orphaned_sessions(
+        &self,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        self.cleanup_sessions(idle_timeout).await
+    }
+
+    async fn abandon_work_item(
+        &self,
+        token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        self.abandon_work(token, delay, ignore_attempt).await
+    }
+
+    async fn renew_orchestration_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        self.renew_orchestration(token, extend_for).await
+    }
+
+    async fn enqueue_for_orchestrator(
+        &self,
+        item: WorkItem,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        self.enqueue_orchestrator(&item, delay).await
+    }
+
+    fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
+        Some(self)
+    }
+
+    async fn get_custom_status(
+        &self,
+        instance: &str,
+        last_seen_version: u64,
+    ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
+        self.custom_status(instance, last_seen_version).await
+    }
+
+    async fn get_kv_value(
+        &self,
+        instance: &str,
+        key: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        self.kv_value(instance, key).await
+    }
+
+    async fn get_kv_all_values(
+        &self,
+        instance: &str,
+    ) -> Result<std::collections::HashMap<String, String>, ProviderError> {
+        self.kv_all_values(instance).await
+    }
+
+    async fn get_instance_stats(
+        &self,
+        instance: &str,
+    ) -> Result<Option<duroxide::SystemStats>, ProviderError> {
+        self.instance_stats(instance).await
+    }
+}

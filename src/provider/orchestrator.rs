@@ -1,0 +1,430 @@
+//! Orchestrator queue calls: `sql/functions/orchestrator_queue.sql`.
+
+use super::{Polled, PostgresProvider};
+use crate::codec::{self, millis};
+use duroxide::providers::{
+    DispatcherCapabilityFilter, ExecutionMetadata, KvEntry, OrchestrationItem, ProviderError,
+    ScheduledActivityIdentifier, WorkItem,
+};
+use duroxide::{Event, EventKind};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio_postgres::Row;
+
+/// Execution id of a brand-new instance.
+const FIRST_EXECUTION: u64 = 1;
+
+impl PostgresProvider {
+    pub(super) async fn enqueue_orchestrator(
+        &self,
+        item: &WorkItem,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        const OP: &str = "enqueue_for_orchestrator";
+        let route = codec::orchestrator_route(OP, item)?;
+        let text = codec::encode_item(OP, item)?;
+        let delay_ms = delay.map(millis);
+        self.call(
+            OP,
+            "enqueue_orchestrator",
+            &[
+                &route.instance,
+                &route.kind,
+                &text,
+                &delay_ms,
+                &route.fire_at_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_orchestration(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        filter: Option<&DispatcherCapabilityFilter>,
+    ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
+        const OP: &str = "fetch_orchestration_item";
+        // Phase 1 of capability filtering: only the first range counts; no
+        // range means nothing is compatible.
+        let (min, max) = match filter {
+            None => (None, None),
+            Some(f) => match f.supported_duroxide_versions.first() {
+                None => return Ok(None),
+                Some(r) => (Some(semver_triple(&r.min)), Some(semver_triple(&r.max))),
+            },
+        };
+        let lock_ms = millis(lock_timeout);
+        self.poll(poll_timeout, &self.signals.orchestrator, || async {
+            let row = self
+                .call_one(OP, "fetch_orchestration_item", &[&lock_ms, &min, &max])
+                .await?;
+            let instance: Option<String> = row.get("instance_id");
+            match instance {
+                None => Ok(Polled::empty(row.get("next_visible_in_ms"))),
+                Some(instance) => Ok(Polled::Ready(build_item(instance, &row)?)),
+            }
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn ack_orchestration(
+        &self,
+        lock_token: &str,
+        execution_id: u64,
+        history_delta: &[Event],
+        worker_items: &[WorkItem],
+        orchestrator_items: &[WorkItem],
+        metadata: &ExecutionMetadata,
+        cancelled: &[ScheduledActivityIdentifier],
+    ) -> Result<(), ProviderError> {
+        const OP: &str = "ack_orchestration_item";
+        let execution = codec::id(OP, execution_id)?;
+
+        let mut event_ids = Vec::with_capacity(history_delta.len());
+        let mut events = Vec::with_capacity(history_delta.len());
+        for e in history_delta {
+            event_ids.push(codec::id(OP, e.event_id)?);
+            events.push(codec::encode_event(OP, e)?);
+        }
+
+        let mut w_items = Vec::with_capacity(worker_items.len());
+        let mut w_instances = Vec::with_capacity(worker_items.len());
+        let mut w_executions = Vec::with_capacity(worker_items.len());
+        let mut w_activities = Vec::with_capacity(worker_items.len());
+        let mut w_sessions = Vec::with_capacity(worker_items.len());
+        let mut w_tags = Vec::with_capacity(worker_items.len());
+        for item in worker_items {
+            let route = codec::worker_route(OP, item)?;
+            w_items.push(codec::encode_item(OP, item)?);
+            w_instances.push(route.instance);
+            w_executions.push(route.execution_id);
+            w_activities.push(route.activity_id);
+            w_sessions.push(route.session_id);
+            w_tags.push(route.tag);
+        }
+
+        let mut o_items = Vec::with_capacity(orchestrator_items.len());
+        let mut o_instances = Vec::with_capacity(orchestrator_items.len());
+        let mut o_kinds = Vec::with_capacity(orchestrator_items.len());
+        let mut o_visible = Vec::with_capacity(orchestrator_items.len());
+        for item in orchestrator_items {
+            let route = codec::orchestrator_route(OP, item)?;
+            o_items.push(codec::encode_item(OP, item)?);
+            o_instances.push(route.instance);
+            o_kinds.push(route.kind);
+            o_visible.push(route.fire_at_ms);
+        }
+
+        let mut c_instances = Vec::with_capacity(cancelled.len());
+        let mut c_executions = Vec::with_capacity(cancelled.len());
+        let mut c_activities = Vec::with_capacity(cancelled.len());
+        for c in cancelled {
+            c_instances.push(c.instance.as_str());
+            c_executions.push(codec::id(OP, c.execution_id)?);
+            c_activities.push(codec::id(OP, c.activity_id)?);
+        }
+
+        let status_change = StatusChange::from_delta(history_delta);
+        let kv = KvChanges::from_delta(history_delta);
+        let pinned = metadata.pinned_duroxide_version.as_ref().map(semver_triple);
+
+        self.call(
+            OP,
+            "ack_orchestration_item",
+            &[
+                &lock_token,
+                &execution,
+                &event_ids,
+                &events,
+                &w_items,
+                &w_instances,
+                &w_executions,
+                &w_activities,
+                &w_sessions,
+                &w_tags,
+                &o_items,
+                &o_instances,
+                &o_kinds,
+                &o_visible,
+                &metadata.status,
+                &metadata.output,
+                &metadata.orchestration_name,
+                &metadata.orchestration_version,
+                &metadata.parent_instance_id,
+                &pinned,
+                &c_instances,
+                &c_executions,
+                &c_activities,
+                &status_change.action,
+                &status_change.value,
+                &kv.clear_all,
+                &kv.keys,
+                &kv.values,
+                &kv.updated_at_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn abandon_orchestration(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        let delay_ms = delay.map(millis);
+        self.call(
+            "abandon_orchestration_item",
+            "abandon_orchestration_item",
+            &[&lock_token, &delay_ms, &ignore_attempt],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn renew_orchestration(
+        &self,
+        lock_token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        let extend_ms = millis(extend_for);
+        self.retry_idempotent(|| async {
+            self.call(
+                "renew_orchestration_item_lock",
+                "renew_orchestration_item_lock",
+                &[&lock_token, &extend_ms],
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
+/// Builds the fetched item from the row of `fetch_orchestration_item`.
+/// Undecodable history, messages or KV come back as `history_error` (the
+/// lease is held and the attempt counted), never as `Err`.
+fn build_item(
+    instance: String,
+    row: &Row,
+) -> Result<(OrchestrationItem, String, u32), ProviderError> {
+    let token: String = row.get("lock_token");
+    let attempts: i32 = row.get("attempt_count");
+    let exists: bool = row.get("instance_exists");
+    let stored_execution: Option<i64> = row.get("execution_id");
+    let message_texts: Vec<String> = row.get("messages");
+    let history_texts: Option<Vec<String>> = row.get("history");
+
+    let mut errors = Vec::new();
+    let mut messages = Vec::with_capacity(message_texts.len());
+    for text in &message_texts {
+        match codec::decode_item(text) {
+            Ok(m) => messages.push(m),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut history = Vec::new();
+    for text in history_texts.iter().flatten() {
+        match codec::decode_event(text) {
+            Ok(e) => history.push(e),
+            Err(e) => {
+                errors.push(e);
+                break;
+            }
+        }
+    }
+    let kv_snapshot = kv_snapshot(row);
+
+    let (name, version, execution_id) = if exists {
+        let name: String = row.get("orchestration_name");
+        let version: Option<String> = row.get("orchestration_version");
+        (
+            name,
+            version.unwrap_or_else(|| "unknown".to_string()),
+            stored_execution.map_or(FIRST_EXECUTION, |e| e as u64),
+        )
+    } else {
+        derive_identity(&history, &messages, stored_execution)
+    };
+
+    let history_error = if errors.is_empty() {
+        None
+    } else {
+        history.clear();
+        Some(format!("instance {instance}: {}", errors.join("; ")))
+    };
+    let item = OrchestrationItem {
+        instance,
+        orchestration_name: name,
+        execution_id,
+        version,
+        history,
+        messages,
+        history_error,
+        kv_snapshot,
+    };
+    Ok((item, token, attempts.max(0) as u32))
+}
+
+fn kv_snapshot(row: &Row) -> HashMap<String, KvEntry> {
+    let keys: Option<Vec<String>> = row.get("kv_keys");
+    let values: Option<Vec<String>> = row.get("kv_values");
+    let updated: Option<Vec<i64>> = row.get("kv_updated_at_ms");
+    keys.unwrap_or_default()
+        .into_iter()
+        .zip(values.unwrap_or_default())
+        .zip(updated.unwrap_or_default())
+        .map(|((key, value), at)| {
+            (
+                key,
+                KvEntry {
+                    value,
+                    last_updated_at_ms: at.max(0) as u64,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Name, version and execution of an instance that has no row yet: from its
+/// history, else from a start in the batch.
+fn derive_identity(
+    history: &[Event],
+    messages: &[WorkItem],
+    stored_execution: Option<i64>,
+) -> (String, String, u64) {
+    for event in history {
+        if let EventKind::OrchestrationStarted { name, version, .. } = &event.kind {
+            return (name.clone(), version.clone(), event.execution_id);
+        }
+    }
+    for m in messages {
+        match m {
+            WorkItem::StartOrchestration {
+                orchestration,
+                version,
+                execution_id,
+                ..
+            } => {
+                return (
+                    orchestration.clone(),
+                    version.clone().unwrap_or_else(|| "unknown".to_string()),
+                    *execution_id,
+                )
+            }
+            WorkItem::ContinueAsNew {
+                orchestration,
+                version,
+                ..
+            } => {
+                return (
+                    orchestration.clone(),
+                    version.clone().unwrap_or_else(|| "unknown".to_string()),
+                    stored_execution.map_or(FIRST_EXECUTION, |e| e as u64),
+                )
+            }
+            _ => {}
+        }
+    }
+    (
+        "unknown".to_string(),
+        "unknown".to_string(),
+        stored_execution.map_or(FIRST_EXECUTION, |e| e as u64),
+    )
+}
+
+/// A pinned duroxide version as the [major, minor, patch] the SQL compares.
+fn semver_triple(v: &semver::Version) -> Vec<i64> {
+    let part = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    vec![part(v.major), part(v.minor), part(v.patch)]
+}
+
+/// The custom-status change of a turn: the last `CustomStatusUpdated` wins.
+struct StatusChange {
+    /// 0 unchanged, 1 set, 2 cleared.
+    action: i16,
+    value: Option<String>,
+}
+
+impl StatusChange {
+    fn from_delta(delta: &[Event]) -> Self {
+        let last = delta.iter().rev().find_map(|e| match &e.kind {
+            EventKind::CustomStatusUpdated { status } => Some(status.clone()),
+            _ => None,
+        });
+        match last {
+            None => Self {
+                action: 0,
+                value: None,
+            },
+            Some(Some(s)) => Self {
+                action: 1,
+                value: Some(s),
+            },
+            Some(None) => Self {
+                action: 2,
+                value: None,
+            },
+        }
+    }
+}
+
+/// The net KV effect of a turn: whether everything was cleared, then the
+/// final value of each key written after the last clear (None = tombstone).
+struct KvChanges {
+    clear_all: bool,
+    keys: Vec<String>,
+    values: Vec<Option<String>>,
+    updated_at_ms: Vec<i64>,
+}
+
+impl KvChanges {
+    fn from_delta(delta: &[Event]) -> Self {
+        let mut clear_all = false;
+        let mut writes: BTreeMap<String, (Option<String>, i64)> = BTreeMap::new();
+        for e in delta {
+            match &e.kind {
+                EventKind::KeyValueSet {
+                    key,
+                    value,
+                    last_updated_at_ms,
+                } => {
+                    writes.insert(
+                        key.clone(),
+                        (
+                            Some(value.clone()),
+                            i64::try_from(*last_updated_at_ms).unwrap_or(i64::MAX),
+                        ),
+                    );
+                }
+                EventKind::KeyValueCleared { key } => {
+                    writes.insert(
+                        key.clone(),
+                        (None, i64::try_from(e.timestamp_ms).unwrap_or(i64::MAX)),
+                    );
+                }
+                EventKind::KeyValuesCleared => {
+                    clear_all = true;
+                    writes.clear();
+                }
+                _ => {}
+            }
+        }
+        let mut out = Self {
+            clear_all,
+            keys: Vec::with_capacity(writes.len()),
+            values: Vec::with_capacity(writes.len()),
+            updated_at_ms: Vec::with_capacity(writes.len()),
+        };
+        for (key, (value, at)) in writes {
+            out.keys.push(key);
+            out.values.push(value);
+            out.updated_at_ms.push(at);
+        }
+        out
+    }
+}

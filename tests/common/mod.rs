@@ -1,0 +1,179 @@
+//! Shared test support: a PostgreSQL server (see `server.rs`), fresh schemas
+//! that are dropped afterwards, and the duroxide validation-suite factory.
+
+pub mod server;
+
+use duroxide::provider_validations::ProviderFactory;
+use duroxide::providers::Provider;
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A schema name no other test uses: `t_<prefix>_<random>`.
+pub fn unique_schema(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("t_{prefix}_{:016x}", h.finish())
+}
+
+/// Runs SQL on its own connection (for fault injection and inspection).
+pub async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&server::database_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to test database");
+    tokio::spawn(connection);
+    client
+}
+
+/// Drops the schemas it was given when dropped, so tests leave nothing
+/// behind even when they panic. Runs on a thread of its own because Drop
+/// cannot await.
+#[derive(Default)]
+pub struct Schemas {
+    names: Mutex<Vec<String>>,
+}
+
+impl Schemas {
+    pub fn track(&self, schema: &str) {
+        self.names.lock().unwrap().push(schema.to_string());
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap());
+        if names.is_empty() {
+            return;
+        }
+        let url = server::database_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                // Never hang a test run on a lock held by a leftover task.
+                let _ = client.batch_execute("SET lock_timeout = '5s'").await;
+                for name in names {
+                    // Names come from unique_schema (plain identifiers).
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A provider in a fresh schema that is dropped with the returned guard.
+pub async fn provider(prefix: &str, options: PostgresOptions) -> (Arc<PostgresProvider>, Schemas) {
+    let schemas = Schemas::default();
+    let schema = unique_schema(prefix);
+    schemas.track(&schema);
+    let provider = PostgresProvider::connect(&server::database_url(), options.schema(&schema))
+        .await
+        .expect("create provider");
+    (Arc::new(provider), schemas)
+}
+
+/// The validation-suite factory: every `create_provider` is a fresh schema.
+pub struct PgFactory {
+    long_poll: bool,
+    current: Mutex<Option<String>>,
+    schemas: Schemas,
+}
+
+impl PgFactory {
+    /// Providers with long polling on (the default configuration).
+    pub fn long_poll() -> Self {
+        Self::new(true)
+    }
+
+    /// Providers with long polling off.
+    pub fn short_poll() -> Self {
+        Self::new(false)
+    }
+
+    fn new(long_poll: bool) -> Self {
+        Self {
+            long_poll,
+            current: Mutex::new(None),
+            schemas: Schemas::default(),
+        }
+    }
+
+    fn current_schema(&self) -> String {
+        self.current
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("create_provider was not called")
+    }
+}
+
+#[async_trait::async_trait]
+impl ProviderFactory for PgFactory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        let schema = unique_schema("v");
+        self.schemas.track(&schema);
+        let options = PostgresOptions::new()
+            .schema(&schema)
+            .long_poll(self.long_poll);
+        let provider = PostgresProvider::connect(&server::database_url(), options)
+            .await
+            .expect("create provider");
+        *self.current.lock().unwrap() = Some(schema);
+        Arc::new(provider)
+    }
+
+    fn lock_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    /// Writes text that is not JSON over every history row of `instance`.
+    async fn corrupt_instance_history(&self, instance: &str) {
+        let schema = self.current_schema();
+        let n = admin_client()
+            .await
+            .execute(
+                &format!("UPDATE \"{schema}\".history SET event_data = 'not json {{' WHERE instance_id = $1"),
+                &[&instance],
+            )
+            .await
+            .expect("corrupt history");
+        assert!(n > 0, "no history to corrupt for {instance}");
+    }
+
+    async fn get_max_attempt_count(&self, instance: &str) -> u32 {
+        let schema = self.current_schema();
+        let row = admin_client()
+            .await
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(max(attempt_count), 0) FROM \"{schema}\".orchestrator_queue WHERE instance_id = $1"
+                ),
+                &[&instance],
+            )
+            .await
+            .expect("read attempt count");
+        row.get::<_, i32>(0) as u32
+    }
+}
