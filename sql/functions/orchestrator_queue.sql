@@ -255,8 +255,13 @@ BEGIN
         WHERE i.instance_id = v_instance;
     END IF;
 
+    -- The execution row, unless this turn writes nothing for an instance that
+    -- does not exist (the runtime's empty ack of an orphan batch must leave
+    -- no trace).
     INSERT INTO __SCHEMA__.executions (instance_id, execution_id, started_at_ms)
-    VALUES (v_instance, p_execution_id, v_now)
+    SELECT v_instance, p_execution_id, v_now
+    WHERE cardinality(p_event_ids) > 0
+       OR EXISTS (SELECT 1 FROM __SCHEMA__.instances i WHERE i.instance_id = v_instance)
     ON CONFLICT (instance_id, execution_id) DO NOTHING;
 
     -- Append-only: a duplicate event id fails the whole turn (23505).
