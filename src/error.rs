@@ -24,7 +24,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The database reported an error, or the connection failed.
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No pooled connection could be obtained.
     #[error("connection pool error: {0}")]
@@ -39,6 +39,18 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+}
+
+/// A database error with its SQLSTATE and the server's message and detail
+/// (tokio-postgres' own Display says only "db error").
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("[{}] {} ({detail})", db.code().code(), db.message()),
+            None => format!("[{}] {}", db.code().code(), db.message()),
+        },
+        None => err.to_string(),
+    }
 }
 
 /// Whether an error with this SQLSTATE may succeed if the operation is retried.
@@ -64,10 +76,7 @@ pub(crate) fn from_pg(operation: &str, err: &tokio_postgres::Error) -> ProviderE
     match err.code() {
         Some(state) => {
             let code = state.code();
-            let message = match err.as_db_error() {
-                Some(db) => format!("[{code}] {}", db.message()),
-                None => format!("[{code}] {err}"),
-            };
+            let message = describe(err);
             if is_retryable_sqlstate(code) {
                 ProviderError::retryable(operation, message)
             } else {

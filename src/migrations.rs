@@ -201,7 +201,7 @@ pub(crate) async fn run(
                         "applying migration {:04}_{}: {}",
                         m.version,
                         m.name,
-                        db_message(&e)
+                        crate::error::describe(&e)
                     ),
                 )
             })?;
@@ -260,7 +260,10 @@ pub(crate) async fn run(
             tx.batch_execute(&schema.render(sql)).await.map_err(|e| {
                 schema_error(
                     schema,
-                    format!("creating functions of {name}.sql: {}", db_message(&e)),
+                    format!(
+                        "creating functions of {name}.sql: {}",
+                        crate::error::describe(&e)
+                    ),
                 )
             })?;
             tx.execute(
@@ -287,13 +290,6 @@ async fn relation_exists(
         )
         .await?;
     Ok(row.get(0))
-}
-
-fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("[{}] {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
 }
 
 #[cfg(test)]
