@@ -10,7 +10,6 @@
 --   DX003 instance or execution not found
 --   DX004 instance still running
 --   DX005 delete would orphan a sub-orchestration / not a root
---   DX006 invalid argument
 
 CREATE FUNCTION __SCHEMA__.now_ms() RETURNS BIGINT
 LANGUAGE sql VOLATILE AS $$
