@@ -9,6 +9,48 @@ use duroxide::providers::{ProviderError, WorkItem};
 use duroxide::Event;
 use std::time::Duration;
 
+/// Longest instance id, session id or KV key accepted, in bytes. They are
+/// index keys, and a PostgreSQL B-tree entry holds at most 2704 bytes (an
+/// instance id and a KV key share one).
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
+
+/// Refuses a name that PostgreSQL could not store or index: NUL characters
+/// (TEXT cannot hold them) and, for keys, more than [`MAX_KEY_BYTES`].
+pub(crate) fn check_name(
+    op: &str,
+    what: &str,
+    value: &str,
+    is_key: bool,
+) -> Result<(), ProviderError> {
+    if value.contains('\0') {
+        return Err(ProviderError::permanent(
+            op,
+            format!("{what} contains a NUL character, which PostgreSQL text cannot store"),
+        ));
+    }
+    if is_key && value.len() > MAX_KEY_BYTES {
+        return Err(ProviderError::permanent(
+            op,
+            format!(
+                "{what} is {} bytes long; duroxide-postgres accepts at most {MAX_KEY_BYTES}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an instance id PostgreSQL could not store or index.
+pub(crate) fn check_instance(op: &str, instance: &str) -> Result<(), ProviderError> {
+    check_name(op, "instance id", instance, true)
+}
+
+/// A user string stored as BYTEA (it may contain NUL), decoded back.
+pub(crate) fn utf8(op: &str, what: &str, bytes: Vec<u8>) -> Result<String, ProviderError> {
+    String::from_utf8(bytes)
+        .map_err(|e| crate::error::corrupt(op, format!("stored {what} is not UTF-8: {e}")))
+}
+
 /// A duration in whole milliseconds, rounded up so that a sub-millisecond
 /// lease is not zero, saturating at `i64::MAX`.
 pub(crate) fn millis(d: Duration) -> i64 {
@@ -89,6 +131,7 @@ pub(crate) fn orchestrator_route(
         #[allow(unreachable_patterns)]
         other => (generic_instance(op, other)?, None),
     };
+    check_instance(op, &instance)?;
     Ok(OrchestratorRoute {
         instance,
         kind: kind(item),
@@ -153,13 +196,22 @@ pub(crate) fn worker_route(op: &str, item: &WorkItem) -> Result<WorkerRoute, Pro
             session_id,
             tag,
             ..
-        } => Ok(WorkerRoute {
-            instance: instance.clone(),
-            execution_id: id(op, *execution_id)?,
-            activity_id: id(op, *activity_id)?,
-            session_id: session_id.clone(),
-            tag: tag.clone(),
-        }),
+        } => {
+            check_instance(op, instance)?;
+            if let Some(s) = session_id {
+                check_name(op, "session id", s, true)?;
+            }
+            if let Some(t) = tag {
+                check_name(op, "tag", t, false)?;
+            }
+            Ok(WorkerRoute {
+                instance: instance.clone(),
+                execution_id: id(op, *execution_id)?,
+                activity_id: id(op, *activity_id)?,
+                session_id: session_id.clone(),
+                tag: tag.clone(),
+            })
+        }
         other => Err(ProviderError::permanent(
             op,
             format!(

@@ -7,7 +7,7 @@
 
 -- Custom status, only if its version is newer than p_last_seen_version.
 CREATE FUNCTION __SCHEMA__.get_custom_status(p_instance_id TEXT, p_last_seen_version BIGINT)
-RETURNS TABLE (custom_status TEXT, custom_status_version BIGINT)
+RETURNS TABLE (custom_status BYTEA, custom_status_version BIGINT)
 LANGUAGE sql STABLE AS $$
     SELECT i.custom_status, i.custom_status_version
     FROM __SCHEMA__.instances i
@@ -16,7 +16,7 @@ $$;
 
 -- Merged view of every key with a value.
 CREATE FUNCTION __SCHEMA__.kv_merged(p_instance_id TEXT)
-RETURNS TABLE (key TEXT, value TEXT)
+RETURNS TABLE (key TEXT, value BYTEA)
 LANGUAGE sql STABLE AS $$
     SELECT d.key, d.value FROM __SCHEMA__.kv_delta d
     WHERE d.instance_id = p_instance_id AND d.value IS NOT NULL
@@ -28,7 +28,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION __SCHEMA__.get_kv_value(p_instance_id TEXT, p_key TEXT)
-RETURNS TEXT
+RETURNS BYTEA
 LANGUAGE sql STABLE AS $$
     SELECT m.value FROM __SCHEMA__.kv_merged(p_instance_id) m WHERE m.key = p_key
 $$;

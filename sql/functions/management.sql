@@ -48,7 +48,7 @@ $$;
 
 CREATE FUNCTION __SCHEMA__.get_instance_info(p_instance_id TEXT)
 RETURNS TABLE (instance_id TEXT, orchestration_name TEXT, orchestration_version TEXT,
-               current_execution_id BIGINT, status TEXT, output TEXT,
+               current_execution_id BIGINT, status TEXT, output BYTEA,
                created_at_ms BIGINT, updated_at_ms BIGINT, parent_instance_id TEXT)
 LANGUAGE sql STABLE AS $$
     SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
@@ -61,7 +61,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION __SCHEMA__.get_execution_info(p_instance_id TEXT, p_execution_id BIGINT)
-RETURNS TABLE (execution_id BIGINT, status TEXT, output TEXT, started_at_ms BIGINT,
+RETURNS TABLE (execution_id BIGINT, status TEXT, output BYTEA, started_at_ms BIGINT,
                completed_at_ms BIGINT, event_count BIGINT)
 LANGUAGE sql STABLE AS $$
     SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,

@@ -71,7 +71,7 @@ CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
     messages TEXT[],
     history TEXT[],
     kv_keys TEXT[],
-    kv_values TEXT[],
+    kv_values BYTEA[],
     kv_updated_at_ms BIGINT[],
     next_visible_in_ms BIGINT
 )
@@ -112,7 +112,7 @@ BEGIN
 
         IF v_instance IS NULL THEN
             RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER, NULL::BOOLEAN, NULL::TEXT,
-                NULL::TEXT, NULL::BIGINT, NULL::TEXT[], NULL::TEXT[], NULL::TEXT[], NULL::TEXT[],
+                NULL::TEXT, NULL::BIGINT, NULL::TEXT[], NULL::TEXT[], NULL::TEXT[], NULL::BYTEA[],
                 NULL::BIGINT[],
                 LEAST(
                     (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
@@ -205,7 +205,7 @@ CREATE FUNCTION __SCHEMA__.ack_orchestration_item(
     p_orch_kinds TEXT[],
     p_orch_visible_at_ms BIGINT[],
     p_status TEXT,
-    p_output TEXT,
+    p_output BYTEA,
     p_orchestration_name TEXT,
     p_orchestration_version TEXT,
     p_parent_instance_id TEXT,
@@ -214,10 +214,10 @@ CREATE FUNCTION __SCHEMA__.ack_orchestration_item(
     p_cancel_executions BIGINT[],
     p_cancel_activity_ids BIGINT[],
     p_custom_status_action SMALLINT,
-    p_custom_status TEXT,
+    p_custom_status BYTEA,
     p_kv_clear_all BOOLEAN,
     p_kv_keys TEXT[],
-    p_kv_values TEXT[],
+    p_kv_values BYTEA[],
     p_kv_updated_at_ms BIGINT[]
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$

@@ -15,7 +15,9 @@ CREATE TABLE __SCHEMA__.instances (
     orchestration_version TEXT,
     current_execution_id  BIGINT NOT NULL DEFAULT 1,
     parent_instance_id    TEXT,
-    custom_status         TEXT,
+    -- User strings that may hold any character (NUL included) are BYTEA
+    -- holding their UTF-8 bytes: PostgreSQL TEXT cannot store NUL.
+    custom_status         BYTEA,
     custom_status_version BIGINT NOT NULL DEFAULT 0,
     created_at_ms         BIGINT NOT NULL,
     updated_at_ms         BIGINT NOT NULL
@@ -28,7 +30,7 @@ CREATE TABLE __SCHEMA__.executions (
     instance_id     TEXT   NOT NULL,
     execution_id    BIGINT NOT NULL,
     status          TEXT   NOT NULL DEFAULT 'Running',
-    output          TEXT,
+    output          BYTEA,
     started_at_ms   BIGINT NOT NULL,
     completed_at_ms BIGINT,
     -- duroxide version this execution is pinned to (capability filtering).
@@ -113,7 +115,7 @@ CREATE TABLE __SCHEMA__.sessions (
 CREATE TABLE __SCHEMA__.kv_store (
     instance_id        TEXT   NOT NULL,
     key                TEXT   NOT NULL,
-    value              TEXT   NOT NULL,
+    value              BYTEA  NOT NULL,
     execution_id       BIGINT NOT NULL,
     last_updated_at_ms BIGINT NOT NULL,
     PRIMARY KEY (instance_id, key)
@@ -123,7 +125,7 @@ CREATE TABLE __SCHEMA__.kv_store (
 CREATE TABLE __SCHEMA__.kv_delta (
     instance_id        TEXT   NOT NULL,
     key                TEXT   NOT NULL,
-    value              TEXT,
+    value              BYTEA,
     execution_id       BIGINT NOT NULL,
     last_updated_at_ms BIGINT NOT NULL,
     PRIMARY KEY (instance_id, key)

@@ -17,9 +17,14 @@ impl PostgresProvider {
         let rows = self
             .call(OP, "get_custom_status", &[&instance, &last_seen])
             .await?;
-        Ok(rows
-            .first()
-            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, i64>(1) as u64)))
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let status = row
+            .get::<_, Option<Vec<u8>>>(0)
+            .map(|b| codec::utf8(OP, "custom status", b))
+            .transpose()?;
+        Ok(Some((status, row.get::<_, i64>(1) as u64)))
     }
 
     pub(super) async fn kv_value(
@@ -27,20 +32,24 @@ impl PostgresProvider {
         instance: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
+        const OP: &str = "get_kv_value";
         let row = self
-            .call_one("get_kv_value", "get_kv_value", &[&instance, &key])
+            .call_one(OP, "get_kv_value", &[&instance, &key])
             .await?;
-        Ok(row.get(0))
+        row.get::<_, Option<Vec<u8>>>(0)
+            .map(|b| codec::utf8(OP, "KV value", b))
+            .transpose()
     }
 
     pub(super) async fn kv_all_values(
         &self,
         instance: &str,
     ) -> Result<HashMap<String, String>, ProviderError> {
-        let rows = self
-            .call("get_kv_all_values", "kv_merged", &[&instance])
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        const OP: &str = "get_kv_all_values";
+        let rows = self.call(OP, "kv_merged", &[&instance]).await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), codec::utf8(OP, "KV value", r.get(1))?)))
+            .collect()
     }
 
     pub(super) async fn instance_stats(

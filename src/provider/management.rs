@@ -39,6 +39,12 @@ fn prune_result(row: &Row) -> PruneResult {
     }
 }
 
+fn output(op: &str, row: &Row) -> Result<Option<String>, ProviderError> {
+    row.get::<_, Option<Vec<u8>>>("output")
+        .map(|b| codec::utf8(op, "output", b))
+        .transpose()
+}
+
 fn opt_i64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
@@ -110,7 +116,7 @@ impl ProviderAdmin for PostgresProvider {
                 .unwrap_or_else(|| "unknown".to_string()),
             current_execution_id: ms(row, "current_execution_id"),
             status: row.get("status"),
-            output: row.get("output"),
+            output: output(OP, row)?,
             created_at: ms(row, "created_at_ms"),
             updated_at: ms(row, "updated_at_ms"),
             parent_instance_id: row.get("parent_instance_id"),
@@ -136,7 +142,7 @@ impl ProviderAdmin for PostgresProvider {
         Ok(ExecutionInfo {
             execution_id,
             status: row.get("status"),
-            output: row.get("output"),
+            output: output(OP, row)?,
             started_at: ms(row, "started_at_ms"),
             completed_at: row
                 .get::<_, Option<i64>>("completed_at_ms")

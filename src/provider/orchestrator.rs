@@ -127,8 +127,21 @@ impl PostgresProvider {
             c_activities.push(codec::id(OP, c.activity_id)?);
         }
 
+        for name in [
+            &metadata.orchestration_name,
+            &metadata.orchestration_version,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            codec::check_name(OP, "orchestration name or version", name, false)?;
+        }
+        if let Some(parent) = &metadata.parent_instance_id {
+            codec::check_instance(OP, parent)?;
+        }
+        let output = metadata.output.as_deref().map(str::as_bytes);
         let status_change = StatusChange::from_delta(history_delta);
-        let kv = KvChanges::from_delta(history_delta);
+        let kv = KvChanges::from_delta(OP, history_delta)?;
         let pinned = metadata.pinned_duroxide_version.as_ref().map(semver_triple);
 
         self.call(
@@ -150,7 +163,7 @@ impl PostgresProvider {
                 &o_kinds,
                 &o_visible,
                 &metadata.status,
-                &metadata.output,
+                &output,
                 &metadata.orchestration_name,
                 &metadata.orchestration_version,
                 &metadata.parent_instance_id,
@@ -237,7 +250,13 @@ fn build_item(
             }
         }
     }
-    let kv_snapshot = kv_snapshot(row);
+    let kv_snapshot = match kv_snapshot(row) {
+        Ok(kv) => kv,
+        Err(e) => {
+            errors.push(e);
+            HashMap::new()
+        }
+    };
 
     let (name, version, execution_id) = if exists {
         let name: String = row.get("orchestration_name");
@@ -270,22 +289,25 @@ fn build_item(
     Ok((item, token, attempts.max(0) as u32))
 }
 
-fn kv_snapshot(row: &Row) -> HashMap<String, KvEntry> {
+/// The KV snapshot; a value that is not UTF-8 is reported, never dropped.
+fn kv_snapshot(row: &Row) -> Result<HashMap<String, KvEntry>, String> {
     let keys: Option<Vec<String>> = row.get("kv_keys");
-    let values: Option<Vec<String>> = row.get("kv_values");
+    let values: Option<Vec<Vec<u8>>> = row.get("kv_values");
     let updated: Option<Vec<i64>> = row.get("kv_updated_at_ms");
     keys.unwrap_or_default()
         .into_iter()
         .zip(values.unwrap_or_default())
         .zip(updated.unwrap_or_default())
         .map(|((key, value), at)| {
-            (
+            let value = String::from_utf8(value)
+                .map_err(|e| format!("undecodable KV value of key {key:?}: {e}"))?;
+            Ok((
                 key,
                 KvEntry {
                     value,
                     last_updated_at_ms: at.max(0) as u64,
                 },
-            )
+            ))
         })
         .collect()
 }
@@ -347,7 +369,7 @@ fn semver_triple(v: &semver::Version) -> Vec<i64> {
 struct StatusChange {
     /// 0 unchanged, 1 set, 2 cleared.
     action: i16,
-    value: Option<String>,
+    value: Option<Vec<u8>>,
 }
 
 impl StatusChange {
@@ -363,7 +385,7 @@ impl StatusChange {
             },
             Some(Some(s)) => Self {
                 action: 1,
-                value: Some(s),
+                value: Some(s.into_bytes()),
             },
             Some(None) => Self {
                 action: 2,
@@ -378,12 +400,12 @@ impl StatusChange {
 struct KvChanges {
     clear_all: bool,
     keys: Vec<String>,
-    values: Vec<Option<String>>,
+    values: Vec<Option<Vec<u8>>>,
     updated_at_ms: Vec<i64>,
 }
 
 impl KvChanges {
-    fn from_delta(delta: &[Event]) -> Self {
+    fn from_delta(op: &str, delta: &[Event]) -> Result<Self, ProviderError> {
         let mut clear_all = false;
         let mut writes: BTreeMap<String, (Option<String>, i64)> = BTreeMap::new();
         for e in delta {
@@ -421,10 +443,11 @@ impl KvChanges {
             updated_at_ms: Vec::with_capacity(writes.len()),
         };
         for (key, (value, at)) in writes {
+            codec::check_name(op, "KV key", &key, true)?;
             out.keys.push(key);
-            out.values.push(value);
+            out.values.push(value.map(String::into_bytes));
             out.updated_at_ms.push(at);
         }
-        out
+        Ok(out)
     }
 }
