@@ -50,6 +50,9 @@ CREATE FUNCTION __SCHEMA__.fetch_work_item(
     work_item TEXT,
     lock_token TEXT,
     attempt_count INTEGER,
+    instance_id TEXT,
+    execution_id BIGINT,
+    activity_id BIGINT,
     next_visible_in_ms BIGINT
 )
 LANGUAGE plpgsql AS $$
@@ -81,7 +84,7 @@ BEGIN
         FOR UPDATE OF w SKIP LOCKED;
 
         IF v_id IS NULL THEN
-            RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER,
+            RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER, NULL::TEXT, NULL::BIGINT, NULL::BIGINT,
                 LEAST(
                     (SELECT min(w.visible_at_ms) FROM __SCHEMA__.worker_queue w
                      WHERE w.visible_at_ms > v_now),
@@ -113,7 +116,8 @@ BEGIN
             locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms,
             attempt_count = w.attempt_count + 1
         WHERE w.id = v_id
-        RETURNING w.work_item, w.lock_token, w.attempt_count, NULL::BIGINT;
+        RETURNING w.work_item, w.lock_token, w.attempt_count, w.instance_id, w.execution_id,
+            w.activity_id, NULL::BIGINT;
         RETURN;
     END LOOP;
 END

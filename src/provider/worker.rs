@@ -3,7 +3,16 @@
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
 use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
+use duroxide::ErrorDetails;
 use std::time::Duration;
+use tokio_postgres::Row;
+
+/// Fetches of an undecodable worker item before it is failed. Until then it
+/// is released for others after [`CORRUPT_ITEM_RETRY`]: during a rolling
+/// upgrade a newer build may still decode it. Matches duroxide's default
+/// `max_attempts`.
+const CORRUPT_ITEM_MAX_ATTEMPTS: u32 = 10;
+const CORRUPT_ITEM_RETRY: Duration = Duration::from_secs(1);
 
 impl PostgresProvider {
     pub(super) async fn enqueue_worker(&self, item: &WorkItem) -> Result<(), ProviderError> {
@@ -45,30 +54,69 @@ impl PostgresProvider {
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
         self.poll(poll_timeout, &self.signals.worker, || async {
-            let row = self
-                .call_one(
-                    OP,
-                    "fetch_work_item",
-                    &[&lock_ms, &owner, &session_lock_ms, &tag_mode, &tags],
-                )
-                .await?;
-            let text: Option<String> = row.get("work_item");
-            let Some(text) = text else {
-                return Ok(Polled::empty(row.get("next_visible_in_ms")));
-            };
-            let token: String = row.get("lock_token");
-            let attempts: i32 = row.get("attempt_count");
-            match codec::decode_item(&text) {
-                Ok(item) => Ok(Polled::Ready((item, token, attempts.max(0) as u32))),
-                // The lease stays held and expires: the item is not lost, and
-                // its attempt count keeps growing where an operator can see it.
-                Err(e) => Err(crate::error::corrupt(
-                    OP,
-                    format!("{e} (lock token {token})"),
-                )),
+            // Loops only past corrupt items, which are set aside first.
+            loop {
+                let row = self
+                    .call_one(
+                        OP,
+                        "fetch_work_item",
+                        &[&lock_ms, &owner, &session_lock_ms, &tag_mode, &tags],
+                    )
+                    .await?;
+                let text: Option<String> = row.get("work_item");
+                let Some(text) = text else {
+                    return Ok(Polled::empty(row.get("next_visible_in_ms")));
+                };
+                let token: String = row.get("lock_token");
+                let attempts = row.get::<_, i32>("attempt_count").max(0) as u32;
+                match codec::decode_item(&text) {
+                    Ok(item) => return Ok(Polled::Ready((item, token, attempts))),
+                    Err(e) => self.handle_corrupt_item(&row, &token, attempts, &e).await?,
+                }
             }
         })
         .await
+    }
+
+    /// An undecodable worker item is never dropped silently and never
+    /// blocks the queue: it is released for a later attempt, and after
+    /// [`CORRUPT_ITEM_MAX_ATTEMPTS`] fetches it is completed as a failed
+    /// activity whose error names the corruption, so its orchestration
+    /// fails visibly.
+    async fn handle_corrupt_item(
+        &self,
+        row: &Row,
+        token: &str,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), ProviderError> {
+        let instance: String = row.get("instance_id");
+        let execution_id = row.get::<_, i64>("execution_id") as u64;
+        let activity_id = row.get::<_, i64>("activity_id") as u64;
+        tracing::error!(
+            target: "duroxide_postgres",
+            %instance, execution_id, activity_id, attempts, %error,
+            "corrupt worker item"
+        );
+        if attempts < CORRUPT_ITEM_MAX_ATTEMPTS {
+            return self
+                .abandon_work(token, Some(CORRUPT_ITEM_RETRY), false)
+                .await;
+        }
+        let failed = WorkItem::ActivityFailed {
+            instance: instance.clone(),
+            execution_id,
+            id: activity_id,
+            details: ErrorDetails::Infrastructure {
+                operation: "fetch_work_item".to_string(),
+                message: format!(
+                    "worker item for activity {activity_id} of instance {instance} is corrupt \
+                     after {attempts} attempts: {error}"
+                ),
+                retryable: false,
+            },
+        };
+        self.ack_work(token, Some(&failed)).await
     }
 
     pub(super) async fn ack_work(

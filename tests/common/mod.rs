@@ -1,6 +1,7 @@
 //! Shared test support: a PostgreSQL server (see `server.rs`), fresh schemas
 //! that are dropped afterwards, and the duroxide validation-suite factory.
 
+pub mod items;
 pub mod server;
 
 use duroxide::provider_validations::ProviderFactory;

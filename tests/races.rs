@@ -1,0 +1,1291 @@
+//! Races between fetchers, acks, renewals and lock holders, against a real
+//! PostgreSQL server. Every test asserts outcomes (what was claimed, what was
+//! committed, which errors came back); sleeps only let leases run out.
+
+#[allow(dead_code)]
+mod common;
+
+use duroxide::providers::{
+    ExecutionMetadata, Provider, ProviderError, SessionFetchConfig, TagFilter, WorkItem,
+};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{
+    ActivityContext, Client, Event, EventKind, OrchestrationContext, OrchestrationRegistry,
+    OrchestrationStatus, INITIAL_EVENT_ID, INITIAL_EXECUTION_ID,
+};
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Barrier;
+
+const ORCH: &str = "TestOrch";
+const VERSION: &str = "1.0.0";
+/// A lease that outlives any test step.
+const LONG: Duration = Duration::from_secs(30);
+/// A lease the tests let run out.
+const SHORT: Duration = Duration::from_secs(1);
+/// Longer than SHORT: after this, a SHORT lease has expired.
+const PAST_SHORT: Duration = Duration::from_millis(1500);
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// `sql` with `{s}` replaced by the provider's quoted schema.
+fn sql(p: &PostgresProvider, sql: &str) -> String {
+    sql.replace("{s}", &format!("\"{}\"", p.schema()))
+}
+
+/// A provider whose connections carry an application name of their own, so
+/// that `pg_stat_activity` shows when one of its calls waits on a lock.
+async fn provider_with_app(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, String) {
+    let app = common::unique_schema(&format!("app_{prefix}"));
+    let (p, guard) = common::provider(prefix, PostgresOptions::new().application_name(&app)).await;
+    (p, guard, app)
+}
+
+/// Waits until a backend of `app` is blocked on a heavyweight lock (a row
+/// lock held by another transaction).
+async fn wait_until_blocked(observer: &tokio_postgres::Client, app: &str) {
+    for _ in 0..400 {
+        let n: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no call of {app} ever waited on the row lock");
+}
+
+fn start_item(instance: &str) -> WorkItem {
+    WorkItem::StartOrchestration {
+        instance: instance.to_string(),
+        orchestration: ORCH.to_string(),
+        input: "{}".to_string(),
+        version: Some(VERSION.to_string()),
+        parent_instance: None,
+        parent_id: None,
+        parent_execution_id: None,
+        execution_id: INITIAL_EXECUTION_ID,
+    }
+}
+
+fn external(instance: &str, data: &str) -> WorkItem {
+    WorkItem::ExternalRaised {
+        instance: instance.to_string(),
+        name: "evt".to_string(),
+        data: data.to_string(),
+    }
+}
+
+fn activity(instance: &str, id: u64, session: Option<&str>) -> WorkItem {
+    WorkItem::ActivityExecute {
+        instance: instance.to_string(),
+        execution_id: INITIAL_EXECUTION_ID,
+        id,
+        name: "Act".to_string(),
+        input: "{}".to_string(),
+        session_id: session.map(str::to_string),
+        tag: None,
+    }
+}
+
+fn completion(instance: &str, id: u64, result: &str) -> WorkItem {
+    WorkItem::ActivityCompleted {
+        instance: instance.to_string(),
+        execution_id: INITIAL_EXECUTION_ID,
+        id,
+        result: result.to_string(),
+    }
+}
+
+/// The first event of an execution; `input` tells two turns apart.
+fn started(instance: &str, input: &str) -> Event {
+    Event::with_event_id(
+        INITIAL_EVENT_ID,
+        instance,
+        INITIAL_EXECUTION_ID,
+        None,
+        EventKind::OrchestrationStarted {
+            name: ORCH.to_string(),
+            version: VERSION.to_string(),
+            input: input.to_string(),
+            parent_instance: None,
+            parent_id: None,
+            parent_execution_id: None,
+            carry_forward_events: None,
+            initial_custom_status: None,
+        },
+    )
+}
+
+fn metadata() -> ExecutionMetadata {
+    ExecutionMetadata {
+        orchestration_name: Some(ORCH.to_string()),
+        orchestration_version: Some(VERSION.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Acks a first turn that writes `events` and schedules `worker` / `orch`.
+async fn ack_turn(
+    p: &PostgresProvider,
+    token: &str,
+    events: Vec<Event>,
+    worker: Vec<WorkItem>,
+    orch: Vec<WorkItem>,
+) -> Result<(), ProviderError> {
+    p.ack_orchestration_item(
+        token,
+        INITIAL_EXECUTION_ID,
+        events,
+        worker,
+        orch,
+        metadata(),
+        vec![],
+    )
+    .await
+}
+
+fn session(owner: &str) -> SessionFetchConfig {
+    SessionFetchConfig {
+        owner_id: owner.to_string(),
+        lock_timeout: LONG,
+    }
+}
+
+/// Asserts a lease error: permanent, about the lock, never a deadlock.
+#[track_caller]
+fn assert_lock_error(result: Result<(), ProviderError>, what: &str) {
+    let e = match result {
+        Ok(()) => panic!("{what}: expected a lock error, got Ok"),
+        Err(e) => e,
+    };
+    assert_no_deadlock(&e, what);
+    assert!(
+        !e.is_retryable(),
+        "{what}: lock error must be permanent: {e}"
+    );
+    assert!(
+        e.message.to_lowercase().contains("lock"),
+        "{what}: expected a lock error, got {e}"
+    );
+}
+
+#[track_caller]
+fn assert_no_deadlock(e: &ProviderError, what: &str) {
+    let text = e.to_string();
+    assert!(
+        !text.contains("40P01") && !text.to_lowercase().contains("deadlock"),
+        "{what}: deadlock: {text}"
+    );
+}
+
+async fn count(admin: &tokio_postgres::Client, query: &str, instance: &str) -> i64 {
+    admin
+        .query_one(query, &[&instance])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+}
+
+/// Whether the orchestration lease `token` is live by the database clock.
+async fn orch_lease_live(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    token: &str,
+) -> bool {
+    admin
+        .query_one(
+            &sql(
+                p,
+                "SELECT locked_until_ms > {s}.now_ms() FROM {s}.instance_locks WHERE lock_token = $1",
+            ),
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn orch_locked_until(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    instance: &str,
+) -> i64 {
+    admin
+        .query_one(
+            &sql(
+                p,
+                "SELECT locked_until_ms FROM {s}.instance_locks WHERE instance_id = $1",
+            ),
+            &[&instance],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn work_locked_until(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    token: &str,
+) -> i64 {
+    admin
+        .query_one(
+            &sql(
+                p,
+                "SELECT locked_until_ms FROM {s}.worker_queue WHERE lock_token = $1",
+            ),
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn fetch_orch(
+    p: &PostgresProvider,
+    lock: Duration,
+) -> Option<(duroxide::providers::OrchestrationItem, String, u32)> {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        p.fetch_orchestration_item(lock, Duration::ZERO, None),
+    )
+    .await
+    .expect("a fetch with poll timeout 0 hung")
+    .expect("fetch_orchestration_item")
+}
+
+async fn fetch_work(
+    p: &PostgresProvider,
+    lock: Duration,
+    session: Option<&SessionFetchConfig>,
+) -> Option<(WorkItem, String, u32)> {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        p.fetch_work_item(lock, Duration::ZERO, session, &TagFilter::default()),
+    )
+    .await
+    .expect("a fetch with poll timeout 0 hung")
+    .expect("fetch_work_item")
+}
+
+// ---------------------------------------------------------------------------
+// 1. A fetch that waited on a row lock returns a live lease
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
+    let (p, _guard, app) = provider_with_app("races_wait").await;
+    let holder = common::admin_client().await;
+    let observer = common::admin_client().await;
+
+    // --- Worker queue: the session claim waits on the sessions row. ---
+    p.enqueue_for_worker(activity("inst-w", 1, Some("s1")))
+        .await
+        .unwrap();
+    holder
+        .execute(
+            &sql(
+                &p,
+                "INSERT INTO {s}.sessions (session_id, worker_id, locked_until_ms, last_activity_at_ms) \
+                 VALUES ('s1', 'other', 0, 0)",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    holder
+        .batch_execute(&sql(
+            &p,
+            "BEGIN; SELECT * FROM {s}.sessions WHERE session_id = 's1' FOR UPDATE",
+        ))
+        .await
+        .unwrap();
+
+    let fetcher = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let cfg = SessionFetchConfig {
+                owner_id: "w1".to_string(),
+                lock_timeout: LONG,
+            };
+            p.fetch_work_item(SHORT, Duration::ZERO, Some(&cfg), &TagFilter::default())
+                .await
+        })
+    };
+    wait_until_blocked(&observer, &app).await;
+    // Hold the row longer than the 1 s lease the fetch asks for.
+    tokio::time::sleep(PAST_SHORT).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let (item, token, attempts) = fetcher
+        .await
+        .unwrap()
+        .expect("fetch_work_item")
+        .expect("the session item is claimable once the row is free");
+    assert_eq!(item, activity("inst-w", 1, Some("s1")));
+    assert_eq!(attempts, 1);
+    let live: bool = observer
+        .query_one(
+            &sql(
+                &p,
+                "SELECT locked_until_ms > {s}.now_ms() FROM {s}.worker_queue WHERE lock_token = $1",
+            ),
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        live,
+        "a lease computed before the lock wait came back already expired"
+    );
+    let row = observer
+        .query_one(
+            &sql(
+                &p,
+                "SELECT worker_id, locked_until_ms > {s}.now_ms() FROM {s}.sessions WHERE session_id = 's1'",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "w1",
+        "the session was claimed by w1"
+    );
+    assert!(row.get::<_, bool>(1), "the session claim is live");
+    p.ack_work_item(&token, None)
+        .await
+        .expect("ack of the live lease");
+    assert_eq!(
+        count(
+            &observer,
+            &sql(
+                &p,
+                "SELECT count(*) FROM {s}.worker_queue WHERE instance_id = $1"
+            ),
+            "inst-w"
+        )
+        .await,
+        0
+    );
+
+    // --- Orchestrator queue: a held lease row is skipped, not waited on. ---
+    p.enqueue_for_orchestrator(start_item("inst-o"), None)
+        .await
+        .unwrap();
+    holder
+        .batch_execute(&sql(
+            &p,
+            "BEGIN; SELECT * FROM {s}.instance_locks WHERE instance_id = 'inst-o' FOR UPDATE",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        fetch_orch(&p, SHORT).await.is_none(),
+        "the only ready instance is row-locked: fetch must skip it and return None"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let (item, token, attempts) = fetch_orch(&p, SHORT)
+        .await
+        .expect("inst-o is claimable once the row is free");
+    assert_eq!(item.instance, "inst-o");
+    assert_eq!(item.messages, vec![start_item("inst-o")]);
+    assert_eq!(attempts, 1);
+    assert!(
+        orch_lease_live(&observer, &p, &token).await,
+        "orchestration lease is live"
+    );
+    let event = started("inst-o", "x");
+    ack_turn(&p, &token, vec![event.clone()], vec![], vec![])
+        .await
+        .expect("ack of the live lease");
+    assert_eq!(p.read("inst-o").await.unwrap(), vec![event]);
+}
+
+// ---------------------------------------------------------------------------
+// 2. An ack stalled past its lease commits nothing
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_ack_after_lease_expiry_commits_nothing() {
+    let (p, _guard, app) = provider_with_app("races_stall").await;
+    let holder = common::admin_client().await;
+    let observer = common::admin_client().await;
+
+    let messages = vec![start_item("i1"), external("i1", "payload")];
+    for m in &messages {
+        p.enqueue_for_orchestrator(m.clone(), None).await.unwrap();
+    }
+    let (item, token_a, attempts) = fetch_orch(&p, SHORT).await.expect("fetch A");
+    assert_eq!(item.instance, "i1");
+    assert_eq!(item.messages, messages);
+    assert_eq!(attempts, 1);
+
+    holder
+        .batch_execute(&sql(
+            &p,
+            "BEGIN; SELECT * FROM {s}.instance_locks WHERE instance_id = 'i1' FOR UPDATE",
+        ))
+        .await
+        .unwrap();
+    let stalled = {
+        let p = p.clone();
+        let token = token_a.clone();
+        tokio::spawn(async move {
+            ack_turn(
+                &p,
+                &token,
+                vec![started("i1", "first")],
+                vec![activity("i1", 2, None)],
+                vec![start_item("child-of-first")],
+            )
+            .await
+        })
+    };
+    wait_until_blocked(&observer, &app).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_lock_error(stalled.await.unwrap(), "ack that waited past its lease");
+
+    // Nothing of the failed ack is visible.
+    assert_eq!(
+        count(
+            &observer,
+            &sql(
+                &p,
+                "SELECT count(*) FROM {s}.history WHERE instance_id = $1"
+            ),
+            "i1"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &observer,
+            &sql(
+                &p,
+                "SELECT count(*) FROM {s}.worker_queue WHERE instance_id = $1"
+            ),
+            "i1"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &observer,
+            &sql(
+                &p,
+                "SELECT count(*) FROM {s}.orchestrator_queue WHERE instance_id = $1"
+            ),
+            "child-of-first"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &observer,
+            &sql(
+                &p,
+                "SELECT count(*) FROM {s}.instances WHERE instance_id = $1"
+            ),
+            "i1"
+        )
+        .await,
+        0
+    );
+
+    // The messages come back to the next fetch, counted twice.
+    let (item, token_b, attempts) = fetch_orch(&p, LONG).await.expect("fetch B");
+    assert_eq!(item.instance, "i1");
+    assert_eq!(item.messages, messages);
+    assert_eq!(attempts, 2);
+    let second = started("i1", "second");
+    ack_turn(&p, &token_b, vec![second.clone()], vec![], vec![])
+        .await
+        .expect("ack B");
+
+    assert_eq!(p.read("i1").await.unwrap(), vec![second]);
+    let queued: i64 = observer
+        .query_one(&sql(&p, "SELECT count(*) FROM {s}.orchestrator_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0, "every message consumed exactly once");
+    let work: i64 = observer
+        .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(work, 0, "the failed ack scheduled nothing");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Takeover, then the first owner's late ack
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn takeover_then_late_ack_commits_nothing() {
+    let (p, _guard) = common::provider("races_takeover", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+
+    // --- Orchestrator queue ---
+    let messages = vec![start_item("i1"), external("i1", "e1")];
+    for m in &messages {
+        p.enqueue_for_orchestrator(m.clone(), None).await.unwrap();
+    }
+    let (_, token_a, attempts_a) = fetch_orch(&p, SHORT).await.expect("fetch A");
+    assert_eq!(attempts_a, 1);
+    tokio::time::sleep(PAST_SHORT).await;
+    let (item_b, token_b, attempts_b) = fetch_orch(&p, LONG).await.expect("B takes over");
+    assert_eq!(item_b.instance, "i1");
+    assert_eq!(item_b.messages, messages);
+    assert_eq!(attempts_b, 2);
+    assert_ne!(token_a, token_b);
+
+    assert_lock_error(
+        ack_turn(
+            &p,
+            &token_a,
+            vec![started("i1", "A")],
+            vec![activity("i1", 2, None)],
+            vec![external("elsewhere", "from A")],
+        )
+        .await,
+        "A's ack after takeover",
+    );
+    let b_event = started("i1", "B");
+    ack_turn(&p, &token_b, vec![b_event.clone()], vec![], vec![])
+        .await
+        .expect("B's ack");
+    assert_eq!(p.read("i1").await.unwrap(), vec![b_event]);
+    let queued: i64 = admin
+        .query_one(&sql(&p, "SELECT count(*) FROM {s}.orchestrator_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        queued, 0,
+        "each message processed exactly once, nothing from A"
+    );
+    let work: i64 = admin
+        .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(work, 0, "A's activity was not scheduled");
+    assert!(fetch_orch(&p, LONG).await.is_none());
+
+    // --- Worker queue ---
+    p.enqueue_for_worker(activity("i2", 7, None)).await.unwrap();
+    let (_, wtoken_a, wattempts_a) = fetch_work(&p, SHORT, None).await.expect("worker A");
+    assert_eq!(wattempts_a, 1);
+    tokio::time::sleep(PAST_SHORT).await;
+    let (witem_b, wtoken_b, wattempts_b) = fetch_work(&p, LONG, None)
+        .await
+        .expect("worker B takes over");
+    assert_eq!(witem_b, activity("i2", 7, None));
+    assert_eq!(wattempts_b, 2);
+    assert_ne!(wtoken_a, wtoken_b);
+
+    assert_lock_error(
+        p.ack_work_item(&wtoken_a, Some(completion("i2", 7, "A")))
+            .await,
+        "worker A's ack after takeover",
+    );
+    p.ack_work_item(&wtoken_b, Some(completion("i2", 7, "B")))
+        .await
+        .expect("worker B's ack");
+
+    let rows = admin
+        .query(
+            &sql(
+                &p,
+                "SELECT kind FROM {s}.orchestrator_queue WHERE instance_id = 'i2'",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "exactly one completion enqueued");
+    assert_eq!(rows[0].get::<_, String>(0), "ActivityCompleted");
+    let (item, _, _) = fetch_orch(&p, LONG).await.expect("the completion");
+    assert_eq!(item.instance, "i2");
+    assert_eq!(item.messages, vec![completion("i2", 7, "B")]);
+    let work: i64 = admin
+        .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(work, 0, "the activity row is gone");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Lease renewal
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_never_revives_or_shortens() {
+    let (p, _guard) = common::provider("races_renew", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+
+    // --- Orchestration lease ---
+    p.enqueue_for_orchestrator(start_item("i1"), None)
+        .await
+        .unwrap();
+    let (_, token, _) = fetch_orch(&p, SHORT).await.expect("fetch");
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_lock_error(
+        p.renew_orchestration_item_lock(&token, Duration::from_secs(10))
+            .await,
+        "renewing an expired orchestration lease",
+    );
+    assert!(
+        !orch_lease_live(&admin, &p, &token).await,
+        "the expired lease was revived"
+    );
+
+    let (_, token, _) = fetch_orch(&p, SHORT).await.expect("fetch again");
+    p.renew_orchestration_item_lock(&token, Duration::from_secs(10))
+        .await
+        .expect("renew a live lease");
+    let after_long = orch_locked_until(&admin, &p, "i1").await;
+    p.renew_orchestration_item_lock(&token, Duration::from_secs(1))
+        .await
+        .expect("a shorter renewal of a live lease succeeds");
+    let after_short = orch_locked_until(&admin, &p, "i1").await;
+    assert_eq!(
+        after_short, after_long,
+        "a shorter renewal shortened the lease"
+    );
+    ack_turn(&p, &token, vec![started("i1", "x")], vec![], vec![])
+        .await
+        .expect("ack");
+    assert_lock_error(
+        p.renew_orchestration_item_lock(&token, Duration::from_secs(10))
+            .await,
+        "renewing an acked orchestration lease",
+    );
+    assert_eq!(
+        orch_locked_until(&admin, &p, "i1").await,
+        0,
+        "a renewal after the ack re-locked the instance"
+    );
+
+    // --- Worker lease ---
+    p.enqueue_for_worker(activity("i1", 2, None)).await.unwrap();
+    let (_, wtoken, _) = fetch_work(&p, SHORT, None).await.expect("fetch work");
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_lock_error(
+        p.renew_work_item_lock(&wtoken, Duration::from_secs(10))
+            .await,
+        "renewing an expired worker lease",
+    );
+    let live: bool = admin
+        .query_one(
+            &sql(
+                &p,
+                "SELECT locked_until_ms > {s}.now_ms() FROM {s}.worker_queue WHERE lock_token = $1",
+            ),
+            &[&wtoken],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!live, "the expired worker lease was revived");
+
+    let (_, wtoken, attempts) = fetch_work(&p, SHORT, None).await.expect("fetch work again");
+    assert_eq!(attempts, 2);
+    p.renew_work_item_lock(&wtoken, Duration::from_secs(10))
+        .await
+        .expect("renew a live worker lease");
+    let after_long = work_locked_until(&admin, &p, &wtoken).await;
+    p.renew_work_item_lock(&wtoken, Duration::from_secs(1))
+        .await
+        .expect("a shorter renewal of a live worker lease succeeds");
+    let after_short = work_locked_until(&admin, &p, &wtoken).await;
+    assert_eq!(
+        after_short, after_long,
+        "a shorter renewal shortened the worker lease"
+    );
+    p.ack_work_item(&wtoken, None).await.expect("ack work");
+    assert_lock_error(
+        p.renew_work_item_lock(&wtoken, Duration::from_secs(10))
+            .await,
+        "renewing an acked worker lease",
+    );
+}
+
+/// Runs `a` and `b` at the same moment (both released by one barrier).
+async fn race<A, B>(a: A, b: B) -> (Result<(), ProviderError>, Result<(), ProviderError>)
+where
+    A: std::future::Future<Output = Result<(), ProviderError>> + Send + 'static,
+    B: std::future::Future<Output = Result<(), ProviderError>> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(2));
+    let ba = barrier.clone();
+    let ta = tokio::spawn(async move {
+        ba.wait().await;
+        a.await
+    });
+    let tb = tokio::spawn(async move {
+        barrier.wait().await;
+        b.await
+    });
+    let (ra, rb) = tokio::join!(ta, tb);
+    (ra.unwrap(), rb.unwrap())
+}
+
+/// A renewal racing an ack or abandon: Ok, or a lock error (it lost).
+#[track_caller]
+fn assert_renew_outcome(result: Result<(), ProviderError>, what: &str) {
+    if let Err(e) = result {
+        assert_no_deadlock(&e, what);
+        assert_lock_error(Err(e), what);
+    }
+}
+
+#[track_caller]
+fn assert_ok_no_deadlock(result: Result<(), ProviderError>, what: &str) {
+    if let Err(e) = &result {
+        assert_no_deadlock(e, what);
+        panic!("{what} failed: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_racing_ack_and_abandon_never_deadlocks() {
+    let (p, _guard) = common::provider(
+        "races_renew_race",
+        PostgresOptions::new().max_connections(16),
+    )
+    .await;
+    let admin = common::admin_client().await;
+    let extend = Duration::from_secs(30);
+
+    for i in 0..50 {
+        let acked = format!("ack-{i}");
+        let abandoned = format!("abandon-{i}");
+        // Sessions on every other iteration, so session rows are in play too.
+        let sess = (i % 2 == 0).then(|| session("w"));
+        let session_id = format!("s-{i}");
+        let sid = sess.as_ref().map(|_| session_id.as_str());
+
+        p.enqueue_for_orchestrator(start_item(&acked), None)
+            .await
+            .unwrap();
+        p.enqueue_for_orchestrator(start_item(&abandoned), None)
+            .await
+            .unwrap();
+        let (o1, ot1, _) = fetch_orch(&p, LONG).await.expect("orch 1");
+        let (o2, ot2, _) = fetch_orch(&p, LONG).await.expect("orch 2");
+        let (o_ack_token, o_abandon_token) = if o1.instance == acked {
+            assert_eq!(o2.instance, abandoned);
+            (ot1, ot2)
+        } else {
+            assert_eq!(
+                (o1.instance.as_str(), o2.instance.as_str()),
+                (abandoned.as_str(), acked.as_str())
+            );
+            (ot2, ot1)
+        };
+
+        p.enqueue_for_worker(activity(&acked, 2, sid))
+            .await
+            .unwrap();
+        p.enqueue_for_worker(activity(&abandoned, 2, sid))
+            .await
+            .unwrap();
+        let (w1, wt1, _) = fetch_work(&p, LONG, sess.as_ref()).await.expect("work 1");
+        let (w2, wt2, _) = fetch_work(&p, LONG, sess.as_ref()).await.expect("work 2");
+        let (w_ack_token, w_abandon_token) = if w1 == activity(&acked, 2, sid) {
+            assert_eq!(w2, activity(&abandoned, 2, sid));
+            (wt1, wt2)
+        } else {
+            assert_eq!(w1, activity(&abandoned, 2, sid));
+            assert_eq!(w2, activity(&acked, 2, sid));
+            (wt2, wt1)
+        };
+
+        let (
+            o_renew_ack,
+            o_ack,
+            o_renew_abandon,
+            o_abandon,
+            w_renew_ack,
+            w_ack,
+            w_renew_abandon,
+            w_abandon,
+        ) = {
+            let pr = |token: String| {
+                let p = p.clone();
+                async move { p.renew_orchestration_item_lock(&token, extend).await }
+            };
+            let wr = |token: String| {
+                let p = p.clone();
+                async move { p.renew_work_item_lock(&token, extend).await }
+            };
+            let oa = {
+                let p = p.clone();
+                let token = o_ack_token.clone();
+                let instance = acked.clone();
+                async move { ack_turn(&p, &token, vec![started(&instance, "x")], vec![], vec![]).await }
+            };
+            let ob = {
+                let p = p.clone();
+                let token = o_abandon_token.clone();
+                async move { p.abandon_orchestration_item(&token, None, false).await }
+            };
+            let wa = {
+                let p = p.clone();
+                let token = w_ack_token.clone();
+                let instance = acked.clone();
+                async move {
+                    p.ack_work_item(&token, Some(completion(&instance, 2, "r")))
+                        .await
+                }
+            };
+            let wb = {
+                let p = p.clone();
+                let token = w_abandon_token.clone();
+                async move { p.abandon_work_item(&token, None, false).await }
+            };
+            let (r1, r2, r3, r4) = tokio::join!(
+                race(pr(o_ack_token.clone()), oa),
+                race(pr(o_abandon_token.clone()), ob),
+                race(wr(w_ack_token.clone()), wa),
+                race(wr(w_abandon_token.clone()), wb),
+            );
+            (r1.0, r1.1, r2.0, r2.1, r3.0, r3.1, r4.0, r4.1)
+        };
+
+        assert_renew_outcome(o_renew_ack, &format!("iteration {i}: orch renew vs ack"));
+        assert_ok_no_deadlock(o_ack, &format!("iteration {i}: orch ack vs renew"));
+        assert_renew_outcome(
+            o_renew_abandon,
+            &format!("iteration {i}: orch renew vs abandon"),
+        );
+        assert_ok_no_deadlock(o_abandon, &format!("iteration {i}: orch abandon vs renew"));
+        assert_renew_outcome(w_renew_ack, &format!("iteration {i}: worker renew vs ack"));
+        assert_ok_no_deadlock(w_ack, &format!("iteration {i}: worker ack vs renew"));
+        assert_renew_outcome(
+            w_renew_abandon,
+            &format!("iteration {i}: worker renew vs abandon"),
+        );
+        assert_ok_no_deadlock(
+            w_abandon,
+            &format!("iteration {i}: worker abandon vs renew"),
+        );
+
+        // Whatever the interleaving, the outcome of each ack / abandon holds.
+        assert_eq!(
+            p.read(&acked).await.unwrap().len(),
+            1,
+            "iteration {i}: the orchestration ack committed"
+        );
+        let lock_row = admin
+            .query_one(
+                &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.instance_locks WHERE instance_id = $1"),
+                &[&abandoned],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (lock_row.get::<_, Option<String>>(0), lock_row.get::<_, i64>(1)),
+            (None, 0),
+            "iteration {i}: the abandoned orchestration lease is released (a renewal did not revive it)"
+        );
+        let w_row = admin
+            .query_one(
+                &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.worker_queue WHERE instance_id = $1"),
+                &[&abandoned],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                w_row.get::<_, Option<String>>(0),
+                w_row.get::<_, Option<i64>>(1)
+            ),
+            (None, None),
+            "iteration {i}: the abandoned work item is released"
+        );
+        assert_eq!(
+            count(
+                &admin,
+                &sql(
+                    &p,
+                    "SELECT count(*) FROM {s}.worker_queue WHERE instance_id = $1"
+                ),
+                &acked
+            )
+            .await,
+            0,
+            "iteration {i}: the acked work item is gone"
+        );
+
+        // Clear the queues for the next iteration.
+        admin
+            .batch_execute(&sql(
+                &p,
+                "DELETE FROM {s}.orchestrator_queue; DELETE FROM {s}.worker_queue; DELETE FROM {s}.sessions;",
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Sixteen fetchers
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_fetchers_claim_each_instance_exactly_once() {
+    const INSTANCES: usize = 100;
+    const FETCHERS: usize = 16;
+    let (p, _guard) = common::provider(
+        "races_sixteen",
+        PostgresOptions::new().max_connections(FETCHERS),
+    )
+    .await;
+    let admin = common::admin_client().await;
+
+    for rep in 0..50 {
+        let mut enqueues = tokio::task::JoinSet::new();
+        for n in 0..INSTANCES {
+            let p = p.clone();
+            enqueues.spawn(async move {
+                p.enqueue_for_orchestrator(start_item(&format!("r{rep}-i{n}")), None)
+                    .await
+            });
+        }
+        while let Some(r) = enqueues.join_next().await {
+            r.unwrap().expect("enqueue");
+        }
+
+        let seq = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(FETCHERS));
+        let mut fetchers = tokio::task::JoinSet::new();
+        for _ in 0..FETCHERS {
+            let p = p.clone();
+            let seq = seq.clone();
+            let barrier = barrier.clone();
+            fetchers.spawn(async move {
+                barrier.wait().await;
+                let mut got = Vec::new();
+                loop {
+                    match p
+                        .fetch_orchestration_item(LONG, Duration::ZERO, None)
+                        .await
+                        .expect("fetch_orchestration_item")
+                    {
+                        Some((item, _, _)) => {
+                            let n = seq.fetch_add(1, Ordering::SeqCst);
+                            got.push((n, item.instance));
+                            // A provider that hands out claimed instances
+                            // again would loop forever: stop and fail below.
+                            if got.len() > INSTANCES {
+                                return (got, usize::MAX);
+                            }
+                        }
+                        None => return (got, seq.load(Ordering::SeqCst)),
+                    }
+                }
+            });
+        }
+        let mut claims = Vec::new();
+        let mut first_none = usize::MAX;
+        while let Some(r) = fetchers.join_next().await {
+            let (got, none_at) = r.unwrap();
+            claims.extend(got);
+            first_none = first_none.min(none_at);
+        }
+
+        assert_eq!(
+            claims.len(),
+            INSTANCES,
+            "rep {rep}: every instance fetched once"
+        );
+        let distinct: HashSet<&String> = claims.iter().map(|(_, i)| i).collect();
+        assert_eq!(
+            distinct.len(),
+            INSTANCES,
+            "rep {rep}: an instance was fetched twice"
+        );
+        let expected: HashSet<String> = (0..INSTANCES).map(|n| format!("r{rep}-i{n}")).collect();
+        assert_eq!(
+            distinct.into_iter().cloned().collect::<HashSet<_>>(),
+            expected,
+            "rep {rep}: wrong instances fetched"
+        );
+        let after_none = claims.iter().filter(|(n, _)| *n >= first_none).count();
+        assert!(
+            after_none < FETCHERS,
+            "rep {rep}: {after_none} fetches succeeded after a fetch returned None \
+             (at most {} can have been in flight): a fetch gave up while work remained",
+            FETCHERS - 1
+        );
+
+        admin
+            .batch_execute(&sql(
+                &p,
+                "DELETE FROM {s}.orchestrator_queue; DELETE FROM {s}.instance_locks;",
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Completions flowing into parents under the real runtime
+// ---------------------------------------------------------------------------
+
+fn runtime_options() -> RuntimeOptions {
+    RuntimeOptions {
+        orchestration_concurrency: 8,
+        worker_concurrency: 8,
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        dispatcher_long_poll_timeout: Duration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn completions_into_parents_never_deadlock() {
+    const PARENTS: usize = 20;
+    const CHILDREN: usize = 5;
+    let (p, _guard) =
+        common::provider("races_parents", PostgresOptions::new().max_connections(24)).await;
+    let admin = common::admin_client().await;
+
+    let activities = ActivityRegistry::builder()
+        .register("Echo", |_ctx: ActivityContext, input: String| async move {
+            Ok(format!("echo:{input}"))
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register(
+            "Child",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity("Echo", input).await
+            },
+        )
+        .register(
+            "Parent",
+            |ctx: OrchestrationContext, input: String| async move {
+                let children = (0..CHILDREN)
+                    .map(|k| ctx.schedule_sub_orchestration("Child", format!("{input}.{k}")))
+                    .collect::<Vec<_>>();
+                let outputs = ctx.join(children).await;
+                let outputs = outputs.into_iter().collect::<Result<Vec<_>, _>>()?;
+                Ok(outputs.join(","))
+            },
+        )
+        .build();
+    let rt =
+        Runtime::start_with_options(p.clone(), activities, orchestrations, runtime_options()).await;
+    let client = Client::new(p.clone());
+
+    for round in 0..3 {
+        let ids: Vec<String> = (0..PARENTS)
+            .map(|n| format!("round{round}-parent{n}"))
+            .collect();
+        let mut starts = tokio::task::JoinSet::new();
+        for id in &ids {
+            let client = client.clone();
+            let id = id.clone();
+            starts
+                .spawn(async move { client.start_orchestration(&id, "Parent", id.clone()).await });
+        }
+        while let Some(r) = starts.join_next().await {
+            r.unwrap().expect("start_orchestration");
+        }
+        for id in &ids {
+            let expected = (0..CHILDREN)
+                .map(|k| format!("echo:{id}.{k}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            match client
+                .wait_for_orchestration(id, Duration::from_secs(60))
+                .await
+                .expect("wait_for_orchestration")
+            {
+                OrchestrationStatus::Completed { output, .. } => {
+                    assert_eq!(output, expected, "round {round}: {id}")
+                }
+                OrchestrationStatus::Failed { details, .. } => {
+                    panic!("round {round}: {id} failed: {}", details.display_message())
+                }
+                other => panic!("round {round}: {id} did not finish: {other:?}"),
+            }
+        }
+    }
+
+    let not_completed = admin
+        .query(
+            &sql(
+                &p,
+                "SELECT instance_id, status, output FROM {s}.executions WHERE status <> 'Completed'",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let not_completed: Vec<(String, String, Option<String>)> = not_completed
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        not_completed.is_empty(),
+        "executions not completed: {not_completed:?}"
+    );
+    let completed: i64 = admin
+        .query_one(
+            &sql(
+                &p,
+                "SELECT count(*) FROM {s}.executions WHERE status = 'Completed'",
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        completed as usize,
+        3 * PARENTS * (1 + CHILDREN),
+        "every parent and child completed"
+    );
+    rt.shutdown(None).await;
+}
+
+// ---------------------------------------------------------------------------
+// 7. Orphan events for never-started instances
+// ---------------------------------------------------------------------------
+
+fn ghost_messages() -> Vec<WorkItem> {
+    vec![
+        external("ghost", "boo"),
+        WorkItem::CancelInstance {
+            instance: "ghost".to_string(),
+            reason: "never started".to_string(),
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orphan_events_for_never_started_instances_do_not_stall_others() {
+    // --- Provider level: the ghost batch is returned and does not block. ---
+    {
+        let (p, _guard) = common::provider("races_ghost_p", PostgresOptions::new()).await;
+        for m in ghost_messages() {
+            p.enqueue_for_orchestrator(m, None).await.unwrap();
+        }
+        p.enqueue_for_orchestrator(start_item("real"), None)
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(fetch_orch(&p, LONG), fetch_orch(&p, LONG));
+        let (a, _, _) = a.expect("first concurrent fetch");
+        let (b, _, _) = b.expect("second concurrent fetch");
+        let (ghost, real) = if a.instance == "ghost" {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(ghost.instance, "ghost");
+        assert_eq!(
+            ghost.messages,
+            ghost_messages(),
+            "ghost messages as enqueued"
+        );
+        assert_eq!(ghost.orchestration_name, "unknown");
+        assert!(ghost.history.is_empty());
+        assert_eq!(real.instance, "real", "real is fetched while ghost is held");
+        assert_eq!(real.messages, vec![start_item("real")]);
+        assert_eq!(real.orchestration_name, ORCH);
+    }
+
+    // --- Runtime: the ghost leaves no trace and real completes. ---
+    let (p, _guard) = common::provider("races_ghost_rt", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+    for m in ghost_messages() {
+        p.enqueue_for_orchestrator(m, None).await.unwrap();
+    }
+    let client = Client::new(p.clone());
+    client
+        .start_orchestration("real", "Real", "hello")
+        .await
+        .unwrap();
+
+    let orchestrations = OrchestrationRegistry::builder()
+        .register(
+            "Real",
+            |_ctx: OrchestrationContext, input: String| async move { Ok(format!("real:{input}")) },
+        )
+        .build();
+    let rt = Runtime::start_with_options(
+        p.clone(),
+        ActivityRegistry::builder().build(),
+        orchestrations,
+        runtime_options(),
+    )
+    .await;
+
+    match client
+        .wait_for_orchestration("real", Duration::from_secs(30))
+        .await
+        .expect("wait_for_orchestration")
+    {
+        OrchestrationStatus::Completed { output, .. } => assert_eq!(output, "real:hello"),
+        other => panic!("real did not complete: {other:?}"),
+    }
+
+    let queue_sql = sql(
+        &p,
+        "SELECT count(*) FROM {s}.orchestrator_queue WHERE instance_id = $1",
+    );
+    let mut remaining = count(&admin, &queue_sql, "ghost").await;
+    for _ in 0..100 {
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        remaining = count(&admin, &queue_sql, "ghost").await;
+    }
+    rt.shutdown(None).await;
+
+    assert_eq!(remaining, 0, "ghost messages still queued after 10 s");
+    for table in ["instances", "executions", "history"] {
+        assert_eq!(
+            count(
+                &admin,
+                &sql(
+                    &p,
+                    &format!("SELECT count(*) FROM {{s}}.{table} WHERE instance_id = $1")
+                ),
+                "ghost"
+            )
+            .await,
+            0,
+            "a {table} row exists for the never-started ghost"
+        );
+    }
+}
