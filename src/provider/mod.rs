@@ -91,10 +91,8 @@ impl PostgresProvider {
         let mut config = spec.config;
         config.application_name(&options.application_name);
         if let Some(timeout) = options.statement_timeout {
-            config.options(format!(
-                "-c statement_timeout={}",
-                timeout.as_millis().max(1)
-            ));
+            let ms = timeout.as_millis().max(1);
+            config.options(format!("-c statement_timeout={ms}"));
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.acquire_timeout);
@@ -161,14 +159,15 @@ impl PostgresProvider {
     async fn call(
         &self,
         op: &str,
-        function: &str,
+        function: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
+        // The only dynamic SQL of a call: the validated schema, a function
+        // name from this crate, and `$n` placeholders. Values are parameters.
         let sql = format!(
-            "SELECT * FROM {}.{}({})",
-            self.quoted,
-            function,
-            placeholders(params.len())
+            "SELECT * FROM {quoted}.{function}({params})",
+            quoted = self.quoted,
+            params = placeholders(params.len())
         );
         let client = self.pool.get().await.map_err(|e| from_pool(op, &e))?;
         let statement = client
@@ -185,7 +184,7 @@ impl PostgresProvider {
     async fn call_one(
         &self,
         op: &str,
-        function: &str,
+        function: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
         self.call(op, function, params)
