@@ -1289,3 +1289,51 @@ async fn orphan_events_for_never_started_instances_do_not_stall_others() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// An ack whose reply is lost
+// ---------------------------------------------------------------------------
+
+/// What the provider asks the database when an ack fails with a retryable
+/// error (its connection broke, perhaps after the commit): the answer
+/// decides between "done", "retry" and "lost", so a turn is never committed
+/// twice and a committed turn is never reported as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ack_outcome_tells_what_became_of_a_turn() {
+    let (p, _schemas) = common::provider("ack_outcome", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+    let outcome = |token: String| {
+        let query = sql(&p, "SELECT {s}.ack_outcome($1)");
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(&query, &[&token])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+
+    p.enqueue_for_orchestrator(start_item("held"), None)
+        .await
+        .unwrap();
+    let (_, token, _) = fetch_orch(&p, LONG).await.unwrap();
+    assert_eq!(outcome(token.clone()).await, "held");
+    ack_turn(&p, &token, vec![started("held", "{}")], vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(outcome(token.clone()).await, "committed");
+    // A second ack with the same token still fails: acks are not idempotent.
+    assert_lock_error(
+        ack_turn(&p, &token, vec![], vec![], vec![]).await,
+        "second ack",
+    );
+
+    p.enqueue_for_orchestrator(start_item("lost"), None)
+        .await
+        .unwrap();
+    let (_, token, _) = fetch_orch(&p, SHORT).await.unwrap();
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(outcome(token).await, "lost");
+    assert_eq!(outcome("lock_never_issued".to_string()).await, "lost");
+}

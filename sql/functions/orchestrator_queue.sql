@@ -356,7 +356,8 @@ BEGIN
     DELETE FROM __SCHEMA__.orchestrator_queue q
     WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
 
-    UPDATE __SCHEMA__.instance_locks l SET lock_token = NULL, locked_until_ms = 0
+    UPDATE __SCHEMA__.instance_locks l
+    SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
     WHERE l.instance_id = v_instance;
 
     IF cardinality(p_worker_items) > 0 THEN
@@ -368,6 +369,23 @@ BEGIN
         PERFORM pg_notify('__CHANNEL__', 'o');
     END IF;
 END
+$$;
+
+-- What became of the turn fetched with p_lock_token, for an ack whose
+-- connection broke before its reply arrived: 'committed' (that ack, or an
+-- earlier one, committed it), 'held' (the lease is still live: the ack may
+-- be retried) or 'lost' (not committed, and the lease is gone).
+CREATE FUNCTION __SCHEMA__.ack_outcome(p_lock_token TEXT)
+RETURNS TEXT
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l WHERE l.last_acked_token = p_lock_token)
+            THEN 'committed'
+        WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
+                     WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.now_ms())
+            THEN 'held'
+        ELSE 'lost'
+    END
 $$;
 
 -- Release a lease without committing the turn. Only the messages this fetch

@@ -56,7 +56,10 @@ CREATE TABLE __SCHEMA__.history (
 CREATE TABLE __SCHEMA__.instance_locks (
     instance_id     TEXT PRIMARY KEY,
     lock_token      TEXT UNIQUE,
-    locked_until_ms BIGINT NOT NULL DEFAULT 0
+    locked_until_ms BIGINT NOT NULL DEFAULT 0,
+    -- The token of the last committed turn, so that an ack whose reply was
+    -- lost with its connection can learn that it did commit.
+    last_acked_token TEXT UNIQUE
 );
 -- Held leases, for an idle fetch to know when the next one can expire.
 CREATE INDEX instance_locks_held_idx ON __SCHEMA__.instance_locks (locked_until_ms)

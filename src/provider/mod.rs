@@ -162,6 +162,19 @@ impl PostgresProvider {
         function: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
+        self.call_with_state(op, function, params)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// Like [`call`](Self::call), also returning the SQLSTATE of a failure
+    /// (for callers that must tell one condition of ours from another).
+    async fn call_with_state(
+        &self,
+        op: &str,
+        function: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
         // The only dynamic SQL of a call: the validated schema, a function
         // name from this crate, and `$n` placeholders. Values are parameters.
         let sql = format!(
@@ -169,15 +182,15 @@ impl PostgresProvider {
             quoted = self.quoted,
             params = placeholders(params.len())
         );
-        let client = self.pool.get().await.map_err(|e| from_pool(op, &e))?;
-        let statement = client
-            .prepare_cached(&sql)
+        let pg =
+            |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
+        let client = self
+            .pool
+            .get()
             .await
-            .map_err(|e| from_pg(op, &e))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|e| from_pg(op, &e))
+            .map_err(|e| (from_pool(op, &e), None))?;
+        let statement = client.prepare_cached(&sql).await.map_err(pg)?;
+        client.query(&statement, params).await.map_err(pg)
     }
 
     /// Like [`call`](Self::call), for functions returning one row.
