@@ -1322,7 +1322,7 @@ async fn ack_outcome_tells_what_became_of_a_turn() {
     ack_turn(&p, &token, vec![started("held", "{}")], vec![], vec![])
         .await
         .unwrap();
-    assert_eq!(outcome(token.clone()).await, "committed");
+    assert_eq!(outcome(token.clone()).await, "done");
     // A second ack with the same token still fails: acks are not idempotent.
     assert_lock_error(
         ack_turn(&p, &token, vec![], vec![], vec![]).await,
@@ -1336,4 +1336,26 @@ async fn ack_outcome_tells_what_became_of_a_turn() {
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(outcome(token).await, "lost");
     assert_eq!(outcome("lock_never_issued".to_string()).await, "lost");
+
+    // The worker queue's counterpart.
+    let work_outcome = |token: String| {
+        let query = sql(&p, "SELECT {s}.work_ack_outcome($1)");
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(&query, &[&token])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    p.enqueue_for_worker(activity("w", 1, None)).await.unwrap();
+    let (_, token, _) = fetch_work(&p, LONG, None).await.unwrap();
+    assert_eq!(work_outcome(token.clone()).await, "held");
+    p.ack_work_item(&token, None).await.unwrap();
+    assert_eq!(work_outcome(token).await, "done");
+    p.enqueue_for_worker(activity("w", 2, None)).await.unwrap();
+    let (_, token, _) = fetch_work(&p, SHORT, None).await.unwrap();
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(work_outcome(token).await, "lost");
 }

@@ -372,15 +372,15 @@ END
 $$;
 
 -- What became of the turn fetched with p_lock_token, for an ack whose
--- connection broke before its reply arrived: 'committed' (that ack, or an
--- earlier one, committed it), 'held' (the lease is still live: the ack may
--- be retried) or 'lost' (not committed, and the lease is gone).
+-- connection broke before its reply arrived: 'done' (that ack committed
+-- it), 'held' (the lease is still live: the ack may be retried) or 'lost'
+-- (not committed, and the lease is gone).
 CREATE FUNCTION __SCHEMA__.ack_outcome(p_lock_token TEXT)
 RETURNS TEXT
 LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l WHERE l.last_acked_token = p_lock_token)
-            THEN 'committed'
+            THEN 'done'
         WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
                      WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.now_ms())
             THEN 'held'

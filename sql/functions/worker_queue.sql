@@ -160,6 +160,20 @@ BEGIN
 END
 $$;
 
+-- What became of the item leased with p_lock_token, for an ack whose
+-- connection broke before its reply arrived: 'held' (still leased to us: the
+-- ack may be retried), 'lost' (still ours but expired: not completed) or
+-- 'done' (gone from the queue under this token: completed by that ack, or
+-- cancelled, or taken over after expiry; either way not ours to complete).
+CREATE FUNCTION __SCHEMA__.work_ack_outcome(p_lock_token TEXT)
+RETURNS TEXT
+LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(
+        (SELECT CASE WHEN w.locked_until_ms > __SCHEMA__.now_ms() THEN 'held' ELSE 'lost' END
+         FROM __SCHEMA__.worker_queue w WHERE w.lock_token = p_lock_token),
+        'done')
+$$;
+
 -- Extend a live lease to now + extend (never shortening it) and mark its
 -- session active.
 CREATE FUNCTION __SCHEMA__.renew_work_item_lock(

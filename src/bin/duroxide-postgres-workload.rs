@@ -423,8 +423,9 @@ pub async fn wait_until_terminal(
 #[derive(Clone)]
 pub struct SideTable {
     pool: Pool,
-    /// The quoted table name.
-    table: String,
+    /// The quoted schema: a validated identifier in double quotes, the only
+    /// thing spliced into this tool's SQL.
+    q: String,
 }
 
 impl SideTable {
@@ -454,26 +455,17 @@ impl SideTable {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| format!("side table connection: {e}"))?;
-        let side = SideTable {
-            pool,
-            table: format!("\"{schema}\".workload_activity_runs"),
-        };
+        let q = format!("\"{schema}\"");
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {} (instance_id text NOT NULL, activity text NOT NULL, \
-             run_at timestamptz NOT NULL DEFAULT now())",
-            side.table
+            "CREATE TABLE IF NOT EXISTS {q}.workload_activity_runs (instance_id text NOT NULL, \
+             activity text NOT NULL, run_at timestamptz NOT NULL DEFAULT now())"
         );
-        let client = side.pool.get().await.map_err(|e| e.to_string())?;
+        let client = pool.get().await.map_err(|e| e.to_string())?;
         client
             .batch_execute(&ddl)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", side.table))?;
-        Ok(side)
-    }
-
-    /// The quoted table name (`"<schema>".workload_activity_runs`).
-    pub fn table(&self) -> &str {
-        &self.table
+            .map_err(|e| format!("cannot create {q}.workload_activity_runs: {e}"))?;
+        Ok(SideTable { pool, q })
     }
 
     /// Records one execution of `step`, retrying until it is stored or the
@@ -484,11 +476,11 @@ impl SideTable {
     async fn record(&self, ctx: &ActivityContext, step: &str) -> Result<(), String> {
         let run_at = SystemTime::now();
         let sql = format!(
-            "INSERT INTO {t} (instance_id, activity, run_at) \
+            "INSERT INTO {q}.workload_activity_runs (instance_id, activity, run_at) \
              SELECT $1::text, $2::text, $3::timestamptz \
-             WHERE NOT EXISTS (SELECT 1 FROM {t} \
+             WHERE NOT EXISTS (SELECT 1 FROM {q}.workload_activity_runs \
                                WHERE instance_id = $1 AND activity = $2 AND run_at = $3)",
-            t = self.table
+            q = self.q
         );
         let mut delay = Duration::from_millis(50);
         loop {

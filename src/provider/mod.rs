@@ -1,6 +1,7 @@
 //! [`PostgresProvider`]: construction, the connection pool, and the
 //! `Provider` trait, whose methods delegate to one module per area.
 
+mod ack;
 mod history;
 mod kv;
 mod management;

@@ -14,14 +14,6 @@ use tokio_postgres::Row;
 /// Execution id of a brand-new instance.
 const FIRST_EXECUTION: u64 = 1;
 
-/// An ack that failed with a retryable error is resolved and retried for
-/// about 5 s (0.05 + 0.1 + ... capped at 1 s per wait): long enough to ride
-/// out a dropped connection or a fast database restart, within the default
-/// 5 s orchestration lease.
-const ACK_ATTEMPTS: u32 = 9;
-const ACK_RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
-const ACK_RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
-
 impl PostgresProvider {
     pub(super) async fn enqueue_orchestrator(
         &self,
@@ -183,60 +175,14 @@ impl PostgresProvider {
             &kv.values,
             &kv.updated_at_ms,
         ];
-        self.commit_turn(lock_token, params).await
-    }
-
-    /// Calls `ack_orchestration_item`, resolving the one ambiguous failure:
-    /// a retryable error (typically a broken connection) that may have
-    /// struck after the commit. Before retrying it asks the database what
-    /// became of the turn, so a turn is committed once and an ack that did
-    /// commit is never reported as failed (which would make the runtime fail
-    /// the orchestration). A retry that finds its lease gone (the first
-    /// attempt may still have been running on the server) is resolved the
-    /// same way. Any other error is returned as it is.
-    async fn commit_turn(
-        &self,
-        lock_token: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<(), ProviderError> {
-        const OP: &str = "ack_orchestration_item";
-        let mut delay = ACK_RETRY_FIRST_DELAY;
-        let mut error = match self.call(OP, "ack_orchestration_item", params).await {
-            Ok(_) => return Ok(()),
-            Err(e) if !e.is_retryable() => return Err(e),
-            Err(e) => e,
-        };
-        for _ in 1..ACK_ATTEMPTS {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(ACK_RETRY_MAX_DELAY);
-            let outcome = match self.call_one(OP, "ack_outcome", &[&lock_token]).await {
-                Ok(row) => row.get::<_, String>(0),
-                Err(e) => {
-                    error = e;
-                    continue;
-                }
-            };
-            match outcome.as_str() {
-                "committed" => return Ok(()),
-                "held" => match self
-                    .call_with_state(OP, "ack_orchestration_item", params)
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err((e, state)) if e.is_retryable() || is_lock_error(state.as_deref()) => {
-                        error = e
-                    }
-                    Err((e, _)) => return Err(e),
-                },
-                _ => {
-                    return Err(ProviderError::permanent(
-                        OP,
-                        format!("lease lost before the turn could be committed (after: {error})"),
-                    ))
-                }
-            }
-        }
-        Err(error)
+        self.ack_resolving(
+            OP,
+            "ack_orchestration_item",
+            "ack_outcome",
+            lock_token,
+            params,
+        )
+        .await
     }
 
     pub(super) async fn abandon_orchestration(
@@ -419,11 +365,6 @@ fn derive_identity(
 fn semver_triple(v: &semver::Version) -> Vec<i64> {
     let part = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     vec![part(v.major), part(v.minor), part(v.patch)]
-}
-
-/// Our SQLSTATEs for a token that names no live lease.
-fn is_lock_error(state: Option<&str>) -> bool {
-    matches!(state, Some("DX001" | "DX002"))
 }
 
 /// The custom-status change of a turn: the last `CustomStatusUpdated` wins.

@@ -136,9 +136,14 @@ impl PostgresProvider {
                 )
             }
         };
-        self.call(OP, "ack_work_item", &[&token, &target, &kind, &text])
-            .await?;
-        Ok(())
+        self.ack_resolving(
+            OP,
+            "ack_work_item",
+            "work_ack_outcome",
+            token,
+            &[&token, &target, &kind, &text],
+        )
+        .await
     }
 
     pub(super) async fn renew_work(

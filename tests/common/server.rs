@@ -102,6 +102,35 @@ impl TempServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Stops the server with `pg_ctl stop -m {mode}` (`smart`, `fast` or
+    /// `immediate`) and waits until it is down. The data directory is kept, so
+    /// [`restart`](Self::restart) brings the same cluster back.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `pg_ctl stop` fails.
+    pub fn stop(&self, mode: &str) {
+        let result = pg_bin_dir().and_then(|pg| stop_server_with_mode(&pg, &self.dir, mode));
+        if let Err(msg) = result {
+            panic!("{msg}");
+        }
+    }
+
+    /// Starts the stopped server again on the same port, so that
+    /// [`url`](Self::url) stays valid. After an `immediate` stop this runs
+    /// crash recovery; it returns once the server accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server cannot be started (for example when something
+    /// else took the port meanwhile); the message includes the server log.
+    pub fn restart(&self) {
+        let result = pg_bin_dir().and_then(|pg| start_server_on_port(&pg, &self.dir, self.port));
+        if let Err(msg) = result {
+            panic!("{msg}");
+        }
+    }
 }
 
 impl Drop for TempServer {
@@ -265,48 +294,62 @@ fn init_cluster(pg: &Path, dir: &Path) -> Result<(), String> {
 
 /// Starts the cluster in `dir/data` on a free port; returns the port.
 fn start_server(pg: &Path, dir: &Path) -> Result<u16, String> {
-    let data = dir.join("data").to_string_lossy().into_owned();
-    let log = dir.join("server.log");
-    let log_arg = log.to_string_lossy().into_owned();
     let mut last_error = String::new();
     for _ in 0..START_ATTEMPTS {
         let port = free_port()?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{}' \
-             -c max_connections=500 -c shared_buffers=256MB -c fsync=on \
-             -c synchronous_commit=on -c shared_preload_libraries=pg_stat_statements",
-            dir.display()
-        );
-        let log_len = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let out = run_pg(
-            pg,
-            "pg_ctl",
-            &[
-                "start", "-w", "-t", "60", "-D", &data, "-l", &log_arg, "-o", &options,
-            ],
-            dir,
-        )?;
-        if out.status.success() && port_accepts(port) {
-            return Ok(port);
+        match start_server_on_port(pg, dir, port) {
+            Ok(()) => return Ok(port),
+            Err(msg) => last_error = msg,
         }
-        last_error = format!(
-            "could not start PostgreSQL in {dir} on port {port}.\n\
-             pg_ctl output: {stdout}\n{stderr}\n\
-             --- tail of {log} ---\n{tail}",
-            dir = dir.display(),
-            stdout = String::from_utf8_lossy(&out.stdout).trim(),
-            stderr = String::from_utf8_lossy(&out.stderr).trim(),
-            log = log.display(),
-            tail = log_tail(&log, log_len),
-        );
         // A half-started postmaster must not keep the data directory locked.
         let _ = stop_server(pg, dir);
     }
     Err(last_error)
 }
 
+/// Starts the cluster in `dir/data` on `port` and waits until it accepts
+/// connections.
+fn start_server_on_port(pg: &Path, dir: &Path, port: u16) -> Result<(), String> {
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let log = dir.join("server.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let options = format!(
+        "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{}' \
+         -c max_connections=500 -c shared_buffers=256MB -c fsync=on \
+         -c synchronous_commit=on -c shared_preload_libraries=pg_stat_statements",
+        dir.display()
+    );
+    let log_len = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let out = run_pg(
+        pg,
+        "pg_ctl",
+        &[
+            "start", "-w", "-t", "60", "-D", &data, "-l", &log_arg, "-o", &options,
+        ],
+        dir,
+    )?;
+    if out.status.success() && port_accepts(port) {
+        return Ok(());
+    }
+    Err(format!(
+        "could not start PostgreSQL in {dir} on port {port}.\n\
+         pg_ctl output: {stdout}\n{stderr}\n\
+         --- tail of {log} ---\n{tail}",
+        dir = dir.display(),
+        stdout = String::from_utf8_lossy(&out.stdout).trim(),
+        stderr = String::from_utf8_lossy(&out.stderr).trim(),
+        log = log.display(),
+        tail = log_tail(&log, log_len),
+    ))
+}
+
 /// `pg_ctl stop -m fast` for the cluster in `dir/data` (no-op if not running).
 fn stop_server(pg: &Path, dir: &Path) -> Result<(), String> {
+    stop_server_with_mode(pg, dir, "fast")
+}
+
+/// `pg_ctl stop -m {mode}` for the cluster in `dir/data` (no-op if not running).
+fn stop_server_with_mode(pg: &Path, dir: &Path, mode: &str) -> Result<(), String> {
     if !server_running(pg, dir) {
         return Ok(());
     }
@@ -314,7 +357,7 @@ fn stop_server(pg: &Path, dir: &Path) -> Result<(), String> {
     let out = run_pg(
         pg,
         "pg_ctl",
-        &["stop", "-m", "fast", "-w", "-t", "60", "-D", &data],
+        &["stop", "-m", mode, "-w", "-t", "60", "-D", &data],
         dir,
     )?;
     if out.status.success() {

@@ -1,0 +1,82 @@
+//! Acks whose outcome is uncertain.
+//!
+//! An ack that fails with a retryable error (typically its connection broke)
+//! may have failed before or after its commit. Retrying blindly is wrong both
+//! ways: a second ack of a committed turn fails with "invalid lock token",
+//! which the runtime treats as permanent (for an orchestration turn it then
+//! fails the orchestration), and giving up re-runs work that was done. So
+//! before each retry the provider asks the database what became of the lease
+//! (`ack_outcome`, `work_ack_outcome`):
+//!
+//! * `done`: the work was committed (or, for a worker item, the item is no
+//!   longer this worker's to complete): report success.
+//! * `held`: the lease is still live and nothing was committed: retry.
+//! * `lost`: not committed and the lease has expired: a permanent error.
+
+use super::PostgresProvider;
+use duroxide::providers::ProviderError;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+
+/// Resolution is retried for about 5 s (0.05 + 0.1 + ... capped at 1 s per
+/// wait): long enough to ride out a dropped connection or a fast database
+/// restart, within the default 5 s orchestration lease.
+const ATTEMPTS: u32 = 9;
+const FIRST_DELAY: Duration = Duration::from_millis(50);
+const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// Our SQLSTATEs for a token that names no live lease.
+fn is_lock_error(state: Option<&str>) -> bool {
+    matches!(state, Some("DX001" | "DX002"))
+}
+
+impl PostgresProvider {
+    /// Calls the ack function `ack` with `params`, resolving a retryable
+    /// failure through the outcome function `outcome` (see the module docs).
+    /// A retry that finds its lease gone (the first attempt may still have
+    /// been running on the server) is resolved the same way. Any other error
+    /// is returned as it is.
+    pub(super) async fn ack_resolving(
+        &self,
+        op: &'static str,
+        ack: &'static str,
+        outcome: &'static str,
+        token: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), ProviderError> {
+        let mut error = match self.call(op, ack, params).await {
+            Ok(_) => return Ok(()),
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        let mut delay = FIRST_DELAY;
+        for _ in 1..ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_DELAY);
+            let state = match self.call_one(op, outcome, &[&token]).await {
+                Ok(row) => row.get::<_, String>(0),
+                Err(e) => {
+                    error = e;
+                    continue;
+                }
+            };
+            match state.as_str() {
+                "done" => return Ok(()),
+                "held" => match self.call_with_state(op, ack, params).await {
+                    Ok(_) => return Ok(()),
+                    Err((e, code)) if e.is_retryable() || is_lock_error(code.as_deref()) => {
+                        error = e
+                    }
+                    Err((e, _)) => return Err(e),
+                },
+                _ => {
+                    return Err(ProviderError::permanent(
+                        op,
+                        format!("lease lost before the ack could commit (after: {error})"),
+                    ))
+                }
+            }
+        }
+        Err(error)
+    }
+}
