@@ -234,6 +234,36 @@ impl Report {
 /// Checks the invariants listed at the top of this file for the roots
 /// `roots` in `store`'s schema on `url`, after the runtime has stopped.
 /// Collects every violation, then fails with all of them.
+/// What the store holds for an instance that did not finish: its queued
+/// messages, worker items, lease, and the kinds of its last events.
+async fn diagnose(db: &tokio_postgres::Client, schema: &str, instance: &str) -> String {
+    let query = format!(
+        "SELECT \
+           (SELECT string_agg(format('%s vis%sms tok=%s att=%s', kind, visible_at_ms - n.ms, \
+                   lock_token IS NOT NULL, attempt_count), '; ' ORDER BY id) \
+              FROM \"{schema}\".orchestrator_queue WHERE instance_id = $1), \
+           (SELECT string_agg(format('act%s vis%sms until%sms att=%s', activity_id, \
+                   visible_at_ms - n.ms, locked_until_ms - n.ms, attempt_count), '; ' ORDER BY id) \
+              FROM \"{schema}\".worker_queue WHERE instance_id = $1), \
+           (SELECT format('tok=%s until%sms', lock_token IS NOT NULL, locked_until_ms - n.ms) \
+              FROM \"{schema}\".instance_locks WHERE instance_id = $1), \
+           (SELECT string_agg(left(event_data, 60), ' | ' ORDER BY execution_id DESC, event_id DESC) \
+              FROM (SELECT * FROM \"{schema}\".history WHERE instance_id = $1 \
+                    ORDER BY execution_id DESC, event_id DESC LIMIT 3) h) \
+         FROM (SELECT \"{schema}\".now_ms() AS ms) n"
+    );
+    match db.query_one(&query, &[&instance]).await {
+        Ok(row) => format!(
+            "queue: {:?}; worker: {:?}; lease: {:?}; last events: {:?}",
+            row.get::<_, Option<String>>(0),
+            row.get::<_, Option<String>>(1),
+            row.get::<_, Option<String>>(2),
+            row.get::<_, Option<String>>(3)
+        ),
+        Err(e) => format!("(diagnosis failed: {e})"),
+    }
+}
+
 async fn check_invariants(
     url: &str,
     store: &Arc<PostgresProvider>,
@@ -265,8 +295,10 @@ async fn check_invariants(
         match client.get_orchestration_status(&e.instance).await {
             Ok(OrchestrationStatus::Completed { output, .. }) if output == e.output => {}
             other => problems.push(format!(
-                "{}: expected Completed with {:?}, got {other:?}",
-                e.instance, e.output
+                "{}: expected Completed with {:?}, got {other:?}\n    {}",
+                e.instance,
+                e.output,
+                diagnose(&db, schema, &e.instance).await
             )),
         }
         // Histories: executions 1..=k, each with event ids 1..=n and every

@@ -420,11 +420,11 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
 }
 
 // ---------------------------------------------------------------------------
-// 2. An ack stalled past its lease commits nothing
+// 2. A stalled ack keeps its lease: committed once, never taken over
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stalled_ack_after_lease_expiry_commits_nothing() {
+async fn stalled_ack_commits_once_and_is_never_taken_over() {
     let (p, _guard, app) = provider_with_app("races_stall").await;
     let holder = common::admin_client().await;
     let observer = common::admin_client().await;
@@ -438,6 +438,8 @@ async fn stalled_ack_after_lease_expiry_commits_nothing() {
     assert_eq!(item.messages, messages);
     assert_eq!(attempts, 1);
 
+    // Someone else holds the lease row; A's ack arrives while its lease is
+    // live and waits past the lease's end.
     holder
         .batch_execute(&sql(
             &p,
@@ -445,14 +447,16 @@ async fn stalled_ack_after_lease_expiry_commits_nothing() {
         ))
         .await
         .unwrap();
+    let first = started("i1", "first");
     let stalled = {
         let p = p.clone();
         let token = token_a.clone();
+        let first = first.clone();
         tokio::spawn(async move {
             ack_turn(
                 &p,
                 &token,
-                vec![started("i1", "first")],
+                vec![first],
                 vec![activity("i1", 2, None)],
                 vec![start_item("child-of-first")],
             )
@@ -461,82 +465,96 @@ async fn stalled_ack_after_lease_expiry_commits_nothing() {
     };
     wait_until_blocked(&observer, &app).await;
     tokio::time::sleep(PAST_SHORT).await;
+    // Nobody can take the instance over meanwhile.
+    assert!(
+        fetch_orch(&p, LONG).await.is_none(),
+        "a held lease row must not be claimed"
+    );
     holder.batch_execute("COMMIT").await.unwrap();
-    assert_lock_error(stalled.await.unwrap(), "ack that waited past its lease");
-
-    // Nothing of the failed ack is visible.
-    assert_eq!(
-        count(
-            &observer,
-            &sql(
-                &p,
-                "SELECT count(*) FROM {s}.history WHERE instance_id = $1"
-            ),
-            "i1"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &observer,
-            &sql(
-                &p,
-                "SELECT count(*) FROM {s}.worker_queue WHERE instance_id = $1"
-            ),
-            "i1"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &observer,
-            &sql(
-                &p,
-                "SELECT count(*) FROM {s}.orchestrator_queue WHERE instance_id = $1"
-            ),
-            "child-of-first"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &observer,
-            &sql(
-                &p,
-                "SELECT count(*) FROM {s}.instances WHERE instance_id = $1"
-            ),
-            "i1"
-        )
-        .await,
-        0
-    );
-
-    // The messages come back to the next fetch, counted twice.
-    let (item, token_b, attempts) = fetch_orch(&p, LONG).await.expect("fetch B");
-    assert_eq!(item.instance, "i1");
-    assert_eq!(item.messages, messages);
-    assert_eq!(attempts, 2);
-    let second = started("i1", "second");
-    ack_turn(&p, &token_b, vec![second.clone()], vec![], vec![])
-        .await
-        .expect("ack B");
-
-    assert_eq!(p.read("i1").await.unwrap(), vec![second]);
-    let queued: i64 = observer
-        .query_one(&sql(&p, "SELECT count(*) FROM {s}.orchestrator_queue"), &[])
+    stalled
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(queued, 0, "every message consumed exactly once");
+        .expect("an ack that arrived while its lease was live, with no takeover, commits");
+
+    // Committed exactly once: its history, its activity, its new work; the
+    // consumed messages are gone, so the next fetch is the child it started.
+    assert_eq!(p.read("i1").await.unwrap(), vec![first]);
     let work: i64 = observer
         .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(work, 0, "the failed ack scheduled nothing");
+    assert_eq!(work, 1, "the activity was scheduled once");
+    let (next, _, _) = fetch_orch(&p, LONG).await.expect("the child start");
+    assert_eq!(next.instance, "child-of-first");
+    assert!(
+        fetch_orch(&p, LONG).await.is_none(),
+        "i1's messages were consumed"
+    );
+}
+
+/// The failure the other PostgreSQL provider shipped (its #21): an ack that
+/// passed its lease check and then stalls must keep the instance until it
+/// commits, or a fetcher takes the instance over and its messages are
+/// processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ack_blocked_after_its_check_keeps_its_lease_until_commit() {
+    let (p, _guard, app) = provider_with_app("races_midack").await;
+    let holder = common::admin_client().await;
+    let observer = common::admin_client().await;
+
+    p.enqueue_for_orchestrator(start_item("i1"), None)
+        .await
+        .unwrap();
+    p.enqueue_for_worker(activity("i1", 5, None)).await.unwrap();
+    let (_, token, _) = fetch_orch(&p, SHORT).await.expect("fetch A");
+
+    // The ack cancels activity 5, whose row someone else holds: the ack
+    // passes its lease check, then waits on that row.
+    holder
+        .batch_execute(&sql(
+            &p,
+            "BEGIN; SELECT * FROM {s}.worker_queue WHERE instance_id = 'i1' FOR UPDATE",
+        ))
+        .await
+        .unwrap();
+    let first = started("i1", "first");
+    let stalled = {
+        let p = p.clone();
+        let first = first.clone();
+        tokio::spawn(async move {
+            p.ack_orchestration_item(
+                &token,
+                INITIAL_EXECUTION_ID,
+                vec![first],
+                vec![],
+                vec![],
+                metadata(),
+                vec![duroxide::providers::ScheduledActivityIdentifier {
+                    instance: "i1".to_string(),
+                    execution_id: INITIAL_EXECUTION_ID,
+                    activity_id: 5,
+                }],
+            )
+            .await
+        })
+    };
+    wait_until_blocked(&observer, &app).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    p.enqueue_for_orchestrator(external("i1", "late"), None)
+        .await
+        .unwrap();
+    assert!(
+        fetch_orch(&p, LONG).await.is_none(),
+        "the lease of an ack in progress must not be taken over"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    stalled.await.unwrap().expect("the ack commits");
+
+    assert_eq!(p.read("i1").await.unwrap(), vec![first]);
+    let (next, _, attempts) = fetch_orch(&p, LONG).await.expect("the late event");
+    assert_eq!(next.messages, vec![external("i1", "late")]);
+    assert_eq!(attempts, 1, "the start was consumed once, never refetched");
 }
 
 // ---------------------------------------------------------------------------

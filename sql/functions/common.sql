@@ -16,6 +16,17 @@ LANGUAGE sql VOLATILE AS $$
     SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
 $$;
 
+-- The database clock when the current request (the client's statement)
+-- arrived. Acks and renewals check their lease at this instant: a request
+-- made while the lease was live is honoured even if it then waited on a lock
+-- held by someone else, unless another worker took the lease over meanwhile
+-- (which the token check under the lease row lock detects). A request made
+-- after expiry is refused.
+CREATE FUNCTION __SCHEMA__.request_ms() RETURNS BIGINT
+LANGUAGE sql STABLE AS $$
+    SELECT (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT
+$$;
+
 -- Raise the right error for a lock token that did not match a live lease:
 -- DX002 if the token still names a lease that ran out, DX001 otherwise.
 CREATE FUNCTION __SCHEMA__.raise_lock_error(p_operation TEXT, p_token TEXT, p_expired BOOLEAN)

@@ -12,10 +12,11 @@
 --   within the same call; it returns no instance only when nothing is ready.
 -- * A lease is computed from now_ms() after its row lock is held, so it is
 --   never returned already expired.
--- * An ack holds the lease row lock from its token check to its commit: a
---   lease it saw as live cannot be taken over before the turn commits, and a
---   lease lost before the ack began makes the whole ack fail (DX001/DX002),
---   committing nothing.
+-- * An ack holds the lease row lock from its token check to its commit, so
+--   its lease cannot be taken over before the turn commits. Its lease is
+--   checked as of the moment the ack arrived (request_ms(), see common.sql):
+--   a lease already taken over, or already expired when the ack arrived,
+--   makes the whole ack fail (DX001/DX002), committing nothing.
 -- * Only messages tagged by the fetch (lock_token) are returned, deleted by
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
@@ -233,7 +234,7 @@ BEGIN
         PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, FALSE);
     END IF;
     v_now := __SCHEMA__.now_ms();
-    IF v_locked_until <= v_now THEN
+    IF v_locked_until <= __SCHEMA__.request_ms() THEN
         PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, TRUE);
     END IF;
 
@@ -422,8 +423,8 @@ BEGIN
 END
 $$;
 
--- Extend a live lease to now + extend. Never revives an expired lease and
--- never shortens a live one.
+-- Extend a live lease to now + extend. Never revives a lease that had
+-- expired when the request arrived, never shortens a live one.
 CREATE FUNCTION __SCHEMA__.renew_orchestration_item_lock(
     p_lock_token TEXT,
     p_extend_ms BIGINT
@@ -432,7 +433,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE __SCHEMA__.instance_locks l
     SET locked_until_ms = GREATEST(l.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
-    WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.now_ms();
+    WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms();
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('renew_orchestration_item_lock', p_lock_token,
             EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token));

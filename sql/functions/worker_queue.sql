@@ -9,9 +9,10 @@
 --   item it may take is ready.
 -- * Leases come from now_ms() after the row lock is held: never returned
 --   already expired, never revived, never shortened by a renewal.
--- * An ack deletes the row only while its lease is live; a lost or expired
---   lease fails the ack (DX001/DX002) and commits nothing, which is how the
---   runtime learns an activity was cancelled or taken over.
+-- * An ack deletes the row only if its lease was live when the ack arrived
+--   (request_ms(), see common.sql) and was not taken over meanwhile; a lost
+--   or expired lease fails the ack (DX001/DX002) and commits nothing, which
+--   is how the runtime learns an activity was cancelled or taken over.
 
 CREATE FUNCTION __SCHEMA__.enqueue_worker(
     p_work_item TEXT,
@@ -137,7 +138,7 @@ DECLARE
     v_now BIGINT;
 BEGIN
     DELETE FROM __SCHEMA__.worker_queue w
-    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.now_ms()
+    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('ack_work_item', p_lock_token,
@@ -186,7 +187,7 @@ DECLARE
 BEGIN
     UPDATE __SCHEMA__.worker_queue w
     SET locked_until_ms = GREATEST(w.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
-    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.now_ms()
+    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('renew_work_item_lock', p_lock_token,

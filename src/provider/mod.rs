@@ -257,26 +257,32 @@ impl PostgresProvider {
         }
     }
 
-    /// Retries an idempotent operation (lease renewal) a few times on
-    /// retryable errors: the runtime stops renewing after its first error,
-    /// so a passing blip must not cost the lease.
-    async fn retry_idempotent<F, Fut>(&self, mut op: F) -> Result<(), ProviderError>
+    /// Retries a lease renewal on retryable errors for up to `budget`.
+    ///
+    /// The runtime treats any renewal error as the end of the lease: an
+    /// orchestration stops renewing (and its ack later fails), an activity
+    /// is cancelled and its work item acked *without* a completion. So a
+    /// renewal may fail only when the lease is really gone. A renewal is
+    /// idempotent (it never shortens a lease) and is refused once the lease
+    /// has expired, so retrying until the lease could have run out (the
+    /// requested extension bounds what is left of it) is safe.
+    async fn renew_retrying<F, Fut>(&self, budget: Duration, mut op: F) -> Result<(), ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), ProviderError>>,
     {
+        let deadline = Instant::now() + budget;
         let mut delay = Duration::from_millis(20);
-        for _ in 0..2 {
+        loop {
             match op().await {
-                Err(e) if e.is_retryable() => {
-                    tracing::debug!(target: "duroxide_postgres", error = %e, "retrying");
+                Err(e) if e.is_retryable() && Instant::now() + delay < deadline => {
+                    tracing::debug!(target: "duroxide_postgres", error = %e, "retrying lease renewal");
                     tokio::time::sleep(delay).await;
-                    delay *= 4;
+                    delay = (delay * 2).min(Duration::from_millis(500));
                 }
                 other => return other,
             }
         }
-        op().await
     }
 }
 

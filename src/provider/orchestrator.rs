@@ -207,7 +207,7 @@ impl PostgresProvider {
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
         let extend_ms = millis(extend_for);
-        self.retry_idempotent(|| async {
+        self.renew_retrying(extend_for, || async {
             self.call(
                 "renew_orchestration_item_lock",
                 "renew_orchestration_item_lock",

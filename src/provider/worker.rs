@@ -152,7 +152,7 @@ impl PostgresProvider {
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
         let extend_ms = millis(extend_for);
-        self.retry_idempotent(|| async {
+        self.renew_retrying(extend_for, || async {
             self.call(
                 "renew_work_item_lock",
                 "renew_work_item_lock",
