@@ -103,6 +103,13 @@ impl TempServer {
         self.port
     }
 
+    /// The server's own directory (its data directory is `dir()/data`).
+    /// Files placed here for the server to read (certificates, say) must be
+    /// readable by the user it runs as: see [`give_to_server`].
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Stops the server with `pg_ctl stop -m {mode}` (`smart`, `fast` or
     /// `immediate`) and waits until it is down. The data directory is kept, so
     /// [`restart`](Self::restart) brings the same cluster back.
@@ -130,6 +137,19 @@ impl TempServer {
         if let Err(msg) = result {
             panic!("{msg}");
         }
+    }
+}
+
+/// Makes `path` owned by the user the server runs as (`postgres` when the
+/// tests run as root; otherwise the current user already owns it).
+pub fn give_to_server(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(path)
+            .status()
+            .expect("run chown");
+        assert!(status.success(), "chown postgres {}", path.display());
     }
 }
 
