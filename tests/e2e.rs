@@ -54,6 +54,16 @@ fn client_for(store: &Arc<PostgresProvider>) -> Client {
     Client::new(store.clone())
 }
 
+/// A runtime on `store` with [`fast_options`], and a client of it.
+async fn start_fast(
+    store: &Arc<PostgresProvider>,
+    activities: ActivityRegistry,
+    orchestrations: OrchestrationRegistry,
+) -> (Arc<Runtime>, Client) {
+    let rt = start_runtime(store, activities, orchestrations, fast_options()).await;
+    (rt, client_for(store))
+}
+
 /// Two providers (two pools, two LISTEN connections) on one fresh schema.
 async fn two_providers(
     prefix: &str,
@@ -75,10 +85,33 @@ async fn two_providers(
     (Arc::new(a), Arc::new(b), schemas)
 }
 
+/// Starts `instance` of the orchestration `name` with `input`.
+async fn start_instance(client: &Client, instance: &str, name: &str, input: &str) {
+    client
+        .start_orchestration(instance, name, input)
+        .await
+        .unwrap();
+}
+
 /// Waits for `instance` to finish and returns its output; panics otherwise.
 async fn wait_completed(client: &Client, instance: &str) -> String {
     match client.wait_for_orchestration(instance, WAIT).await {
         Ok(OrchestrationStatus::Completed { output, .. }) => output,
+        other => panic!("{instance}: expected Completed, got {other:?}"),
+    }
+}
+
+/// [`wait_completed`], with the custom status and its version at completion.
+async fn wait_completed_with_status(
+    client: &Client,
+    instance: &str,
+) -> (String, Option<String>, u64) {
+    match client.wait_for_orchestration(instance, WAIT).await {
+        Ok(OrchestrationStatus::Completed {
+            output,
+            custom_status,
+            custom_status_version,
+        }) => (output, custom_status, custom_status_version),
         other => panic!("{instance}: expected Completed, got {other:?}"),
     }
 }
@@ -125,6 +158,18 @@ async fn wait_for_event(
             .map(|h| h.iter().any(|e| pred(&e.kind)))
             .unwrap_or(false)
     })
+    .await;
+}
+
+/// Waits until the latest execution of `instance` subscribed to the
+/// external event `name`.
+async fn wait_subscribed(store: &Arc<PostgresProvider>, instance: &str, name: &str) {
+    wait_for_event(
+        store,
+        instance,
+        &format!("subscribed to {name}"),
+        |k| matches!(k, EventKind::ExternalSubscribed { name: n } if n == name),
+    )
     .await;
 }
 
@@ -273,31 +318,12 @@ async fn activities_chain_and_fan_out_fan_in() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        math_activities().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) = start_fast(&store, math_activities().build(), orchestrations).await;
 
-    client
-        .start_orchestration("chain", "Chain", "3")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("fan", "FanOut", "10")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("fan-fail", "FanOutWithFailure", "")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("propagate", "Propagate", "")
-        .await
-        .unwrap();
+    start_instance(&client, "chain", "Chain", "3").await;
+    start_instance(&client, "fan", "FanOut", "10").await;
+    start_instance(&client, "fan-fail", "FanOutWithFailure", "").await;
+    start_instance(&client, "propagate", "Propagate", "").await;
 
     // 3*2 = 6; 6+4 = 10; 10*10 = 100.
     assert_eq!(wait_completed(&client, "chain").await, "6,10,100");
@@ -426,19 +452,10 @@ async fn durable_timers_fire() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        ActivityRegistry::builder().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) =
+        start_fast(&store, ActivityRegistry::builder().build(), orchestrations).await;
 
-    client
-        .start_orchestration("timers", "Timers", "")
-        .await
-        .unwrap();
+    start_instance(&client, "timers", "Timers", "").await;
     assert_eq!(
         wait_completed(&client, "timers").await,
         "slept_at_least_400ms=true;parallel=3;race=timer"
@@ -524,29 +541,14 @@ async fn external_events_are_delivered() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        ActivityRegistry::builder().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) =
+        start_fast(&store, ActivityRegistry::builder().build(), orchestrations).await;
 
     for id in ["ev-1", "ev-2"] {
-        client
-            .start_orchestration(id, "Approval", id)
-            .await
-            .unwrap();
+        start_instance(&client, id, "Approval", id).await;
     }
     for id in ["ev-1", "ev-2"] {
-        wait_for_event(
-            &store,
-            id,
-            "subscribed to Approve",
-            |k| matches!(k, EventKind::ExternalSubscribed { name } if name == "Approve"),
-        )
-        .await;
+        wait_subscribed(&store, id, "Approve").await;
     }
     assert!(matches!(
         client.get_orchestration_status("ev-1").await.unwrap(),
@@ -562,13 +564,7 @@ async fn external_events_are_delivered() {
         .await
         .unwrap();
     for id in ["ev-1", "ev-2"] {
-        wait_for_event(
-            &store,
-            id,
-            "subscribed to Comment",
-            |k| matches!(k, EventKind::ExternalSubscribed { name } if name == "Comment"),
-        )
-        .await;
+        wait_subscribed(&store, id, "Comment").await;
     }
     client
         .raise_event("ev-2", "Comment", "lgtm-2")
@@ -654,19 +650,9 @@ async fn sub_orchestrations_return_results_to_parent() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        math_activities().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) = start_fast(&store, math_activities().build(), orchestrations).await;
 
-    client
-        .start_orchestration("parent", "Parent", "")
-        .await
-        .unwrap();
+    start_instance(&client, "parent", "Parent", "").await;
     let output = wait_completed(&client, "parent").await;
     let (ok_part, err_part) = output.split_at(output.find("|err=").expect("err part"));
     assert_eq!(ok_part, "child1=1,child2=4,child3=9|child7=49");
@@ -749,19 +735,9 @@ async fn continue_as_new_creates_executions() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        math_activities().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) = start_fast(&store, math_activities().build(), orchestrations).await;
 
-    client
-        .start_orchestration("counter", "Counter", "0")
-        .await
-        .unwrap();
+    start_instance(&client, "counter", "Counter", "0").await;
     // The status of an instance is that of its latest execution: wait until
     // the fifth one exists, then for it to complete.
     eventually("fifth execution exists", || async {
@@ -870,26 +846,11 @@ async fn cancel_instance_fails_it_as_cancelled() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        ActivityRegistry::builder().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) =
+        start_fast(&store, ActivityRegistry::builder().build(), orchestrations).await;
 
-    client
-        .start_orchestration("cancel-parent", "Parent", "")
-        .await
-        .unwrap();
-    wait_for_event(
-        &store,
-        "cancel-child",
-        "child subscribed to Go",
-        |k| matches!(k, EventKind::ExternalSubscribed { name } if name == "Go"),
-    )
-    .await;
+    start_instance(&client, "cancel-parent", "Parent", "").await;
+    wait_subscribed(&store, "cancel-child", "Go").await;
 
     client
         .cancel_instance("cancel-parent", "by test")
@@ -943,10 +904,7 @@ async fn cancel_instance_fails_it_as_cancelled() {
     );
 
     // Cancelling a completed instance is a no-op.
-    client
-        .start_orchestration("quick", "Quick", "fine")
-        .await
-        .unwrap();
+    start_instance(&client, "quick", "Quick", "fine").await;
     assert_eq!(wait_completed(&client, "quick").await, "fine");
     client.cancel_instance("quick", "too late").await.unwrap();
     let db = common::admin_client().await;
@@ -1006,10 +964,7 @@ async fn cancel_signals_in_flight_activity() {
     let rt = start_runtime(&store, activities, orchestrations, options).await;
     let client = client_for(&store);
 
-    client
-        .start_orchestration("long-1", "RunLong", "")
-        .await
-        .unwrap();
+    start_instance(&client, "long-1", "RunLong", "").await;
     let started = tokio::time::timeout(WAIT, started_rx.recv())
         .await
         .expect("activity started")
@@ -1277,26 +1232,11 @@ async fn kv_values_visible_to_client_and_across_executions() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        ActivityRegistry::builder().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) =
+        start_fast(&store, ActivityRegistry::builder().build(), orchestrations).await;
 
-    client
-        .start_orchestration("kv", "Kv", "first")
-        .await
-        .unwrap();
-    wait_for_event(
-        &store,
-        "kv",
-        "subscribed to Next",
-        |k| matches!(k, EventKind::ExternalSubscribed { name } if name == "Next"),
-    )
-    .await;
+    start_instance(&client, "kv", "Kv", "first").await;
+    wait_subscribed(&store, "kv", "Next").await;
     // While the first execution runs, its values are visible.
     assert_eq!(
         client.wait_for_kv_value("kv", "color", WAIT).await.unwrap(),
@@ -1346,10 +1286,7 @@ async fn kv_values_visible_to_client_and_across_executions() {
     .collect();
     assert_eq!(all, expected);
 
-    client
-        .start_orchestration("kv-reader", "KvReader", "kv")
-        .await
-        .unwrap();
+    start_instance(&client, "kv-reader", "KvReader", "kv").await;
     assert_eq!(
         wait_completed(&client, "kv-reader").await,
         r#"Some("blue")/None"#
@@ -1391,19 +1328,9 @@ async fn custom_status_reported_to_client() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        math_activities().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) = start_fast(&store, math_activities().build(), orchestrations).await;
 
-    client
-        .start_orchestration("progress", "Progress", "")
-        .await
-        .unwrap();
+    start_instance(&client, "progress", "Progress", "").await;
     let first_version = match client
         .wait_for_status_change("progress", 0, Duration::from_millis(20), WAIT)
         .await
@@ -1419,13 +1346,7 @@ async fn custom_status_reported_to_client() {
         }
         other => panic!("expected Running with a custom status, got {other:?}"),
     };
-    wait_for_event(
-        &store,
-        "progress",
-        "subscribed to Go",
-        |k| matches!(k, EventKind::ExternalSubscribed { name } if name == "Go"),
-    )
-    .await;
+    wait_subscribed(&store, "progress", "Go").await;
     assert!(matches!(
         client.get_orchestration_status("progress").await.unwrap(),
         OrchestrationStatus::Running { custom_status: Some(s), custom_status_version }
@@ -1433,25 +1354,14 @@ async fn custom_status_reported_to_client() {
     ));
 
     client.raise_event("progress", "Go", "").await.unwrap();
-    match client
-        .wait_for_orchestration("progress", WAIT)
-        .await
-        .unwrap()
-    {
-        OrchestrationStatus::Completed {
-            output,
-            custom_status,
-            custom_status_version,
-        } => {
-            assert_eq!(output, "42");
-            assert_eq!(custom_status.as_deref(), Some("step 3: done"));
-            assert!(
-                custom_status_version >= first_version + 2,
-                "two more updates after version {first_version}, got {custom_status_version}"
-            );
-        }
-        other => panic!("expected Completed, got {other:?}"),
-    }
+    let (output, custom_status, custom_status_version) =
+        wait_completed_with_status(&client, "progress").await;
+    assert_eq!(output, "42");
+    assert_eq!(custom_status.as_deref(), Some("step 3: done"));
+    assert!(
+        custom_status_version >= first_version + 2,
+        "two more updates after version {first_version}, got {custom_status_version}"
+    );
     let history = client.read_execution_history("progress", 1).await.unwrap();
     let updates: Vec<Option<String>> = history
         .iter()
@@ -1469,26 +1379,12 @@ async fn custom_status_reported_to_client() {
         ]
     );
 
-    client
-        .start_orchestration("resetting", "Resetting", "")
-        .await
-        .unwrap();
-    match client
-        .wait_for_orchestration("resetting", WAIT)
-        .await
-        .unwrap()
-    {
-        OrchestrationStatus::Completed {
-            output,
-            custom_status,
-            custom_status_version,
-        } => {
-            assert_eq!(output, "reset");
-            assert_eq!(custom_status, None, "reset clears the status");
-            assert!(custom_status_version >= 2, "set and reset both count");
-        }
-        other => panic!("expected Completed, got {other:?}"),
-    }
+    start_instance(&client, "resetting", "Resetting", "").await;
+    let (output, custom_status, custom_status_version) =
+        wait_completed_with_status(&client, "resetting").await;
+    assert_eq!(output, "reset");
+    assert_eq!(custom_status, None, "reset clears the status");
+    assert!(custom_status_version >= 2, "set and reset both count");
 
     rt.shutdown(None).await;
 }
@@ -1536,21 +1432,11 @@ async fn delete_instances_via_client() {
         )
         .build();
 
-    let rt = start_runtime(
-        &store,
-        math_activities().build(),
-        orchestrations,
-        fast_options(),
-    )
-    .await;
-    let client = client_for(&store);
+    let (rt, client) = start_fast(&store, math_activities().build(), orchestrations).await;
     let db = common::admin_client().await;
 
     // Completed: deleted with its history, executions and KV.
-    client
-        .start_orchestration("done", "Done", "4")
-        .await
-        .unwrap();
+    start_instance(&client, "done", "Done", "4").await;
     assert_eq!(wait_completed(&client, "done").await, "8");
     assert_eq!(row_count(&store, &db, "kv_store", Some("done")).await, 1);
     let deleted = client.delete_instance("done", false).await.unwrap();
@@ -1582,10 +1468,7 @@ async fn delete_instances_via_client() {
     ));
 
     // Running: refused without force, deleted with force.
-    client
-        .start_orchestration("waiting", "Waiting", "")
-        .await
-        .unwrap();
+    start_instance(&client, "waiting", "Waiting", "").await;
     wait_for_event(&store, "waiting", "subscribed to Never", |k| {
         matches!(k, EventKind::ExternalSubscribed { .. })
     })
@@ -1608,10 +1491,7 @@ async fn delete_instances_via_client() {
     ));
 
     // A child is deleted only through its root.
-    client
-        .start_orchestration("root", "Root", "")
-        .await
-        .unwrap();
+    start_instance(&client, "root", "Root", "").await;
     assert_eq!(wait_completed(&client, "root").await, "child=25");
     assert!(matches!(
         client.delete_instance("del-child", false).await,
@@ -1629,10 +1509,7 @@ async fn delete_instances_via_client() {
     }
 
     // The runtime keeps working after the deletions.
-    client
-        .start_orchestration("after", "Done", "50")
-        .await
-        .unwrap();
+    start_instance(&client, "after", "Done", "50").await;
     assert_eq!(wait_completed(&client, "after").await, "100");
 
     rt.shutdown(None).await;

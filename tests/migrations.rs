@@ -7,9 +7,9 @@
 #[allow(dead_code)]
 mod common;
 
+use common::items::{self, first_turn_metadata, start, started_event};
 use common::{admin_client, server::database_url, unique_schema, Schemas};
-use duroxide::providers::{ExecutionMetadata, Provider, TagFilter, WorkItem};
-use duroxide::{Event, EventKind};
+use duroxide::providers::{Provider, TagFilter, WorkItem};
 use duroxide_postgres::{Error, MigrationPolicy, PostgresOptions, PostgresProvider};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -36,6 +36,21 @@ async fn connect(opts: PostgresOptions) -> Result<PostgresProvider, Error> {
 /// Creates (migrates) `schema` and drops the provider again.
 async fn migrate(schema: &str) {
     drop(connect(options(schema)).await.expect("migrate schema"));
+}
+
+/// A fresh schema name, dropped (if created) with the returned guard.
+fn tracked_schema(prefix: &str) -> (Schemas, String) {
+    let schemas = Schemas::default();
+    let schema = unique_schema(prefix);
+    schemas.track(&schema);
+    (schemas, schema)
+}
+
+/// [`tracked_schema`], created and migrated.
+async fn migrated_schema(prefix: &str) -> (Schemas, String) {
+    let (schemas, schema) = tracked_schema(prefix);
+    migrate(&schema).await;
+    (schemas, schema)
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -169,6 +184,38 @@ async fn catalog_snapshot(client: &tokio_postgres::Client, schema: &str) -> Vec<
         .collect()
 }
 
+/// `name -> checksum` of a [`function_ledger`], without the times.
+fn checksums(ledger: &BTreeMap<String, (String, String)>) -> Vec<(String, String)> {
+    ledger
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// The ledgers and catalog of a schema: what a start that runs no DDL and
+/// rewrites no ledger row leaves as it was.
+struct SchemaState {
+    ledger: Vec<(i32, String, String, String)>,
+    functions: BTreeMap<String, (String, String)>,
+    catalog: Vec<String>,
+}
+
+impl SchemaState {
+    async fn read(client: &tokio_postgres::Client, schema: &str) -> Self {
+        Self {
+            ledger: migration_ledger(client, schema).await,
+            functions: function_ledger(client, schema).await,
+            catalog: catalog_snapshot(client, schema).await,
+        }
+    }
+
+    async fn assert_unchanged(&self, client: &tokio_postgres::Client, schema: &str) {
+        assert_eq!(migration_ledger(client, schema).await, self.ledger);
+        assert_eq!(function_ledger(client, schema).await, self.functions);
+        assert_eq!(catalog_snapshot(client, schema).await, self.catalog);
+    }
+}
+
 /// Oids of the schema's functions.
 async fn function_oids(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
     client
@@ -184,29 +231,9 @@ async fn function_oids(client: &tokio_postgres::Client, schema: &str) -> Vec<Str
         .collect()
 }
 
+/// The one activity [`assert_round_trip`] and the schema tests enqueue for `instance`.
 fn activity(instance: &str) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: instance.to_string(),
-        execution_id: 1,
-        id: 1,
-        name: "Activity".to_string(),
-        input: format!("input of {instance}"),
-        session_id: None,
-        tag: None,
-    }
-}
-
-fn start(instance: &str, input: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: "Orch".to_string(),
-        input: input.to_string(),
-        version: Some("1.0.0".to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
+    items::activity(instance, 1, &format!("input of {instance}"), None)
 }
 
 /// Enqueue, fetch and ack one worker item and one orchestrator turn (under
@@ -244,22 +271,7 @@ async fn assert_round_trip(provider: &dyn Provider) {
         .expect("the enqueued orchestrator message");
     assert_eq!(orch.instance, instance);
     assert_eq!(orch.messages, vec![message]);
-    let events = vec![Event::with_event_id(
-        1,
-        instance.as_str(),
-        1,
-        None,
-        EventKind::OrchestrationStarted {
-            name: "Orch".to_string(),
-            version: "1.0.0".to_string(),
-            input: "{}".to_string(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        },
-    )];
+    let events = vec![started_event(&instance, "{}")];
     provider
         .ack_orchestration_item(
             &token,
@@ -267,11 +279,7 @@ async fn assert_round_trip(provider: &dyn Provider) {
             events.clone(),
             vec![],
             vec![],
-            ExecutionMetadata {
-                orchestration_name: Some("Orch".to_string()),
-                orchestration_version: Some("1.0.0".to_string()),
-                ..Default::default()
-            },
+            first_turn_metadata(),
             vec![],
         )
         .await
@@ -404,9 +412,7 @@ async fn plain_identifier_schema_names_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_first_starts_migrate_exactly_once() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("conc");
-    schemas.track(&schema);
+    let (_schemas, schema) = tracked_schema("conc");
     let admin = admin_client().await;
     assert!(!schema_exists(&admin, &schema).await);
 
@@ -472,25 +478,21 @@ async fn concurrent_first_starts_migrate_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_start_on_an_up_to_date_schema_changes_nothing() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("again");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("again").await;
 
     let admin = admin_client().await;
-    let ledger = migration_ledger(&admin, &schema).await;
-    let functions = function_ledger(&admin, &schema).await;
-    let catalog = catalog_snapshot(&admin, &schema).await;
-    assert_eq!(ledger.len(), PostgresProvider::schema_version() as usize);
-    assert!(!functions.is_empty());
+    let before = SchemaState::read(&admin, &schema).await;
+    assert_eq!(
+        before.ledger.len(),
+        PostgresProvider::schema_version() as usize
+    );
+    assert!(!before.functions.is_empty());
 
     // Make sure a rewrite would get a different applied_at.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let provider = connect(options(&schema)).await.expect("second start");
 
-    assert_eq!(migration_ledger(&admin, &schema).await, ledger);
-    assert_eq!(function_ledger(&admin, &schema).await, functions);
-    assert_eq!(catalog_snapshot(&admin, &schema).await, catalog);
+    before.assert_unchanged(&admin, &schema).await;
     assert_round_trip(&provider).await;
 }
 
@@ -500,10 +502,7 @@ async fn second_start_on_an_up_to_date_schema_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ledger_written_by_a_newer_build_is_refused() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("newer");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("newer").await;
 
     let admin = admin_client().await;
     admin
@@ -530,10 +529,7 @@ async fn a_ledger_written_by_a_newer_build_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_migration_checksum_is_refused() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("tamper");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("tamper").await;
 
     let admin = admin_client().await;
     let n = admin
@@ -558,10 +554,7 @@ async fn a_tampered_migration_checksum_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_table_is_refused_and_not_silently_recreated() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("dropped");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("dropped").await;
 
     let admin = admin_client().await;
     admin
@@ -577,10 +570,7 @@ async fn a_dropped_table_is_refused_and_not_silently_recreated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ledger_with_a_gap_is_refused() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("gap");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("gap").await;
 
     // Remove the ledger row of migration 1 while its tables stay.
     let admin = admin_client().await;
@@ -613,9 +603,7 @@ async fn a_ledger_with_a_gap_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_only_refuses_a_never_migrated_schema_without_creating_it() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("vnew");
-    schemas.track(&schema); // in case the provider wrongly creates it
+    let (_schemas, schema) = tracked_schema("vnew"); // in case the provider wrongly creates it
     let admin = admin_client().await;
 
     expect_schema_error(connect(verify_only(&schema)).await, &schema, "");
@@ -636,24 +624,17 @@ async fn verify_only_refuses_a_never_migrated_schema_without_creating_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_only_accepts_a_migrated_schema_and_runs_no_ddl() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("vok");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("vok").await;
 
     let admin = admin_client().await;
-    let ledger = migration_ledger(&admin, &schema).await;
-    let functions = function_ledger(&admin, &schema).await;
-    let catalog = catalog_snapshot(&admin, &schema).await;
+    let before = SchemaState::read(&admin, &schema).await;
 
     tokio::time::sleep(Duration::from_millis(20)).await;
     let provider = connect(verify_only(&schema))
         .await
         .expect("VerifyOnly on a migrated schema");
 
-    assert_eq!(migration_ledger(&admin, &schema).await, ledger);
-    assert_eq!(function_ledger(&admin, &schema).await, functions);
-    assert_eq!(catalog_snapshot(&admin, &schema).await, catalog);
+    before.assert_unchanged(&admin, &schema).await;
 
     // The verify-only provider is fully usable.
     assert_round_trip(&provider).await;
@@ -661,10 +642,7 @@ async fn verify_only_accepts_a_migrated_schema_and_runs_no_ddl() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_only_refuses_changed_functions_that_apply_repairs() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("vfn");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("vfn").await;
 
     let admin = admin_client().await;
     let good = function_ledger(&admin, &schema).await;
@@ -687,15 +665,7 @@ async fn verify_only_refuses_changed_functions_that_apply_repairs() {
 
     let applied = connect(options(&schema)).await.expect("Apply repairs");
     let repaired = function_ledger(&admin, &schema).await;
-    assert_eq!(
-        repaired
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect::<Vec<_>>(),
-        good.iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(checksums(&repaired), checksums(&good));
     drop(applied);
 
     let verified = connect(verify_only(&schema))
@@ -710,10 +680,7 @@ async fn verify_only_refuses_changed_functions_that_apply_repairs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_function_files_are_recreated() {
-    let schemas = Schemas::default();
-    let schema = unique_schema("refn");
-    schemas.track(&schema);
-    migrate(&schema).await;
+    let (_schemas, schema) = migrated_schema("refn").await;
 
     let admin = admin_client().await;
     let before = function_ledger(&admin, &schema).await;
@@ -747,14 +714,8 @@ async fn changed_function_files_are_recreated() {
     let after = function_ledger(&admin, &schema).await;
     assert_eq!(after["worker_queue"].0, expected, "checksum restored");
     assert_eq!(
-        after
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect::<Vec<_>>(),
-        before
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect::<Vec<_>>(),
+        checksums(&after),
+        checksums(&before),
         "the ledger names exactly the shipped files again"
     );
 

@@ -5,14 +5,13 @@
 #[allow(dead_code)]
 mod common;
 
-use duroxide::providers::{
-    ExecutionMetadata, Provider, ProviderError, SessionFetchConfig, TagFilter, WorkItem,
-};
+use common::items::{self, completed};
+use duroxide::providers::{Provider, ProviderError, SessionFetchConfig, TagFilter, WorkItem};
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{
-    ActivityContext, Client, Event, EventKind, OrchestrationContext, OrchestrationRegistry,
-    OrchestrationStatus, INITIAL_EVENT_ID, INITIAL_EXECUTION_ID,
+    ActivityContext, Client, Event, OrchestrationContext, OrchestrationRegistry,
+    OrchestrationStatus, INITIAL_EXECUTION_ID,
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use std::collections::HashSet;
@@ -20,9 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Barrier;
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 
 const ORCH: &str = "TestOrch";
-const VERSION: &str = "1.0.0";
 /// A lease that outlives any test step.
 const LONG: Duration = Duration::from_secs(30);
 /// A lease the tests let run out.
@@ -68,74 +67,22 @@ async fn wait_until_blocked(observer: &tokio_postgres::Client, app: &str) {
     panic!("no call of {app} ever waited on the row lock");
 }
 
+/// The start of an [`ORCH`] instance.
 fn start_item(instance: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: ORCH.to_string(),
-        input: "{}".to_string(),
-        version: Some(VERSION.to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: INITIAL_EXECUTION_ID,
-    }
+    items::start_of(ORCH, instance, "{}")
 }
 
 fn external(instance: &str, data: &str) -> WorkItem {
-    WorkItem::ExternalRaised {
-        instance: instance.to_string(),
-        name: "evt".to_string(),
-        data: data.to_string(),
-    }
+    items::external(instance, "evt", data)
 }
 
 fn activity(instance: &str, id: u64, session: Option<&str>) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: instance.to_string(),
-        execution_id: INITIAL_EXECUTION_ID,
-        id,
-        name: "Act".to_string(),
-        input: "{}".to_string(),
-        session_id: session.map(str::to_string),
-        tag: None,
-    }
-}
-
-fn completion(instance: &str, id: u64, result: &str) -> WorkItem {
-    WorkItem::ActivityCompleted {
-        instance: instance.to_string(),
-        execution_id: INITIAL_EXECUTION_ID,
-        id,
-        result: result.to_string(),
-    }
+    items::activity_item("Act", instance, id, "{}", session, None)
 }
 
 /// The first event of an execution; `input` tells two turns apart.
 fn started(instance: &str, input: &str) -> Event {
-    Event::with_event_id(
-        INITIAL_EVENT_ID,
-        instance,
-        INITIAL_EXECUTION_ID,
-        None,
-        EventKind::OrchestrationStarted {
-            name: ORCH.to_string(),
-            version: VERSION.to_string(),
-            input: input.to_string(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        },
-    )
-}
-
-fn metadata() -> ExecutionMetadata {
-    ExecutionMetadata {
-        orchestration_name: Some(ORCH.to_string()),
-        orchestration_version: Some(VERSION.to_string()),
-        ..Default::default()
-    }
+    items::started_event_of(ORCH, instance, input)
 }
 
 /// Acks a first turn that writes `events` and schedules `worker` / `orch`.
@@ -152,7 +99,7 @@ async fn ack_turn(
         events,
         worker,
         orch,
-        metadata(),
+        items::first_turn_metadata_of(ORCH),
         vec![],
     )
     .await
@@ -192,67 +139,93 @@ fn assert_no_deadlock(e: &ProviderError, what: &str) {
     );
 }
 
-async fn count(admin: &tokio_postgres::Client, query: &str, instance: &str) -> i64 {
-    admin
-        .query_one(query, &[&instance])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-}
-
-/// Whether the orchestration lease `token` is live by the database clock.
-async fn orch_lease_live(
+/// The one value `query` (with `{s}` as in [`sql`]) returns for `params`.
+async fn value<T: FromSqlOwned>(
     admin: &tokio_postgres::Client,
     p: &PostgresProvider,
-    token: &str,
-) -> bool {
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> T {
     admin
-        .query_one(
-            &sql(
-                p,
-                "SELECT locked_until_ms > {s}.now_ms() FROM {s}.instance_locks WHERE lock_token = $1",
-            ),
-            &[&token],
-        )
+        .query_one(&sql(p, query), params)
         .await
         .unwrap()
         .get(0)
 }
 
-async fn orch_locked_until(
+/// How many rows `table` holds.
+async fn row_count(admin: &tokio_postgres::Client, p: &PostgresProvider, table: &str) -> i64 {
+    value(
+        admin,
+        p,
+        &format!("SELECT count(*) FROM {{s}}.{table}"),
+        &[],
+    )
+    .await
+}
+
+/// How many rows of `instance` `table` holds.
+async fn row_count_of(
     admin: &tokio_postgres::Client,
     p: &PostgresProvider,
+    table: &str,
     instance: &str,
 ) -> i64 {
-    admin
-        .query_one(
-            &sql(
-                p,
-                "SELECT locked_until_ms FROM {s}.instance_locks WHERE instance_id = $1",
-            ),
-            &[&instance],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    value(
+        admin,
+        p,
+        &format!("SELECT count(*) FROM {{s}}.{table} WHERE instance_id = $1"),
+        &[&instance],
+    )
+    .await
 }
 
-async fn work_locked_until(
+/// Whether the lease `token` in `table` (`instance_locks` for
+/// orchestrations, `worker_queue` for work items) is live by the database
+/// clock.
+async fn lease_live(
     admin: &tokio_postgres::Client,
     p: &PostgresProvider,
+    table: &str,
     token: &str,
+) -> bool {
+    value(
+        admin,
+        p,
+        &format!(
+            "SELECT locked_until_ms > {{s}}.now_ms() FROM {{s}}.{table} WHERE lock_token = $1"
+        ),
+        &[&token],
+    )
+    .await
+}
+
+/// `locked_until_ms` of the row of `table` whose `column` is `key`.
+async fn locked_until(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    table: &str,
+    column: &str,
+    key: &str,
 ) -> i64 {
-    admin
-        .query_one(
-            &sql(
-                p,
-                "SELECT locked_until_ms FROM {s}.worker_queue WHERE lock_token = $1",
-            ),
-            &[&token],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    value(
+        admin,
+        p,
+        &format!("SELECT locked_until_ms FROM {{s}}.{table} WHERE {column} = $1"),
+        &[&key],
+    )
+    .await
+}
+
+/// What the SQL function `function` (`ack_outcome`, `work_ack_outcome`)
+/// says became of the lease `token`.
+async fn ack_outcome(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    function: &str,
+    token: &str,
+) -> String {
+    value(admin, p, &format!("SELECT {{s}}.{function}($1)"), &[&token]).await
 }
 
 async fn fetch_orch(
@@ -338,17 +311,7 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
         .expect("the session item is claimable once the row is free");
     assert_eq!(item, activity("inst-w", 1, Some("s1")));
     assert_eq!(attempts, 1);
-    let live: bool = observer
-        .query_one(
-            &sql(
-                &p,
-                "SELECT locked_until_ms > {s}.now_ms() FROM {s}.worker_queue WHERE lock_token = $1",
-            ),
-            &[&token],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let live = lease_live(&observer, &p, "worker_queue", &token).await;
     assert!(
         live,
         "a lease computed before the lock wait came back already expired"
@@ -373,15 +336,7 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
         .await
         .expect("ack of the live lease");
     assert_eq!(
-        count(
-            &observer,
-            &sql(
-                &p,
-                "SELECT count(*) FROM {s}.worker_queue WHERE instance_id = $1"
-            ),
-            "inst-w"
-        )
-        .await,
+        row_count_of(&observer, &p, "worker_queue", "inst-w").await,
         0
     );
 
@@ -409,7 +364,7 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
     assert_eq!(item.messages, vec![start_item("inst-o")]);
     assert_eq!(attempts, 1);
     assert!(
-        orch_lease_live(&observer, &p, &token).await,
+        lease_live(&observer, &p, "instance_locks", &token).await,
         "orchestration lease is live"
     );
     let event = started("inst-o", "x");
@@ -479,11 +434,7 @@ async fn stalled_ack_commits_once_and_is_never_taken_over() {
     // Committed exactly once: its history, its activity, its new work; the
     // consumed messages are gone, so the next fetch is the child it started.
     assert_eq!(p.read("i1").await.unwrap(), vec![first]);
-    let work: i64 = observer
-        .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let work = row_count(&observer, &p, "worker_queue").await;
     assert_eq!(work, 1, "the activity was scheduled once");
     let (next, _, _) = fetch_orch(&p, LONG).await.expect("the child start");
     assert_eq!(next.instance, "child-of-first");
@@ -529,7 +480,7 @@ async fn ack_blocked_after_its_check_keeps_its_lease_until_commit() {
                 vec![first],
                 vec![],
                 vec![],
-                metadata(),
+                items::first_turn_metadata_of(ORCH),
                 vec![duroxide::providers::ScheduledActivityIdentifier {
                     instance: "i1".to_string(),
                     execution_id: INITIAL_EXECUTION_ID,
@@ -596,20 +547,12 @@ async fn takeover_then_late_ack_commits_nothing() {
         .await
         .expect("B's ack");
     assert_eq!(p.read("i1").await.unwrap(), vec![b_event]);
-    let queued: i64 = admin
-        .query_one(&sql(&p, "SELECT count(*) FROM {s}.orchestrator_queue"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let queued = row_count(&admin, &p, "orchestrator_queue").await;
     assert_eq!(
         queued, 0,
         "each message processed exactly once, nothing from A"
     );
-    let work: i64 = admin
-        .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let work = row_count(&admin, &p, "worker_queue").await;
     assert_eq!(work, 0, "A's activity was not scheduled");
     assert!(fetch_orch(&p, LONG).await.is_none());
 
@@ -626,11 +569,11 @@ async fn takeover_then_late_ack_commits_nothing() {
     assert_ne!(wtoken_a, wtoken_b);
 
     assert_lock_error(
-        p.ack_work_item(&wtoken_a, Some(completion("i2", 7, "A")))
+        p.ack_work_item(&wtoken_a, Some(completed("i2", 7, "A")))
             .await,
         "worker A's ack after takeover",
     );
-    p.ack_work_item(&wtoken_b, Some(completion("i2", 7, "B")))
+    p.ack_work_item(&wtoken_b, Some(completed("i2", 7, "B")))
         .await
         .expect("worker B's ack");
 
@@ -648,12 +591,8 @@ async fn takeover_then_late_ack_commits_nothing() {
     assert_eq!(rows[0].get::<_, String>(0), "ActivityCompleted");
     let (item, _, _) = fetch_orch(&p, LONG).await.expect("the completion");
     assert_eq!(item.instance, "i2");
-    assert_eq!(item.messages, vec![completion("i2", 7, "B")]);
-    let work: i64 = admin
-        .query_one(&sql(&p, "SELECT count(*) FROM {s}.worker_queue"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(item.messages, vec![completed("i2", 7, "B")]);
+    let work = row_count(&admin, &p, "worker_queue").await;
     assert_eq!(work, 0, "the activity row is gone");
 }
 
@@ -678,7 +617,7 @@ async fn renewal_never_revives_or_shortens() {
         "renewing an expired orchestration lease",
     );
     assert!(
-        !orch_lease_live(&admin, &p, &token).await,
+        !lease_live(&admin, &p, "instance_locks", &token).await,
         "the expired lease was revived"
     );
 
@@ -686,11 +625,11 @@ async fn renewal_never_revives_or_shortens() {
     p.renew_orchestration_item_lock(&token, Duration::from_secs(10))
         .await
         .expect("renew a live lease");
-    let after_long = orch_locked_until(&admin, &p, "i1").await;
+    let after_long = locked_until(&admin, &p, "instance_locks", "instance_id", "i1").await;
     p.renew_orchestration_item_lock(&token, Duration::from_secs(1))
         .await
         .expect("a shorter renewal of a live lease succeeds");
-    let after_short = orch_locked_until(&admin, &p, "i1").await;
+    let after_short = locked_until(&admin, &p, "instance_locks", "instance_id", "i1").await;
     assert_eq!(
         after_short, after_long,
         "a shorter renewal shortened the lease"
@@ -704,7 +643,7 @@ async fn renewal_never_revives_or_shortens() {
         "renewing an acked orchestration lease",
     );
     assert_eq!(
-        orch_locked_until(&admin, &p, "i1").await,
+        locked_until(&admin, &p, "instance_locks", "instance_id", "i1").await,
         0,
         "a renewal after the ack re-locked the instance"
     );
@@ -718,17 +657,7 @@ async fn renewal_never_revives_or_shortens() {
             .await,
         "renewing an expired worker lease",
     );
-    let live: bool = admin
-        .query_one(
-            &sql(
-                &p,
-                "SELECT locked_until_ms > {s}.now_ms() FROM {s}.worker_queue WHERE lock_token = $1",
-            ),
-            &[&wtoken],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let live = lease_live(&admin, &p, "worker_queue", &wtoken).await;
     assert!(!live, "the expired worker lease was revived");
 
     let (_, wtoken, attempts) = fetch_work(&p, SHORT, None).await.expect("fetch work again");
@@ -736,11 +665,11 @@ async fn renewal_never_revives_or_shortens() {
     p.renew_work_item_lock(&wtoken, Duration::from_secs(10))
         .await
         .expect("renew a live worker lease");
-    let after_long = work_locked_until(&admin, &p, &wtoken).await;
+    let after_long = locked_until(&admin, &p, "worker_queue", "lock_token", &wtoken).await;
     p.renew_work_item_lock(&wtoken, Duration::from_secs(1))
         .await
         .expect("a shorter renewal of a live worker lease succeeds");
-    let after_short = work_locked_until(&admin, &p, &wtoken).await;
+    let after_short = locked_until(&admin, &p, "worker_queue", "lock_token", &wtoken).await;
     assert_eq!(
         after_short, after_long,
         "a shorter renewal shortened the worker lease"
@@ -878,7 +807,7 @@ async fn renewal_racing_ack_and_abandon_never_deadlocks() {
                 let token = w_ack_token.clone();
                 let instance = acked.clone();
                 async move {
-                    p.ack_work_item(&token, Some(completion(&instance, 2, "r")))
+                    p.ack_work_item(&token, Some(completed(&instance, 2, "r")))
                         .await
                 }
             };
@@ -948,15 +877,7 @@ async fn renewal_racing_ack_and_abandon_never_deadlocks() {
             "iteration {i}: the abandoned work item is released"
         );
         assert_eq!(
-            count(
-                &admin,
-                &sql(
-                    &p,
-                    "SELECT count(*) FROM {s}.worker_queue WHERE instance_id = $1"
-                ),
-                &acked
-            )
-            .await,
+            row_count_of(&admin, &p, "worker_queue", &acked).await,
             0,
             "iteration {i}: the acked work item is gone"
         );
@@ -1176,17 +1097,13 @@ async fn completions_into_parents_never_deadlock() {
         not_completed.is_empty(),
         "executions not completed: {not_completed:?}"
     );
-    let completed: i64 = admin
-        .query_one(
-            &sql(
-                &p,
-                "SELECT count(*) FROM {s}.executions WHERE status = 'Completed'",
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let completed: i64 = value(
+        &admin,
+        &p,
+        "SELECT count(*) FROM {s}.executions WHERE status = 'Completed'",
+        &[],
+    )
+    .await;
     assert_eq!(
         completed as usize,
         3 * PARENTS * (1 + CHILDREN),
@@ -1276,32 +1193,20 @@ async fn orphan_events_for_never_started_instances_do_not_stall_others() {
         other => panic!("real did not complete: {other:?}"),
     }
 
-    let queue_sql = sql(
-        &p,
-        "SELECT count(*) FROM {s}.orchestrator_queue WHERE instance_id = $1",
-    );
-    let mut remaining = count(&admin, &queue_sql, "ghost").await;
+    let mut remaining = row_count_of(&admin, &p, "orchestrator_queue", "ghost").await;
     for _ in 0..100 {
         if remaining == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        remaining = count(&admin, &queue_sql, "ghost").await;
+        remaining = row_count_of(&admin, &p, "orchestrator_queue", "ghost").await;
     }
     rt.shutdown(None).await;
 
     assert_eq!(remaining, 0, "ghost messages still queued after 10 s");
     for table in ["instances", "executions", "history"] {
         assert_eq!(
-            count(
-                &admin,
-                &sql(
-                    &p,
-                    &format!("SELECT count(*) FROM {{s}}.{table} WHERE instance_id = $1")
-                ),
-                "ghost"
-            )
-            .await,
+            row_count_of(&admin, &p, table, "ghost").await,
             0,
             "a {table} row exists for the never-started ghost"
         );
@@ -1321,15 +1226,8 @@ async fn ack_outcome_tells_what_became_of_a_turn() {
     let (p, _schemas) = common::provider("ack_outcome", PostgresOptions::new()).await;
     let admin = common::admin_client().await;
     let outcome = |token: String| {
-        let query = sql(&p, "SELECT {s}.ack_outcome($1)");
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(&query, &[&token])
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
+        let (admin, p) = (&admin, &p);
+        async move { ack_outcome(admin, p, "ack_outcome", &token).await }
     };
 
     p.enqueue_for_orchestrator(start_item("held"), None)
@@ -1357,15 +1255,8 @@ async fn ack_outcome_tells_what_became_of_a_turn() {
 
     // The worker queue's counterpart.
     let work_outcome = |token: String| {
-        let query = sql(&p, "SELECT {s}.work_ack_outcome($1)");
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(&query, &[&token])
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
+        let (admin, p) = (&admin, &p);
+        async move { ack_outcome(admin, p, "work_ack_outcome", &token).await }
     };
     p.enqueue_for_worker(activity("w", 1, None)).await.unwrap();
     let (_, token, _) = fetch_work(&p, LONG, None).await.unwrap();

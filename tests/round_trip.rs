@@ -4,6 +4,9 @@
 #[allow(dead_code)]
 mod common;
 
+use common::items::{
+    activity, completed, first_turn_metadata, start, started_event, tagged_activity,
+};
 use duroxide::providers::{ExecutionMetadata, Provider, ProviderError, TagFilter, WorkItem};
 use duroxide::{Event, EventKind};
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
@@ -41,67 +44,6 @@ fn big_payload() -> String {
         i += 1;
     }
     s
-}
-
-fn start(instance: &str, input: &str) -> WorkItem {
-    WorkItem::StartOrchestration {
-        instance: instance.to_string(),
-        orchestration: "Orch".to_string(),
-        input: input.to_string(),
-        version: Some("1.0.0".to_string()),
-        parent_instance: None,
-        parent_id: None,
-        parent_execution_id: None,
-        execution_id: 1,
-    }
-}
-
-fn activity(instance: &str, id: u64, input: &str, tag: Option<String>) -> WorkItem {
-    WorkItem::ActivityExecute {
-        instance: instance.to_string(),
-        execution_id: 1,
-        id,
-        name: "Activity".to_string(),
-        input: input.to_string(),
-        session_id: None,
-        tag,
-    }
-}
-
-fn completed(instance: &str, id: u64, result: &str) -> WorkItem {
-    WorkItem::ActivityCompleted {
-        instance: instance.to_string(),
-        execution_id: 1,
-        id,
-        result: result.to_string(),
-    }
-}
-
-fn started_event(instance: &str, input: &str) -> Event {
-    Event::with_event_id(
-        1,
-        instance,
-        1,
-        None,
-        EventKind::OrchestrationStarted {
-            name: "Orch".to_string(),
-            version: "1.0.0".to_string(),
-            input: input.to_string(),
-            parent_instance: None,
-            parent_id: None,
-            parent_execution_id: None,
-            carry_forward_events: None,
-            initial_custom_status: None,
-        },
-    )
-}
-
-fn first_turn_metadata() -> ExecutionMetadata {
-    ExecutionMetadata {
-        orchestration_name: Some("Orch".to_string()),
-        orchestration_version: Some("1.0.0".to_string()),
-        ..Default::default()
-    }
 }
 
 /// Equality without printing megabytes on failure.
@@ -151,6 +93,21 @@ async fn fetch_orch(
         .unwrap()
 }
 
+/// Acks the turn leased as `token` with no events, items or metadata.
+async fn ack_empty_turn(p: &dyn Provider, token: &str) {
+    p.ack_orchestration_item(
+        token,
+        1,
+        vec![],
+        vec![],
+        vec![],
+        ExecutionMetadata::default(),
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
 async fn pg_provider(
     prefix: &str,
     options: PostgresOptions,
@@ -176,7 +133,7 @@ async fn hostile_strings_and_a_10_mb_payload_round_trip_exactly() {
         (activity("w", 1, NASTY, None), TagFilter::DefaultOnly),
         (activity("w", 2, &big, None), TagFilter::DefaultOnly),
         (
-            activity("w", 3, NASTY, Some(tag.clone())),
+            tagged_activity("w", 3, NASTY, &tag),
             TagFilter::Tags(HashSet::from([tag.clone()])),
         ),
     ];
@@ -567,17 +524,7 @@ async fn an_instance_id_with_nul_is_refused_permanently_and_harms_nothing() {
     assert_eq!(item.instance, "good");
     assert_eq!(item.messages, vec![completed("good", 2, "r")]);
     assert_eq!(item.history, turn);
-    p.ack_orchestration_item(
-        &token,
-        1,
-        vec![],
-        vec![],
-        vec![],
-        ExecutionMetadata::default(),
-        vec![],
-    )
-    .await
-    .unwrap();
+    ack_empty_turn(p, &token).await;
 
     // Another instance works normally, and nothing else is left.
     run_instance(p, "other").await;
@@ -620,17 +567,7 @@ async fn first_turn(
             .await
             .unwrap();
         let (_, token, _) = fetch_orch(p).await.expect("the start again");
-        p.ack_orchestration_item(
-            &token,
-            1,
-            vec![],
-            vec![],
-            vec![],
-            ExecutionMetadata::default(),
-            vec![],
-        )
-        .await
-        .unwrap();
+        ack_empty_turn(p, &token).await;
     }
     result.map(|()| turn)
 }
@@ -747,17 +684,23 @@ async fn user_values_with_nul_reach_their_columns() {
 // 3. Long polling
 // ---------------------------------------------------------------------------
 
+/// Another provider on `p`'s schema, without long polling: a producer, as
+/// another process would be.
+async fn producer_for(p: &PostgresProvider) -> PostgresProvider {
+    PostgresProvider::connect(
+        &common::server::database_url(),
+        PostgresOptions::new().schema(p.schema()).long_poll(false),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn long_poll_wakes_an_idle_work_item_fetch() {
     let (p, _schemas) = common::provider("lp_w", PostgresOptions::new()).await;
     // The producer is another provider on the same schema, as another
     // process would be.
-    let producer = PostgresProvider::connect(
-        &common::server::database_url(),
-        PostgresOptions::new().schema(p.schema()).long_poll(false),
-    )
-    .await
-    .unwrap();
+    let producer = producer_for(&p).await;
     let item = activity("lp", 1, "woken", None);
     let to_send = item.clone();
     let send = tokio::spawn(async move {
@@ -778,12 +721,7 @@ async fn long_poll_wakes_an_idle_work_item_fetch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn long_poll_wakes_an_idle_orchestration_fetch() {
     let (p, _schemas) = common::provider("lp_o", PostgresOptions::new()).await;
-    let producer = PostgresProvider::connect(
-        &common::server::database_url(),
-        PostgresOptions::new().schema(p.schema()).long_poll(false),
-    )
-    .await
-    .unwrap();
+    let producer = producer_for(&p).await;
     let message = start("lp", "woken");
     let to_send = message.clone();
     let send = tokio::spawn(async move {
