@@ -91,15 +91,12 @@ impl PostgresProvider {
         let spec = tls::parse(database_url)?;
         let mut config = spec.config;
         config.application_name(&options.application_name);
-        if let Some(timeout) = options.statement_timeout {
-            let ms = timeout.as_millis().max(1);
-            config.options(format!("-c statement_timeout={ms}"));
-        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.acquire_timeout);
         }
 
-        // Migrate on a connection of its own, before the pool exists.
+        // Migrate on a connection of its own, before the pool exists, and
+        // without the statement timeout meant for provider calls.
         {
             let (mut client, connection) = config.connect(spec.tls.clone()).await?;
             let driver = tokio::spawn(connection);
@@ -107,6 +104,17 @@ impl PostgresProvider {
             drop(client);
             let _ = driver.await;
             result?;
+        }
+
+        if let Some(timeout) = options.statement_timeout {
+            // Added to any `options` the URL already carries.
+            let ms = timeout.as_millis().max(1);
+            let setting = format!("-c statement_timeout={ms}");
+            let combined = match config.get_options() {
+                Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
+                _ => setting,
+            };
+            config.options(combined);
         }
 
         let manager = Manager::from_config(
