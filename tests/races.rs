@@ -1268,3 +1268,123 @@ async fn ack_outcome_tells_what_became_of_a_turn() {
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(work_outcome(token).await, "lost");
 }
+
+// ---------------------------------------------------------------------------
+// Renewal: transient failures and races with a takeover
+// ---------------------------------------------------------------------------
+
+/// Kills every backend of `app`: the provider's pooled connection breaks,
+/// and its next call fails with a connection error (retryable).
+async fn kill_backends(admin: &tokio_postgres::Client, app: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The runtime treats any renewal error as the end of the lease (it stops
+/// renewing, or cancels the activity and acks it without a result), so a
+/// renewal that meets a broken connection must retry, not fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_renewal_failure_is_retried() {
+    let app = common::unique_schema("app_renew_retry");
+    let (p, _guard) = common::provider(
+        "renew_retry",
+        PostgresOptions::new()
+            .application_name(&app)
+            .max_connections(1)
+            .long_poll(false),
+    )
+    .await;
+    let admin = common::admin_client().await;
+
+    p.enqueue_for_orchestrator(start_item("i1"), None)
+        .await
+        .unwrap();
+    p.enqueue_for_worker(activity("i1", 1, None)).await.unwrap();
+    let (_, otoken, _) = fetch_orch(&p, LONG).await.unwrap();
+    let (_, wtoken, _) = fetch_work(&p, LONG, None).await.unwrap();
+    let orch_before = locked_until(&admin, &p, "instance_locks", "instance_id", "i1").await;
+    let work_before = locked_until(&admin, &p, "worker_queue", "lock_token", &wtoken).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    assert!(
+        kill_backends(&admin, &app).await > 0,
+        "the pool had a connection"
+    );
+    p.renew_orchestration_item_lock(&otoken, LONG)
+        .await
+        .expect("orchestration renewal retried past a broken connection");
+    assert!(kill_backends(&admin, &app).await > 0);
+    p.renew_work_item_lock(&wtoken, LONG)
+        .await
+        .expect("worker renewal retried past a broken connection");
+
+    assert!(locked_until(&admin, &p, "instance_locks", "instance_id", "i1").await > orch_before);
+    assert!(locked_until(&admin, &p, "worker_queue", "lock_token", &wtoken).await > work_before);
+}
+
+/// Around expiry, a renewal and a takeover fetch race: never both win.
+/// Either the renewal extends the lease and the fetch finds nothing, or the
+/// fetch takes the lease over and the renewal fails (or, when the fetch came
+/// just before expiry and the renewal just after, neither: the lease then
+/// lapsed unclaimed and the next fetch takes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_racing_a_takeover_fetch_never_both_win() {
+    let (p, _guard) =
+        common::provider("renew_vs_fetch", PostgresOptions::new().long_poll(false)).await;
+    let (mut renewals_won, mut takeovers, mut lapsed) = (0, 0, 0);
+    for round in 0..30 {
+        let instance = format!("i{round}");
+        p.enqueue_for_orchestrator(start_item(&instance), None)
+            .await
+            .unwrap();
+        let (_, token, _) = fetch_orch(&p, Duration::from_millis(200)).await.unwrap();
+        // Land both calls around the lease's end.
+        tokio::time::sleep(Duration::from_millis(190 + (round % 4) * 5)).await;
+        let (renewed, fetched) = tokio::join!(
+            p.renew_orchestration_item_lock(&token, LONG),
+            p.fetch_orchestration_item(LONG, Duration::ZERO, None)
+        );
+        let fetched = fetched.expect("fetch");
+        match (&renewed, &fetched) {
+            (Ok(()), None) => renewals_won += 1,
+            (Err(e), Some((item, _, _))) => {
+                assert!(!e.is_retryable(), "a lost lease is a permanent error: {e}");
+                assert_no_deadlock(e, "renew vs fetch");
+                assert_eq!(item.instance, instance);
+                takeovers += 1;
+            }
+            (Err(e), None) => {
+                assert!(
+                    !e.is_retryable(),
+                    "an expired lease is a permanent error: {e}"
+                );
+                lapsed += 1;
+            }
+            (Ok(()), Some((item, _, _))) => panic!(
+                "round {round}: the renewal and a fetch of {} both won",
+                item.instance
+            ),
+        }
+        // Leave nothing claimable for the next round.
+        let token = match (fetched, renewed) {
+            (Some((_, t, _)), _) => t,
+            (None, Ok(())) => token,
+            (None, Err(_)) => {
+                fetch_orch(&p, LONG)
+                    .await
+                    .expect("a lapsed lease is claimable")
+                    .1
+            }
+        };
+        ack_turn(&p, &token, vec![started(&instance, "{}")], vec![], vec![])
+            .await
+            .unwrap();
+    }
+    eprintln!("renewals won: {renewals_won}, takeovers: {takeovers}, lapsed: {lapsed}");
+}

@@ -33,9 +33,9 @@ fn nasty_without_nul() -> String {
     NASTY.replace('\0', "")
 }
 
-/// At least 10 MiB of [`NASTY`] (so every escape is exercised at scale).
+/// At least 16 MiB of [`NASTY`] (so every escape is exercised at scale).
 fn big_payload() -> String {
-    let target = 10 * 1024 * 1024;
+    let target = 16 * 1024 * 1024;
     let mut s = String::with_capacity(target + NASTY.len());
     let mut i = 0u64;
     while s.len() < target {
@@ -121,7 +121,7 @@ async fn pg_provider(
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-async fn hostile_strings_and_a_10_mb_payload_round_trip_exactly() {
+async fn hostile_strings_and_a_16_mb_payload_round_trip_exactly() {
     let (p, _schemas) = pg_provider("rt_data", PostgresOptions::new()).await;
     let p = p.as_ref();
     let big = big_payload();
@@ -911,4 +911,49 @@ async fn an_orchestration_ack_after_the_lease_expired_is_permanent() {
     let (item, _, attempts) = fetch_orch(p).await.expect("the start, again");
     assert_eq!(item.messages, vec![message]);
     assert_eq!(attempts, 2);
+}
+
+/// A history of 50,000 events committed in one turn comes back exactly, from
+/// `read` and from the next fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_of_50_000_events_round_trips() {
+    let (p, _schemas) = pg_provider("rt_50k", PostgresOptions::new()).await;
+    let p = p.as_ref();
+    p.enqueue_for_orchestrator(common::items::start("big", "{}"), None)
+        .await
+        .unwrap();
+    let (_, token, _) = fetch_orch(p).await.expect("the start");
+    let mut history = vec![common::items::started_event("big", "{}")];
+    history.extend((2..=50_000u64).map(|id| {
+        Event::with_event_id(
+            id,
+            "big",
+            1,
+            None,
+            EventKind::TimerCreated { fire_at_ms: id * 7 },
+        )
+    }));
+    p.ack_orchestration_item(
+        &token,
+        1,
+        history.clone(),
+        vec![],
+        vec![],
+        common::items::first_turn_metadata(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_same(
+        &p.read("big").await.unwrap(),
+        &history,
+        "read of 50,000 events",
+    );
+
+    p.enqueue_for_orchestrator(common::items::external("big", "e", "x"), None)
+        .await
+        .unwrap();
+    let (item, _, _) = fetch_orch(p).await.expect("the event");
+    assert!(item.history_error.is_none());
+    assert_same(&item.history, &history, "fetched history of 50,000 events");
 }
