@@ -1,0 +1,482 @@
+//! Section 2: Runtime throughput: duroxide's own provider stress tests (fan-out of 5
+//! activities per orchestration, 20 orchestrations in flight), run for both
+//! stores with the same configuration.
+
+use crate::counting::{Counting, Snapshot};
+use crate::stores::{Kind, Store};
+use crate::util::{err, fmt_num, heading, ratio, verdict, Result, Table};
+use crate::Ctx;
+use duroxide::provider_stress_tests::large_payload::{
+    run_large_payload_test_with_config, LargePayloadConfig,
+};
+use duroxide::provider_stress_tests::parallel_orchestrations::{
+    run_parallel_orchestrations_test_with_config, ProviderStressFactory,
+};
+use duroxide::provider_stress_tests::{StressTestConfig, StressTestResult};
+use duroxide::providers::Provider;
+use std::sync::{Arc, Mutex};
+
+/// Hands the stress test a provider created (and wrapped) beforehand, so
+/// creation errors are reported instead of panicking inside the test.
+struct Factory {
+    provider: Mutex<Option<Arc<dyn Provider>>>,
+}
+
+#[async_trait::async_trait]
+impl ProviderStressFactory for Factory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        self.provider
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .expect("the bench's stress factory hands out one provider per test")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Test {
+    Parallel {
+        delay_ms: u64,
+        orch: usize,
+        work: usize,
+    },
+    LargePayload,
+}
+
+struct Row {
+    kind: Kind,
+    test: Test,
+    result: std::result::Result<StressTestResult, String>,
+    calls: Snapshot,
+    statements: Option<i64>,
+    /// SQL function -> calls (PostgreSQL).
+    by_function: Vec<(String, i64)>,
+    /// Server ms per fetch_orchestration_item call, per sampling window.
+    fetch_ms_series: Vec<f64>,
+    /// Table statistics at the end of the run.
+    tables: String,
+    cpu: crate::cpu::Usage,
+    logs: crate::logcap::Captured,
+}
+
+/// Orchestrations/s targets for the PostgreSQL provider.
+fn target(test: Test) -> Option<(f64, String)> {
+    match test {
+        Test::Parallel {
+            delay_ms: 10, work, ..
+        } => {
+            let ideal = work as f64 * 100.0 / 5.0;
+            Some((0.9 * ideal, format!(">= 90% of {ideal:.0}")))
+        }
+        Test::Parallel {
+            delay_ms: 0, orch, ..
+        } => {
+            let base = match orch {
+                1 => 59.0,
+                2 => 78.0,
+                4 => 107.0,
+                _ => return None,
+            };
+            Some((3.0 * base, format!(">= 3 x {base:.0}")))
+        }
+        _ => None,
+    }
+}
+
+fn label(test: Test) -> (String, String) {
+    match test {
+        Test::Parallel {
+            delay_ms,
+            orch,
+            work,
+        } => (format!("fan-out {delay_ms} ms"), format!("{orch}:{work}")),
+        Test::LargePayload => ("large payload 5 ms".into(), "1:1".into()),
+    }
+}
+
+pub async fn run(ctx: &Ctx) -> Result<()> {
+    heading("2. Runtime throughput (duroxide provider_stress_tests)");
+    let duration = ctx.stress_secs.unwrap_or(if ctx.quick { 3 } else { 10 });
+    let concs: &[usize] = if ctx.quick { &[2] } else { &[1, 2, 4] };
+    println!(
+        "  parallel orchestrations: max_concurrent 20, {duration} s, 5 activities each, \
+         orch:worker dispatchers as listed; large payload: duroxide defaults, {duration} s"
+    );
+
+    let mut tests = Vec::new();
+    for delay_ms in [10u64, 0] {
+        for &c in concs {
+            tests.push(Test::Parallel {
+                delay_ms,
+                orch: c,
+                work: c,
+            });
+        }
+    }
+    tests.push(Test::LargePayload);
+
+    let mut rows = Vec::new();
+    for &test in &tests {
+        for kind in Kind::BOTH {
+            let (name, conc) = label(test);
+            crate::settle(ctx, &format!("stress {} {name} {conc}", kind.label())).await;
+            let row = one(ctx, kind, test, duration).await?;
+            match &row.result {
+                Ok(r) => eprintln!(
+                    "  [stress] {} {name} {conc}: {:.1} orch/s",
+                    kind.label(),
+                    r.orch_throughput
+                ),
+                Err(e) => eprintln!("  [stress] {} {name} {conc}: failed: {e}", kind.label()),
+            }
+            rows.push(row);
+        }
+    }
+
+    let mut t = Table::new(
+        &[
+            "test",
+            "o:w",
+            "store",
+            "launched",
+            "completed",
+            "failed",
+            "orch/s",
+            "act/s",
+            "avg ms",
+            "pg/sqlite",
+            "target orch/s",
+            "verdict",
+            "calls/orch",
+            "stmts/call",
+            "busy/other cpu",
+        ],
+        3,
+    );
+    for row in &rows {
+        let (name, conc) = label(row.test);
+        let other = rows
+            .iter()
+            .find(|r| r.test == row.test && r.kind != row.kind)
+            .and_then(|r| r.result.as_ref().ok())
+            .map(|r| r.orch_throughput);
+        match &row.result {
+            Err(e) => t.row(vec![
+                name,
+                conc,
+                row.kind.label().into(),
+                format!("failed: {e}"),
+            ]),
+            Ok(r) => {
+                let (pg_vs, tgt, verd) = if row.kind == Kind::Postgres {
+                    let tg = target(row.test);
+                    (
+                        ratio(Some(r.orch_throughput), other),
+                        tg.as_ref()
+                            .map(|(v, s)| format!("{} ({s})", fmt_num(*v)))
+                            .unwrap_or_else(|| "-".into()),
+                        match tg {
+                            Some((v, _)) => verdict(Some(
+                                r.orch_throughput >= v && r.failed == 0 && r.completed > 0,
+                            ))
+                            .to_string(),
+                            None => "-".into(),
+                        },
+                    )
+                } else {
+                    ("".into(), "".into(), "".into())
+                };
+                let calls = row.calls.total_calls() as f64;
+                let per_orch = if r.completed > 0 {
+                    fmt_num(calls / r.completed as f64)
+                } else {
+                    "-".into()
+                };
+                let per_call = row
+                    .statements
+                    .filter(|_| calls > 0.0)
+                    .map(|s| fmt_num(s as f64 / calls))
+                    .unwrap_or_else(|| "-".into());
+                t.row(vec![
+                    name,
+                    conc,
+                    row.kind.label().into(),
+                    r.launched.to_string(),
+                    r.completed.to_string(),
+                    format!(
+                        "{} ({}/{}/{})",
+                        r.failed,
+                        r.failed_infrastructure,
+                        r.failed_configuration,
+                        r.failed_application
+                    ),
+                    fmt_num(r.orch_throughput),
+                    fmt_num(r.activity_throughput),
+                    fmt_num(r.avg_latency_ms),
+                    pg_vs,
+                    tgt,
+                    verd,
+                    per_orch,
+                    per_call,
+                    format!(
+                        "{:.0}%/{:.0}%",
+                        row.cpu.busy_pct(crate::cpu::cores()),
+                        row.cpu.other_pct(crate::cpu::cores())
+                    ),
+                ]);
+            }
+        }
+    }
+    t.print();
+    println!(
+        "  failed = total (infrastructure/configuration/application); avg ms = duroxide's \
+         total time / completed;"
+    );
+    println!(
+        "  calls/orch = provider calls (counting wrapper) per completed orchestration; \
+         stmts/call = pg_stat_statements calls / provider calls;"
+    );
+    println!(
+        "  busy/other cpu = machine CPU busy during the run / of which other programs (not the \
+         bench, the postgres server or the kernel), as shares of all cores"
+    );
+    println!("  postgres statements per provider call, by method (sql calls / provider calls):");
+    for row in rows
+        .iter()
+        .filter(|r| r.kind == Kind::Postgres && r.result.is_ok())
+    {
+        let (name, conc) = label(row.test);
+        println!(
+            "    {name} {conc}: {}",
+            crate::pg::per_method(&row.calls, &row.by_function)
+        );
+    }
+    println!(
+        "  postgres server time per fetch_orchestration_item call (ms, mean per 2 s window, \
+         pg_stat_statements) and table statistics at the end of each run:"
+    );
+    for row in rows
+        .iter()
+        .filter(|r| r.kind == Kind::Postgres && r.result.is_ok())
+    {
+        let (name, conc) = label(row.test);
+        let series: Vec<String> = row
+            .fetch_ms_series
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect();
+        println!("    {name} {conc}: {}", series.join(" "));
+        println!("      {}", row.tables);
+    }
+    // Worst ratio per fetch method across the PostgreSQL runs.
+    let mut worst: Vec<(&str, f64, String)> = Vec::new();
+    for method in ["fetch_orchestration_item", "fetch_work_item"] {
+        let mut w: Option<(f64, String)> = None;
+        for row in rows
+            .iter()
+            .filter(|r| r.kind == Kind::Postgres && r.result.is_ok())
+        {
+            let calls = row.calls.get(method);
+            let sql: i64 = row
+                .by_function
+                .iter()
+                .filter(|(n, _)| n == method)
+                .map(|(_, c)| *c)
+                .sum();
+            if calls == 0 || row.statements.is_none() {
+                continue;
+            }
+            let r = sql as f64 / calls as f64;
+            if w.as_ref().is_none_or(|(x, _)| r > *x) {
+                let (name, conc) = label(row.test);
+                w = Some((r, format!("{name} {conc}")));
+            }
+        }
+        if let Some((r, at)) = w {
+            worst.push((method, r, at));
+        }
+    }
+    for (method, r, at) in worst {
+        println!(
+            "  target: 1 statement per provider call under the runtime: {method} up to {r:.2} \
+             ({at}) -> {}",
+            verdict(Some(r < 1.005))
+        );
+    }
+    crate::logcap::report(
+        &rows
+            .iter()
+            .map(|r| {
+                let (name, conc) = label(r.test);
+                (format!("{} {name} {conc}", r.kind.label()), r.logs.clone())
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(())
+}
+
+async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
+    let tag = match test {
+        Test::Parallel {
+            delay_ms,
+            orch,
+            work,
+        } => format!("stress_d{delay_ms}_{orch}_{work}"),
+        Test::LargePayload => "stress_large".into(),
+    };
+    let store = Store::create(ctx, kind, &tag).await?;
+    let schema = store.schema.clone();
+    crate::with_store(ctx, store, |p| async move {
+        let (wrapped, counts) = Counting::wrap(p);
+        let factory = Factory {
+            provider: Mutex::new(Some(wrapped)),
+        };
+        if schema.is_some() {
+            ctx.admin.pgss_reset().await?;
+        }
+        crate::logcap::begin();
+        // Samples the server time per fetch_orchestration_item call.
+        let sampler = schema.clone().map(|s| {
+            let url = ctx.url.clone();
+            tokio::spawn(sample_fetch(url, s))
+        });
+        let cpu_before = crate::cpu::snap(ctx.postmaster);
+        let handle = tokio::spawn(async move {
+            let r = match test {
+                Test::Parallel {
+                    delay_ms,
+                    orch,
+                    work,
+                } => {
+                    let config = StressTestConfig {
+                        max_concurrent: 20,
+                        duration_secs: duration,
+                        tasks_per_instance: 5,
+                        activity_delay_ms: delay_ms,
+                        orch_concurrency: orch,
+                        worker_concurrency: work,
+                        wait_timeout_secs: 60,
+                    };
+                    run_parallel_orchestrations_test_with_config(&factory, config).await
+                }
+                Test::LargePayload => {
+                    let mut config = LargePayloadConfig::default();
+                    config.base.duration_secs = duration;
+                    run_large_payload_test_with_config(&factory, config).await
+                }
+            };
+            r.map_err(|e| e.to_string())
+        });
+        let result = match handle.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err("panicked (see stderr)".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let cpu = crate::cpu::snap(ctx.postmaster).since(&cpu_before);
+        let logs = crate::logcap::end();
+        let fetch_ms_series = match sampler {
+            Some(h) => {
+                h.abort();
+                let _ = h.await;
+                SERIES
+                    .lock()
+                    .map(|mut v| std::mem::take(&mut *v))
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let tables = match &schema {
+            Some(s) => table_stats(ctx, s).await.unwrap_or_else(|e| e.to_string()),
+            None => String::new(),
+        };
+        let (statements, by_function) = match &schema {
+            Some(s) => (
+                ctx.admin.pgss_calls_in_schema(s).await?,
+                ctx.admin.pgss_by_function(s).await?,
+            ),
+            None => (None, Vec::new()),
+        };
+        Ok(Row {
+            kind,
+            test,
+            result,
+            calls: counts.snapshot(),
+            statements,
+            by_function,
+            fetch_ms_series,
+            tables,
+            cpu,
+            logs,
+        })
+    })
+    .await
+    .map_err(|e| err(format!("{} {tag}: {e}", kind.label())))
+}
+
+static SERIES: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+/// Every 2 s: mean server execution time of the fetch_orchestration_item
+/// calls made in the last window, appended to [`SERIES`]. Runs until aborted.
+async fn sample_fetch(url: String, schema: String) {
+    if let Ok(mut v) = SERIES.lock() {
+        v.clear();
+    }
+    let Ok(client) = crate::pg::connect(&url).await else {
+        return;
+    };
+    let needle = format!("\"{schema}\".fetch_orchestration_item(");
+    let mut last: Option<(i64, f64)> = None;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let row = client
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_exec_time), 0)::float8 \
+                 FROM pg_stat_statements WHERE strpos(query, $1) > 0",
+                &[&needle],
+            )
+            .await;
+        let Ok(row) = row else { return };
+        let (calls, total): (i64, f64) = (row.get(0), row.get(1));
+        let (c0, t0) = last.unwrap_or((0, 0.0));
+        if calls > c0 {
+            if let Ok(mut v) = SERIES.lock() {
+                v.push((total - t0) / (calls - c0) as f64);
+            }
+        }
+        last = Some((calls, total));
+    }
+}
+
+/// Live/dead rows of the queue and history tables, and whether they were
+/// ever (auto)analyzed.
+async fn table_stats(ctx: &Ctx, schema: &str) -> Result<String> {
+    let rows = ctx
+        .admin
+        .client
+        .query(
+            "SELECT relname, n_live_tup, n_dead_tup, \
+                    (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL), \
+                    autovacuum_count + vacuum_count \
+             FROM pg_stat_user_tables WHERE schemaname = $1 \
+               AND relname IN ('orchestrator_queue', 'worker_queue', 'instance_locks', \
+                               'history', 'instances', 'executions') \
+             ORDER BY relname",
+            &[&schema],
+        )
+        .await?;
+    let mut parts = Vec::new();
+    for r in rows {
+        let (name, live, dead, analyzed, vacuums): (String, i64, i64, bool, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        parts.push(format!(
+            "{name} live {live} dead {dead}{}{}",
+            if analyzed {
+                " analyzed"
+            } else {
+                " never-analyzed"
+            },
+            if vacuums > 0 { " vacuumed" } else { "" }
+        ));
+    }
+    Ok(parts.join("; "))
+}
