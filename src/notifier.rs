@@ -1,15 +1,23 @@
 //! Long-poll wake-ups: one dedicated connection LISTENs on the store's
-//! channel and wakes idle fetchers when work is committed.
+//! channel, wakes idle fetchers when work is committed, and sends this
+//! process's own notifications.
 //!
-//! The SQL functions `pg_notify` the channel with payload `o` (orchestrator
-//! queue) or `w` (worker queue) when they commit work that is visible at
-//! once. Notifications are delivered at commit, so a woken fetcher always
-//! finds the work (unless another fetcher took it first).
+//! Why notifications are not sent inside the committing transaction: a
+//! PostgreSQL transaction that has called `pg_notify` holds a cluster-wide
+//! lock from commit until its WAL is flushed, so such commits cannot share a
+//! flush (measured in `docs/benchmarks.md`: about 7,000 vs 24,000 one-row
+//! commits/s at 8 clients). So after an ack commits, the provider wakes the
+//! fetchers of its own process directly and asks this task to tell other
+//! processes; the task coalesces those requests into one `NOTIFY` at a time
+//! on its own connection. Notifications it sent itself are ignored when they
+//! come back. Payload `o` is the orchestrator queue, `w` the worker queue.
+//! (Enqueues from clients, which may run without a listener, still notify
+//! inside their transaction.)
 //!
-//! The listener task belongs to the provider and is aborted when the provider
-//! is dropped. If its connection is lost it reconnects; until it has, waiters
+//! The task belongs to the provider and is aborted when the provider is
+//! dropped. If its connection is lost it reconnects; until it has, waiters
 //! re-check the queue every reconnect delay, and after it has, every waiter
-//! is woken once, so a notification sent while it was down is never missed.
+//! is woken once and pending notifications are sent, so nothing is missed.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +33,17 @@ pub(crate) struct Signals {
     pub(crate) orchestrator: Notify,
     pub(crate) worker: Notify,
     connected: AtomicBool,
+    /// Notifications to send to other processes, and the task's doorbell.
+    outgoing_orchestrator: AtomicBool,
+    outgoing_worker: AtomicBool,
+    outgoing: Notify,
+}
+
+/// A queue that received work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Queue {
+    Orchestrator,
+    Worker,
 }
 
 impl Signals {
@@ -36,6 +55,34 @@ impl Signals {
     fn wake_all(&self) {
         self.orchestrator.notify_waiters();
         self.worker.notify_waiters();
+    }
+
+    /// Work was committed to `queue`: wake this process's fetchers now and
+    /// have the listener task tell the other processes.
+    pub(crate) fn committed(&self, queue: Queue) {
+        match queue {
+            Queue::Orchestrator => {
+                self.orchestrator.notify_waiters();
+                self.outgoing_orchestrator.store(true, Ordering::Release);
+            }
+            Queue::Worker => {
+                self.worker.notify_waiters();
+                self.outgoing_worker.store(true, Ordering::Release);
+            }
+        }
+        self.outgoing.notify_one();
+    }
+
+    /// The NOTIFY statement for what is pending, if anything.
+    fn take_outgoing(&self, channel: &str) -> Option<String> {
+        let o = self.outgoing_orchestrator.swap(false, Ordering::AcqRel);
+        let w = self.outgoing_worker.swap(false, Ordering::AcqRel);
+        match (o, w) {
+            (false, false) => None,
+            (true, false) => Some(format!("NOTIFY {channel}, 'o'")),
+            (false, true) => Some(format!("NOTIFY {channel}, 'w'")),
+            (true, true) => Some(format!("NOTIFY {channel}, 'o'; NOTIFY {channel}, 'w'")),
+        }
     }
 }
 
@@ -60,10 +107,8 @@ pub(crate) fn start(
     reconnect_delay: Duration,
 ) -> Listener {
     let task = tokio::spawn(async move {
-        // The channel is derived from a validated schema name (hex digits).
-        let listen = format!("LISTEN {channel}");
         loop {
-            if let Err(e) = listen_once(&config, tls.clone(), &listen, &signals).await {
+            if let Err(e) = listen_once(&config, tls.clone(), &channel, &signals).await {
                 tracing::warn!(target: "duroxide_postgres", error = %e, "LISTEN connection lost; reconnecting");
             }
             signals.connected.store(false, Ordering::Release);
@@ -77,32 +122,66 @@ pub(crate) fn start(
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: postgres_native_tls::MakeTlsConnector,
-    listen: &str,
+    channel: &str,
     signals: &Signals,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls).await?;
-    let subscribe = client.batch_execute(listen);
+    let client = &client;
+    // The channel is derived from a validated schema name (hex digits).
+    let listen = format!("LISTEN {channel}; SELECT pg_backend_pid()");
+    let subscribe = client.simple_query(&listen);
     tokio::pin!(subscribe);
-    let mut subscribed = false;
+    let mut own_pid: Option<i32> = None;
+    let mut sending: Option<
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + '_>,
+        >,
+    > = None;
     loop {
         tokio::select! {
-            result = &mut subscribe, if !subscribed => {
-                result?;
-                subscribed = true;
+            result = &mut subscribe, if own_pid.is_none() => {
+                own_pid = Some(backend_pid(&result?));
                 signals.connected.store(true, Ordering::Release);
-                // Work may have been committed while we were not listening.
+                // Work may have been committed while we were not listening,
+                // and notifications may be waiting to go out.
                 signals.wake_all();
+                signals.outgoing.notify_one();
+            }
+            _ = signals.outgoing.notified(), if own_pid.is_some() && sending.is_none() => {
+                if let Some(statement) = signals.take_outgoing(channel) {
+                    sending = Some(Box::pin(async move { client.batch_execute(&statement).await }));
+                }
+            }
+            result = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                sending = None;
+                result?;
             }
             message = poll_fn(|cx| connection.poll_message(cx)) => match message {
-                Some(Ok(AsyncMessage::Notification(n))) => match n.payload() {
-                    "o" => signals.orchestrator.notify_waiters(),
-                    "w" => signals.worker.notify_waiters(),
-                    _ => signals.wake_all(),
-                },
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if Some(n.process_id()) == own_pid {
+                        continue; // ours: this process was woken when it committed
+                    }
+                    match n.payload() {
+                        "o" => signals.orchestrator.notify_waiters(),
+                        "w" => signals.worker.notify_waiters(),
+                        _ => signals.wake_all(),
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
             },
         }
     }
+}
+
+/// The backend PID from the reply to `LISTEN ...; SELECT pg_backend_pid()`.
+fn backend_pid(messages: &[tokio_postgres::SimpleQueryMessage]) -> i32 {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or(0)
 }

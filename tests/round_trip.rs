@@ -957,3 +957,70 @@ async fn a_history_of_50_000_events_round_trips() {
     assert!(item.history_error.is_none());
     assert_same(&item.history, &history, "fetched history of 50,000 events");
 }
+
+/// An ack's notification is sent after its commit by the committing
+/// process's listener task (not inside the transaction): another process's
+/// idle fetcher is still woken by it, and so is one in the same process.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ack_wakes_idle_fetchers_in_this_and_other_processes() {
+    let (p, _schemas) = common::provider("lp_ack", PostgresOptions::new()).await;
+    // Another process: its own provider, long polling on (it notifies after commit).
+    let other = PostgresProvider::connect(
+        &common::server::database_url(),
+        PostgresOptions::new().schema(p.schema()),
+    )
+    .await
+    .unwrap();
+    other
+        .enqueue_for_orchestrator(start("lp_ack", "{}"), None)
+        .await
+        .unwrap();
+    let (_, token, _) = fetch_orch(&other).await.expect("the start");
+
+    let scheduled = activity("lp_ack", 2, "woken", None);
+    let work = scheduled.clone();
+    let turn = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        other
+            .ack_orchestration_item(
+                &token,
+                1,
+                vec![started_event("lp_ack", "{}")],
+                vec![work],
+                vec![],
+                first_turn_metadata(),
+                vec![],
+            )
+            .await
+            .unwrap();
+        other
+    });
+    // With no notification, this returns None at the 10 s deadline.
+    let got = p
+        .fetch_work_item(LOCK, LONG_POLL, None, &TagFilter::DefaultOnly)
+        .await
+        .unwrap();
+    let other = turn.await.unwrap();
+    let (fetched, token, _) = got.expect("woken by the other process's ack");
+    assert_eq!(fetched, scheduled);
+
+    drop(other);
+
+    // And in the committing process itself (whose listener ignores its own
+    // notifications): its ack of the activity wakes its idle orchestration
+    // fetcher directly.
+    let waiter = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.fetch_orchestration_item(LOCK, LONG_POLL, None)
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.ack_work_item(&token, Some(completed("lp_ack", 2, "done")))
+        .await
+        .unwrap();
+    let (item, _, _) = waiter.await.unwrap().expect("woken by its own ack");
+    assert_eq!(item.messages, vec![completed("lp_ack", 2, "done")]);
+}

@@ -17,6 +17,10 @@
 --   checked as of the moment the ack arrived (request_ms(), see common.sql):
 --   a lease already taken over, or already expired when the ack arrived,
 --   makes the whole ack fail (DX001/DX002), committing nothing.
+-- * Notifications: enqueues notify inside their transaction. Acks and
+--   abandons notify only when p_notify is set (a provider without a
+--   listener); otherwise the provider notifies after commit (see
+--   src/notifier.rs for why).
 -- * Only messages tagged by the fetch (lock_token) are returned, deleted by
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
@@ -219,10 +223,12 @@ CREATE FUNCTION __SCHEMA__.ack_orchestration_item(
     p_kv_clear_all BOOLEAN,
     p_kv_keys TEXT[],
     p_kv_values BYTEA[],
-    p_kv_updated_at_ms BIGINT[]
-) RETURNS VOID
+    p_kv_updated_at_ms BIGINT[],
+    p_notify BOOLEAN
+) RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_more BOOLEAN;
     v_instance TEXT;
     v_locked_until BIGINT;
     v_now BIGINT;
@@ -361,14 +367,18 @@ BEGIN
     SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
     WHERE l.instance_id = v_instance;
 
-    IF cardinality(p_worker_items) > 0 THEN
-        PERFORM pg_notify('__CHANNEL__', 'w');
+    -- Messages that arrived during the lease are ready now.
+    v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                      WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now);
+    IF p_notify THEN
+        IF cardinality(p_worker_items) > 0 THEN
+            PERFORM pg_notify('__CHANNEL__', 'w');
+        END IF;
+        IF cardinality(p_orch_items) > 0 OR v_more THEN
+            PERFORM pg_notify('__CHANNEL__', 'o');
+        END IF;
     END IF;
-    IF cardinality(p_orch_items) > 0
-       OR EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
-                  WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now) THEN
-        PERFORM pg_notify('__CHANNEL__', 'o');
-    END IF;
+    RETURN v_more;
 END
 $$;
 
@@ -395,7 +405,8 @@ $$;
 CREATE FUNCTION __SCHEMA__.abandon_orchestration_item(
     p_lock_token TEXT,
     p_delay_ms BIGINT,
-    p_ignore_attempt BOOLEAN
+    p_ignore_attempt BOOLEAN,
+    p_notify BOOLEAN
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -419,7 +430,9 @@ BEGIN
     UPDATE __SCHEMA__.instance_locks l SET lock_token = NULL, locked_until_ms = 0
     WHERE l.instance_id = v_instance;
 
-    PERFORM pg_notify('__CHANNEL__', 'o');
+    IF p_notify THEN
+        PERFORM pg_notify('__CHANNEL__', 'o');
+    END IF;
 END
 $$;
 

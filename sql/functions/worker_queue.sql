@@ -130,7 +130,8 @@ CREATE FUNCTION __SCHEMA__.ack_work_item(
     p_lock_token TEXT,
     p_target_instance TEXT,
     p_kind TEXT,
-    p_completion TEXT
+    p_completion TEXT,
+    p_notify BOOLEAN
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -151,7 +152,9 @@ BEGIN
         ON CONFLICT (instance_id) DO NOTHING;
         INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
         VALUES (p_target_instance, p_kind, p_completion, v_now, v_now);
-        PERFORM pg_notify('__CHANNEL__', 'o');
+        IF p_notify THEN
+            PERFORM pg_notify('__CHANNEL__', 'o');
+        END IF;
     END IF;
 
     IF v_session IS NOT NULL THEN
@@ -205,7 +208,8 @@ $$;
 CREATE FUNCTION __SCHEMA__.abandon_work_item(
     p_lock_token TEXT,
     p_delay_ms BIGINT,
-    p_ignore_attempt BOOLEAN
+    p_ignore_attempt BOOLEAN,
+    p_notify BOOLEAN
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -220,6 +224,8 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('abandon_work_item', p_lock_token, FALSE);
     END IF;
-    PERFORM pg_notify('__CHANNEL__', 'w');
+    IF p_notify THEN
+        PERFORM pg_notify('__CHANNEL__', 'w');
+    END IF;
 END
 $$;

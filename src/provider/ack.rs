@@ -17,6 +17,7 @@ use super::PostgresProvider;
 use duroxide::providers::ProviderError;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 /// Resolution is retried for about 5 s (0.05 + 0.1 + ... capped at 1 s per
 /// wait): long enough to ride out a dropped connection or a fast database
@@ -33,6 +34,8 @@ fn is_lock_error(state: Option<&str>) -> bool {
 impl PostgresProvider {
     /// Calls the ack function `ack` with `params`, resolving a retryable
     /// failure through the outcome function `outcome` (see the module docs).
+    /// Returns the ack's result row, or `None` when an earlier attempt turned
+    /// out to have committed.
     /// A retry that finds its lease gone (the first attempt may still have
     /// been running on the server) is resolved the same way. Any other error
     /// is returned as it is.
@@ -43,9 +46,9 @@ impl PostgresProvider {
         outcome: &'static str,
         token: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Option<Row>, ProviderError> {
         let mut error = match self.call(op, ack, params).await {
-            Ok(_) => return Ok(()),
+            Ok(rows) => return Ok(rows.into_iter().next()),
             Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => e,
         };
@@ -61,9 +64,9 @@ impl PostgresProvider {
                 }
             };
             match state.as_str() {
-                "done" => return Ok(()),
+                "done" => return Ok(None),
                 "held" => match self.call_with_state(op, ack, params).await {
-                    Ok(_) => return Ok(()),
+                    Ok(rows) => return Ok(rows.into_iter().next()),
                     Err((e, code)) if e.is_retryable() || is_lock_error(code.as_deref()) => {
                         error = e
                     }

@@ -11,7 +11,7 @@ mod worker;
 
 use crate::error::{from_pg, from_pool, Error};
 use crate::migrations;
-use crate::notifier::{self, Listener, Signals};
+use crate::notifier::{self, Listener, Queue, Signals};
 use crate::options::PostgresOptions;
 use crate::schema::SchemaName;
 use crate::tls;
@@ -262,6 +262,20 @@ impl PostgresProvider {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether the SQL functions must notify other processes themselves:
+    /// only when this provider has no listener task to do it after commit.
+    fn notify_in_sql(&self) -> bool {
+        !self.long_poll
+    }
+
+    /// Work committed to `queue`: wake this process's fetchers and, through
+    /// the listener task, other processes (see `notifier`).
+    fn committed(&self, queue: Queue) {
+        if self.long_poll {
+            self.signals.committed(queue);
         }
     }
 

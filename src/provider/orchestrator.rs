@@ -2,6 +2,7 @@
 
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
+use crate::notifier::Queue;
 use duroxide::providers::{
     DispatcherCapabilityFilter, ExecutionMetadata, KvEntry, OrchestrationItem, ProviderError,
     ScheduledActivityIdentifier, WorkItem,
@@ -143,6 +144,7 @@ impl PostgresProvider {
         let status_change = StatusChange::from_delta(history_delta);
         let kv = KvChanges::from_delta(OP, history_delta)?;
         let pinned = metadata.pinned_duroxide_version.as_ref().map(semver_triple);
+        let notify_in_sql = self.notify_in_sql();
 
         let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
             &lock_token,
@@ -174,15 +176,27 @@ impl PostgresProvider {
             &kv.keys,
             &kv.values,
             &kv.updated_at_ms,
+            &notify_in_sql,
         ];
-        self.ack_resolving(
-            OP,
-            "ack_orchestration_item",
-            "ack_outcome",
-            lock_token,
-            params,
-        )
-        .await
+        let row = self
+            .ack_resolving(
+                OP,
+                "ack_orchestration_item",
+                "ack_outcome",
+                lock_token,
+                params,
+            )
+            .await?;
+        // Whether messages that arrived during the lease are now ready
+        // (unknown if an earlier attempt committed: assume so).
+        let more = row.is_none_or(|r| r.get::<_, bool>(0));
+        if !orchestrator_items.is_empty() || more {
+            self.committed(Queue::Orchestrator);
+        }
+        if !worker_items.is_empty() {
+            self.committed(Queue::Worker);
+        }
+        Ok(())
     }
 
     pub(super) async fn abandon_orchestration(
@@ -195,9 +209,15 @@ impl PostgresProvider {
         self.call(
             "abandon_orchestration_item",
             "abandon_orchestration_item",
-            &[&lock_token, &delay_ms, &ignore_attempt],
+            &[
+                &lock_token,
+                &delay_ms,
+                &ignore_attempt,
+                &self.notify_in_sql(),
+            ],
         )
         .await?;
+        self.committed(Queue::Orchestrator);
         Ok(())
     }
 

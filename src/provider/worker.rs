@@ -2,6 +2,7 @@
 
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
+use crate::notifier::Queue;
 use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
 use duroxide::ErrorDetails;
 use std::time::Duration;
@@ -141,9 +142,13 @@ impl PostgresProvider {
             "ack_work_item",
             "work_ack_outcome",
             token,
-            &[&token, &target, &kind, &text],
+            &[&token, &target, &kind, &text, &self.notify_in_sql()],
         )
-        .await
+        .await?;
+        if completion.is_some() {
+            self.committed(Queue::Orchestrator);
+        }
+        Ok(())
     }
 
     pub(super) async fn renew_work(
@@ -174,9 +179,10 @@ impl PostgresProvider {
         self.call(
             "abandon_work_item",
             "abandon_work_item",
-            &[&token, &delay_ms, &ignore_attempt],
+            &[&token, &delay_ms, &ignore_attempt, &self.notify_in_sql()],
         )
         .await?;
+        self.committed(Queue::Worker);
         Ok(())
     }
 }
