@@ -132,11 +132,7 @@ async fn listen_once(
     let subscribe = client.simple_query(&listen);
     tokio::pin!(subscribe);
     let mut own_pid: Option<i32> = None;
-    let mut sending: Option<
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + '_>,
-        >,
-    > = None;
+    let mut sending: Option<Sending<'_>> = None;
     loop {
         tokio::select! {
             result = &mut subscribe, if own_pid.is_none() => {
@@ -174,6 +170,11 @@ async fn listen_once(
         }
     }
 }
+
+/// A NOTIFY in flight on the listener's connection.
+type Sending<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
+>;
 
 /// The backend PID from the reply to `LISTEN ...; SELECT pg_backend_pid()`.
 fn backend_pid(messages: &[tokio_postgres::SimpleQueryMessage]) -> i32 {

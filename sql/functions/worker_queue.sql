@@ -56,7 +56,10 @@ CREATE FUNCTION __SCHEMA__.fetch_work_item(
     activity_id BIGINT,
     next_visible_in_ms BIGINT
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- As fetch_orchestration_item: keep the candidate query's generic plan.
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     v_now BIGINT;
