@@ -13,7 +13,7 @@
 use std::path::Path;
 
 const SQL_WORDS: &[&str] = &[
-    "SELECT ", "INSERT ", "UPDATE ", "DELETE ", "DROP ", "CREATE ", "LISTEN ", "-c ",
+    "SELECT ", "INSERT ", "UPDATE ", "DELETE ", "DROP ", "CREATE ", "LISTEN ", "NOTIFY ", "-c ",
 ];
 
 /// Placeholders allowed inside SQL built with `format!`, and why they are safe.
