@@ -234,7 +234,7 @@ impl PostgresProvider {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
     {
-        let deadline = Instant::now() + poll_timeout;
+        let deadline = deadline_after(poll_timeout);
         loop {
             let notified = signal.notified();
             tokio::pin!(notified);
@@ -293,7 +293,7 @@ impl PostgresProvider {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), ProviderError>>,
     {
-        let deadline = Instant::now() + budget;
+        let deadline = deadline_after(budget);
         let mut delay = Duration::from_millis(20);
         loop {
             match op().await {
@@ -320,6 +320,13 @@ impl<T> Polled<T> {
             next_visible_in: next_visible_in_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
         }
     }
+}
+
+/// `Instant::now() + d`, saturating (a caller may pass `Duration::MAX`).
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn placeholders(n: usize) -> String {
