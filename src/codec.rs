@@ -51,6 +51,11 @@ pub(crate) fn utf8(op: &str, what: &str, bytes: Vec<u8>) -> Result<String, Provi
         .map_err(|e| crate::error::corrupt(op, format!("stored {what} is not UTF-8: {e}")))
 }
 
+/// What duroxide shows for a missing orchestration name or version.
+pub(crate) fn or_unknown(value: Option<&str>) -> String {
+    value.unwrap_or("unknown").to_string()
+}
+
 /// A duration in whole milliseconds, rounded up so that a sub-millisecond
 /// lease is not zero, saturating at `i64::MAX`.
 pub(crate) fn millis(d: Duration) -> i64 {

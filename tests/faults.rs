@@ -272,7 +272,7 @@ async fn check_invariants(
 ) -> Report {
     let schema = store.schema();
     let client = Client::new(store.clone());
-    let db = connect(url).await;
+    let db = common::client_at(url).await;
     let expected: Vec<workload::Expected> = roots
         .iter()
         .flat_map(|root| workload::expected(root))
@@ -415,7 +415,7 @@ async fn queues_drained(url: &str, schema: &str, roots: &[String], limit: Durati
               + (SELECT count(*) FROM \"{schema}\".worker_queue WHERE instance_id = ANY($1))"
     );
     let deadline = Instant::now() + limit;
-    let db = connect(url).await;
+    let db = common::client_at(url).await;
     while Instant::now() < deadline {
         if let Ok(row) = db.query_one(&sql, &[&instances]).await {
             if row.get::<_, i64>(0) == 0 {
@@ -425,15 +425,6 @@ async fn queues_drained(url: &str, schema: &str, roots: &[String], limit: Durati
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-/// An admin connection to `url` (not the provider's application_name).
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("admin connection");
-    tokio::spawn(connection);
-    client
 }
 
 /// A pseudo-random duration in `[lo, hi)` milliseconds.
@@ -456,7 +447,7 @@ fn jitter(lo: u64, hi: u64) -> Duration {
 /// Every 100–400 ms, terminates every backend of the provider under test:
 /// pooled connections mid-query or idle, and the LISTEN connection.
 async fn kill_backends(target: Target) -> FaultLog {
-    let db = connect(&target.url).await;
+    let db = common::client_at(&target.url).await;
     let deadline = Instant::now() + target.fault_for;
     let (mut rounds, mut killed) = (0u64, 0u64);
     while Instant::now() < deadline {
@@ -585,7 +576,7 @@ async fn c_pool_exhausted_by_sixteen_dispatchers_on_two_connections() {
 /// polls up to 300 ms to catch some), plus three random rows of each, whose
 /// instances and activities cannot be fetched meanwhile.
 async fn hold_row_locks(target: Target) -> FaultLog {
-    let mut db = connect(&target.url).await;
+    let mut db = common::client_at(&target.url).await;
     let schema = &target.schema;
     let lock = |table: &str, pick: &str| {
         format!("SELECT 1 FROM \"{schema}\".{table} {pick} LIMIT 3 FOR UPDATE SKIP LOCKED")
@@ -649,7 +640,7 @@ async fn d_row_locks_held_longer_than_the_lease() {
 /// of the provider, whose statement_timeout is 50 ms, wait and are cancelled.
 async fn lock_tables(target: Target) -> FaultLog {
     const TABLES: [&str; 3] = ["orchestrator_queue", "worker_queue", "instance_locks"];
-    let mut db = connect(&target.url).await;
+    let mut db = common::client_at(&target.url).await;
     let schema = &target.schema;
     let deadline = Instant::now() + target.fault_for;
     let (mut holds, mut blocked) = (0u64, 0i64);
@@ -752,7 +743,7 @@ async fn f_runtime_process_sigkilled_then_restarted() {
         .map(|e| e.steps.len())
         .sum();
     let logs = [1, 2].map(|i| std::env::temp_dir().join(format!("{schema}-{i}.log")));
-    let db = connect(&url).await;
+    let db = common::client_at(&url).await;
     let began = Instant::now();
 
     // Kill mid-run: after the first process started every orchestration

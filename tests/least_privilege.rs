@@ -103,10 +103,7 @@ async fn runtime_role_runs_a_workload_without_ddl_rights() {
         rt.shutdown(None).await;
 
         // And it cannot change the schema.
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = common::client_at(&url).await;
         let err = client
             .batch_execute(&format!("CREATE TABLE \"{schema}\".intruder (x int)"))
             .await

@@ -117,10 +117,7 @@ async fn sslmode_require_and_verify_full_work_and_a_wrong_ca_is_refused() {
     }
     give_to_server(&certs);
 
-    let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let admin = common::client_at(&server.url()).await;
     // One statement per call: ALTER SYSTEM refuses to run in a batch.
     for statement in [
         format!(

@@ -111,9 +111,7 @@ impl ProviderAdmin for PostgresProvider {
         Ok(InstanceInfo {
             instance_id: row.get("instance_id"),
             orchestration_name: row.get("orchestration_name"),
-            orchestration_version: row
-                .get::<_, Option<String>>("orchestration_version")
-                .unwrap_or_else(|| "unknown".to_string()),
+            orchestration_version: codec::or_unknown(row.get("orchestration_version")),
             current_execution_id: ms(row, "current_execution_id"),
             status: row.get("status"),
             output: output(OP, row)?,

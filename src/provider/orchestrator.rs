@@ -250,7 +250,11 @@ fn build_item(
     let token: String = row.get("lock_token");
     let attempts: i32 = row.get("attempt_count");
     let exists: bool = row.get("instance_exists");
-    let stored_execution: Option<i64> = row.get("execution_id");
+    // The current execution (the newest in history for an instance without
+    // a row yet), or the first one of an instance with neither.
+    let stored_execution = row
+        .get::<_, Option<i64>>("execution_id")
+        .map_or(FIRST_EXECUTION, |e| e as u64);
     let message_texts: Vec<String> = row.get("messages");
     let history_texts: Option<Vec<String>> = row.get("history");
 
@@ -281,12 +285,10 @@ fn build_item(
     };
 
     let (name, version, execution_id) = if exists {
-        let name: String = row.get("orchestration_name");
-        let version: Option<String> = row.get("orchestration_version");
         (
-            name,
-            version.unwrap_or_else(|| "unknown".to_string()),
-            stored_execution.map_or(FIRST_EXECUTION, |e| e as u64),
+            row.get("orchestration_name"),
+            codec::or_unknown(row.get("orchestration_version")),
+            stored_execution,
         )
     } else {
         derive_identity(&history, &messages, stored_execution)
@@ -339,7 +341,7 @@ fn kv_snapshot(row: &Row) -> Result<HashMap<String, KvEntry>, String> {
 fn derive_identity(
     history: &[Event],
     messages: &[WorkItem],
-    stored_execution: Option<i64>,
+    stored_execution: u64,
 ) -> (String, String, u64) {
     for event in history {
         if let EventKind::OrchestrationStarted { name, version, .. } = &event.kind {
@@ -356,7 +358,7 @@ fn derive_identity(
             } => {
                 return (
                     orchestration.clone(),
-                    version.clone().unwrap_or_else(|| "unknown".to_string()),
+                    codec::or_unknown(version.as_deref()),
                     *execution_id,
                 )
             }
@@ -367,17 +369,17 @@ fn derive_identity(
             } => {
                 return (
                     orchestration.clone(),
-                    version.clone().unwrap_or_else(|| "unknown".to_string()),
-                    stored_execution.map_or(FIRST_EXECUTION, |e| e as u64),
+                    codec::or_unknown(version.as_deref()),
+                    stored_execution,
                 )
             }
             _ => {}
         }
     }
     (
-        "unknown".to_string(),
-        "unknown".to_string(),
-        stored_execution.map_or(FIRST_EXECUTION, |e| e as u64),
+        codec::or_unknown(None),
+        codec::or_unknown(None),
+        stored_execution,
     )
 }
 

@@ -27,12 +27,17 @@ pub fn unique_schema(prefix: &str) -> String {
     format!("t_{prefix}_{:016x}", h.finish())
 }
 
-/// Runs SQL on its own connection (for fault injection and inspection).
+/// Runs SQL on its own connection to the shared test database (for fault
+/// injection and inspection).
 pub async fn admin_client() -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&server::database_url(), tokio_postgres::NoTls)
-            .await
-            .expect("connect to test database");
+    client_at(&server::database_url()).await
+}
+
+/// A plain connection to `url` (another server, or another role).
+pub async fn client_at(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
     tokio::spawn(connection);
     client
 }
