@@ -39,11 +39,14 @@ LANGUAGE sql STABLE AS $$
     ORDER BY e.execution_id
 $$;
 
--- NULL for an unknown instance (the caller reports "not found").
+-- The highest execution id of an instance; 1 when it has none (unknown
+-- instance), as duroxide's trait default and SQLite provider answer.
 CREATE FUNCTION __SCHEMA__.latest_execution_id(p_instance_id TEXT)
 RETURNS BIGINT
 LANGUAGE sql STABLE AS $$
-    SELECT i.current_execution_id FROM __SCHEMA__.instances i WHERE i.instance_id = p_instance_id
+    SELECT COALESCE(
+        (SELECT max(e.execution_id) FROM __SCHEMA__.executions e WHERE e.instance_id = p_instance_id),
+        1)
 $$;
 
 CREATE FUNCTION __SCHEMA__.get_instance_info(p_instance_id TEXT)

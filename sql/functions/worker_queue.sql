@@ -38,9 +38,9 @@ $$;
 -- sessions this owner holds or that nobody holds (the session is claimed in
 -- the same transaction). Tag filter p_tag_mode: 0 untagged only, 1 tags in
 -- p_tags, 2 untagged or in p_tags, 3 any.
--- With nothing ready, returns one row with NULL work_item and the time the
+-- With nothing ready, returns one row with NULL work_item, the time the
 -- earliest delayed item becomes visible or held lease expires, in
--- milliseconds from now.
+-- milliseconds from now, and whether ready session work was skipped.
 CREATE FUNCTION __SCHEMA__.fetch_work_item(
     p_lock_timeout_ms BIGINT,
     p_owner_id TEXT,
@@ -54,7 +54,8 @@ CREATE FUNCTION __SCHEMA__.fetch_work_item(
     instance_id TEXT,
     execution_id BIGINT,
     activity_id BIGINT,
-    next_visible_in_ms BIGINT
+    next_visible_in_ms BIGINT,
+    session_work_skipped BOOLEAN
 )
 LANGUAGE plpgsql
 -- As fetch_orchestration_item: keep the candidate query's generic plan.
@@ -88,12 +89,32 @@ BEGIN
         FOR UPDATE OF w SKIP LOCKED;
 
         IF v_id IS NULL THEN
+            -- Nothing claimable. next_visible_in_ms: when something may
+            -- become claimable without a notification (a delayed item, an
+            -- expiring item lease, or the lease of another owner's session
+            -- that has ready items). session_work_skipped: ready session
+            -- items exist that a fetch without a session may not take; the
+            -- caller returns at once so that the runtime re-checks its
+            -- session capacity instead of waiting for its whole poll.
             RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER, NULL::TEXT, NULL::BIGINT, NULL::BIGINT,
                 LEAST(
                     (SELECT min(w.visible_at_ms) FROM __SCHEMA__.worker_queue w
                      WHERE w.visible_at_ms > v_now),
                     (SELECT min(w.locked_until_ms) FROM __SCHEMA__.worker_queue w
-                     WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > v_now)) - v_now;
+                     WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > v_now),
+                    (SELECT min(s.locked_until_ms) FROM __SCHEMA__.sessions s
+                     WHERE p_owner_id IS NOT NULL AND s.worker_id <> p_owner_id
+                       AND s.locked_until_ms > v_now
+                       AND EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w
+                                   WHERE w.session_id = s.session_id AND w.visible_at_ms <= v_now
+                                     AND (w.locked_until_ms IS NULL OR w.locked_until_ms <= v_now)))) - v_now,
+                p_owner_id IS NULL AND EXISTS (
+                    SELECT 1 FROM __SCHEMA__.worker_queue w
+                    WHERE w.session_id IS NOT NULL AND w.visible_at_ms <= v_now
+                      AND (w.locked_until_ms IS NULL OR w.locked_until_ms <= v_now)
+                      AND (p_tag_mode = 3
+                           OR (w.tag IS NULL AND p_tag_mode IN (0, 2))
+                           OR (w.tag = ANY (p_tags) AND p_tag_mode IN (1, 2))));
             RETURN;
         END IF;
 
@@ -121,7 +142,7 @@ BEGIN
             attempt_count = w.attempt_count + 1
         WHERE w.id = v_id
         RETURNING w.work_item, w.lock_token, w.attempt_count, w.instance_id, w.execution_id,
-            w.activity_id, NULL::BIGINT;
+            w.activity_id, NULL::BIGINT, NULL::BOOLEAN;
         RETURN;
     END LOOP;
 END

@@ -97,9 +97,8 @@ impl ProviderAdmin for PostgresProvider {
         let row = self
             .call_one(OP, "latest_execution_id", &[&instance])
             .await?;
-        row.get::<_, Option<i64>>(0)
-            .map(|e| e as u64)
-            .ok_or_else(|| not_found(OP, format!("instance {instance}")))
+        // 1 for an instance with no execution, as duroxide's default does.
+        Ok(row.get::<_, i64>(0).max(1) as u64)
     }
 
     async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {

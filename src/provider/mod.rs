@@ -2,6 +2,7 @@
 //! `Provider` trait, whose methods delegate to one module per area.
 
 mod ack;
+mod claim;
 mod history;
 mod kv;
 mod management;
@@ -184,22 +185,24 @@ impl PostgresProvider {
         function: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
-        // The only dynamic SQL of a call: the validated schema, a function
-        // name from this crate, and `$n` placeholders. Values are parameters.
-        let sql = format!(
+        run_call(
+            &self.pool,
+            &self.call_sql(function, params.len()),
+            op,
+            params,
+        )
+        .await
+    }
+
+    /// The statement that calls `function` with `n` parameters. The only
+    /// dynamic SQL of a call: the validated schema, a function name from
+    /// this crate, and `$n` placeholders. Values are parameters.
+    fn call_sql(&self, function: &str, n: usize) -> String {
+        format!(
             "SELECT * FROM {quoted}.{function}({params})",
             quoted = self.quoted,
-            params = placeholders(params.len())
-        );
-        let pg =
-            |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| (from_pool(op, &e), None))?;
-        let statement = client.prepare_cached(&sql).await.map_err(pg)?;
-        client.query(&statement, params).await.map_err(pg)
+            params = placeholders(n)
+        )
     }
 
     /// Like [`call`](Self::call), for functions returning one row.
@@ -242,6 +245,7 @@ impl PostgresProvider {
             let next_in = match attempt().await? {
                 Polled::Ready(value) => return Ok(Some(value)),
                 Polled::Empty { next_visible_in } => next_visible_in,
+                Polled::Skipped => return Ok(None),
             };
             let now = Instant::now();
             if !self.long_poll || now >= deadline {
@@ -308,10 +312,30 @@ impl PostgresProvider {
     }
 }
 
+/// Runs the statement `sql` on a pooled connection (the prepared statement
+/// is cached per connection), returning the SQLSTATE of a failure too.
+async fn run_call(
+    pool: &Pool,
+    sql: &str,
+    op: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
+    let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
+    let client = pool.get().await.map_err(|e| (from_pool(op, &e), None))?;
+    let statement = client.prepare_cached(sql).await.map_err(pg)?;
+    client.query(&statement, params).await.map_err(pg)
+}
+
 /// The outcome of one fetch attempt.
 enum Polled<T> {
     Ready(T),
-    Empty { next_visible_in: Option<Duration> },
+    Empty {
+        next_visible_in: Option<Duration>,
+    },
+    /// Ready work exists that this fetch's filter excluded, and only the
+    /// caller can change the filter (the runtime fetches without a session
+    /// while its session capacity is full): return now instead of waiting.
+    Skipped,
 }
 
 impl<T> Polled<T> {

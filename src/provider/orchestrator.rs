@@ -1,5 +1,6 @@
 //! Orchestrator queue calls: `sql/functions/orchestrator_queue.sql`.
 
+use super::claim::Param;
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
 use crate::notifier::Queue;
@@ -58,9 +59,24 @@ impl PostgresProvider {
         };
         let lock_ms = millis(lock_timeout);
         self.poll(poll_timeout, &self.signals.orchestrator, || async {
-            let row = self
-                .call_one(OP, "fetch_orchestration_item", &[&lock_ms, &min, &max])
+            let params: Vec<Param> = vec![
+                Box::new(lock_ms),
+                Box::new(min.clone()),
+                Box::new(max.clone()),
+            ];
+            let claim = self
+                .claim(
+                    OP,
+                    "fetch_orchestration_item",
+                    params,
+                    "abandon_orchestration_item",
+                    Queue::Orchestrator,
+                )
                 .await?;
+            // Accepted with no await before the item is returned.
+            let row = claim.accept().into_iter().next().ok_or_else(|| {
+                ProviderError::permanent(OP, "fetch_orchestration_item returned no row")
+            })?;
             let instance: Option<String> = row.get("instance_id");
             match instance {
                 None => Ok(Polled::empty(row.get("next_visible_in_ms"))),

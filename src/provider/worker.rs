@@ -1,5 +1,6 @@
 //! Worker queue calls: `sql/functions/worker_queue.sql`.
 
+use super::claim::Param;
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
 use crate::notifier::Queue;
@@ -57,15 +58,31 @@ impl PostgresProvider {
         self.poll(poll_timeout, &self.signals.worker, || async {
             // Loops only past corrupt items, which are set aside first.
             loop {
-                let row = self
-                    .call_one(
+                let params: Vec<Param> = vec![
+                    Box::new(lock_ms),
+                    Box::new(owner.map(str::to_string)),
+                    Box::new(session_lock_ms),
+                    Box::new(tag_mode),
+                    Box::new(tags.clone()),
+                ];
+                let claim = self
+                    .claim(
                         OP,
                         "fetch_work_item",
-                        &[&lock_ms, &owner, &session_lock_ms, &tag_mode, &tags],
+                        params,
+                        "abandon_work_item",
+                        Queue::Worker,
                     )
                     .await?;
+                // Accepted with no await before the item is returned.
+                let row = claim.accept().into_iter().next().ok_or_else(|| {
+                    ProviderError::permanent(OP, "fetch_work_item returned no row")
+                })?;
                 let text: Option<String> = row.get("work_item");
                 let Some(text) = text else {
+                    if row.get::<_, Option<bool>>("session_work_skipped") == Some(true) {
+                        return Ok(Polled::Skipped);
+                    }
                     return Ok(Polled::empty(row.get("next_visible_in_ms")));
                 };
                 let token: String = row.get("lock_token");

@@ -1,0 +1,136 @@
+//! Claims that outlive their caller.
+//!
+//! The runtime drops fetch futures (at shutdown, or when it races a fetch
+//! against cancellation). A fetch statement already sent still runs and
+//! commits its claim, and nobody would ever receive the item: it would stay
+//! invisible for its whole lease. So a claiming call runs on a task of its
+//! own, which always observes the result, and the claimed row travels back
+//! inside a [`Claim`] that releases the lease (without counting the attempt)
+//! if it is dropped before the fetch hands the item over.
+
+use super::{run_call, PostgresProvider};
+use crate::notifier::{Queue, Signals};
+use deadpool_postgres::Pool;
+use duroxide::providers::ProviderError;
+use std::sync::Arc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// An owned call parameter (moved into the task that runs the call).
+pub(super) type Param = Box<dyn ToSql + Send + Sync>;
+
+/// The rows of a claiming call. Dropping it without [`Claim::accept`]
+/// releases the lease it carries.
+pub(super) struct Claim {
+    rows: Vec<Row>,
+    release: Option<Release>,
+}
+
+impl Claim {
+    /// The rows, now owned by the caller: the claim is no longer released.
+    pub(super) fn accept(mut self) -> Vec<Row> {
+        if let Some(mut release) = self.release.take() {
+            release.token = None;
+        }
+        std::mem::take(&mut self.rows)
+    }
+}
+
+/// How to give back a lease: the queue's abandon function, called with
+/// `ignore_attempt`, so an attempt nobody received is not counted.
+struct Release {
+    pool: Pool,
+    sql: String,
+    token: Option<String>,
+    notify_in_sql: bool,
+    signals: Option<Arc<Signals>>,
+    queue: Queue,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "duroxide_postgres", %token,
+                "claim dropped outside a runtime; it is released when its lease expires");
+            return;
+        };
+        let (pool, sql, notify, signals, queue) = (
+            self.pool.clone(),
+            std::mem::take(&mut self.sql),
+            self.notify_in_sql,
+            self.signals.take(),
+            self.queue,
+        );
+        runtime.spawn(async move {
+            let no_delay: Option<i64> = None;
+            let result = run_call(
+                &pool,
+                &sql,
+                "release_unreceived_claim",
+                &[&token, &no_delay, &true, &notify],
+            )
+            .await;
+            match result {
+                Ok(_) => {
+                    tracing::debug!(target: "duroxide_postgres", %token,
+                        "released a claim whose fetch was dropped");
+                    if let Some(signals) = signals {
+                        signals.committed(queue);
+                    }
+                }
+                Err((e, _)) => tracing::warn!(target: "duroxide_postgres", %token, error = %e,
+                    "could not release a claim whose fetch was dropped; it is released when its \
+                     lease expires"),
+            }
+        });
+    }
+}
+
+impl PostgresProvider {
+    /// Calls the claiming `function` (which returns `lock_token` in its first
+    /// row when it claimed something) on a task of its own; see the module
+    /// docs. `abandon` is the queue's abandon function.
+    pub(super) async fn claim(
+        &self,
+        op: &'static str,
+        function: &'static str,
+        params: Vec<Param>,
+        abandon: &'static str,
+        queue: Queue,
+    ) -> Result<Claim, ProviderError> {
+        let pool = self.pool.clone();
+        let sql = self.call_sql(function, params.len());
+        let release = Release {
+            pool: self.pool.clone(),
+            sql: self.call_sql(abandon, 4),
+            token: None,
+            notify_in_sql: self.notify_in_sql(),
+            signals: self.long_poll.then(|| self.signals.clone()),
+            queue,
+        };
+        let task = tokio::spawn(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let rows = run_call(&pool, &sql, op, &refs).await.map_err(|(e, _)| e)?;
+            let token = match rows.first() {
+                Some(row) => row
+                    .try_get::<_, Option<String>>("lock_token")
+                    .map_err(|e| ProviderError::permanent(op, e.to_string()))?,
+                None => None,
+            };
+            let mut release = release;
+            release.token = token;
+            Ok(Claim {
+                rows,
+                release: Some(release),
+            })
+        });
+        task.await
+            .map_err(|e| ProviderError::retryable(op, format!("claiming task failed: {e}")))?
+    }
+}
