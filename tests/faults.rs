@@ -638,12 +638,13 @@ async fn d_row_locks_held_longer_than_the_lease() {
 /// Every 200–500 ms, locks one of the queue tables (or the lease table)
 /// `IN EXCLUSIVE MODE` for 200 ms: fetches (`FOR UPDATE`) and acks (writes)
 /// of the provider, whose statement_timeout is 50 ms, wait and are cancelled.
+/// Strikes are the statements seen cancelled while waiting on the lock.
 async fn lock_tables(target: Target) -> FaultLog {
     const TABLES: [&str; 3] = ["orchestrator_queue", "worker_queue", "instance_locks"];
     let mut db = common::client_at(&target.url).await;
     let schema = &target.schema;
     let deadline = Instant::now() + target.fault_for;
-    let (mut holds, mut blocked) = (0u64, 0i64);
+    let (mut holds, mut blocked, mut timed_out) = (0u64, 0i64, 0u64);
     while Instant::now() < deadline {
         let table = TABLES[holds as usize % TABLES.len()];
         let tx = db.transaction().await.expect("begin");
@@ -652,27 +653,46 @@ async fn lock_tables(target: Target) -> FaultLog {
         ))
         .await
         .expect("lock table");
+        // Statements of the provider waiting on this transaction's lock, by
+        // backend and statement start. One seen waiting that is gone later
+        // while the lock is still held cannot have completed: it was
+        // cancelled, by its statement_timeout.
         tokio::time::sleep(Duration::from_millis(40)).await;
-        blocked += tx
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&target.app],
-            )
-            .await
-            .expect("count blocked statements")
-            .get::<_, i64>(0);
+        let seen = waiting_on(&tx, &target.app).await;
+        blocked += seen.len() as i64;
         tokio::time::sleep(Duration::from_millis(160)).await;
+        let still = waiting_on(&tx, &target.app).await;
+        timed_out += seen.difference(&still).count() as u64;
         tx.commit().await.expect("commit");
         holds += 1;
         tokio::time::sleep(jitter(200, 500)).await;
     }
     FaultLog {
-        strikes: holds,
+        strikes: timed_out,
         what: format!(
-            "{holds} exclusive locks of 200 ms; {blocked} provider statements seen waiting"
+            "{holds} exclusive locks of 200 ms; {blocked} provider statements seen waiting, \
+             {timed_out} of them cancelled by statement_timeout"
         ),
     }
+}
+
+/// Statements of `app` waiting on `tx`'s locks, by backend and statement
+/// start. One seen waiting that is gone later while the lock is still held
+/// cannot have completed: it was cancelled, by its statement_timeout.
+async fn waiting_on(
+    tx: &tokio_postgres::Transaction<'_>,
+    app: &str,
+) -> std::collections::HashSet<(i32, String)> {
+    tx.query(
+        "SELECT pid, query_start::text FROM pg_stat_activity \
+         WHERE application_name = $1 AND pg_backend_pid() = ANY (pg_blocking_pids(pid))",
+        &[&app],
+    )
+    .await
+    .expect("list blocked statements")
+    .iter()
+    .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,7 +707,11 @@ async fn e_statement_timeout_expires_inside_fetch_and_ack() {
         repeats: Repeats::Possible,
     };
     let (_, fault) = run_scenario(scenario, lock_tables).await;
-    assert!(fault.strikes > 0);
+    assert!(
+        fault.strikes > 0,
+        "no provider statement was cancelled by its statement_timeout: {}",
+        fault.what
+    );
 }
 
 // ---------------------------------------------------------------------------
