@@ -51,6 +51,7 @@
 
 mod codec;
 mod error;
+mod function_set;
 mod migrations;
 mod notifier;
 mod options;
@@ -59,6 +60,8 @@ mod schema;
 mod tls;
 
 pub use error::{is_retryable_sqlstate, Error};
+#[doc(hidden)]
+pub use function_set::embedded_function_files;
 pub use migrations::MigrationPolicy;
 pub use options::PostgresOptions;
 pub use provider::PostgresProvider;

@@ -6,19 +6,24 @@
 //!   refuses a ledger whose checksums differ from the embedded files, a ledger
 //!   with versions this build does not know (a newer build wrote it), or a
 //!   ledger with gaps.
-//! * Function files (`sql/functions/*.sql`) hold every stored procedure. When
-//!   the set of checksums recorded in `_duroxide_functions` differs from the
-//!   embedded files, all of the schema's functions are dropped and recreated
-//!   in the same transaction, so a changed signature never leaves a stale
-//!   overload behind.
+//! * Function files (`sql/functions/*.sql`) hold every stored procedure.
+//!   They are installed as one versioned set per build (see
+//!   `function_set.rs` and docs/decisions/0004): a build creates its own set
+//!   when the ledger `_duroxide_function_sets` does not list it, and never
+//!   drops or replaces another build's. Sets of other builds are removed
+//!   only on request ([`retire_other_function_sets`], `duroxide-postgres
+//!   migrate --retire-other-function-sets`).
+//! * Table migrations must stay usable by the previous release's functions
+//!   (expand now, contract in a later release), since both run against one
+//!   schema during a rolling upgrade.
 //! * Everything runs in one transaction holding a transaction-level advisory
 //!   lock keyed by the schema name, so processes starting together on an
 //!   empty database serialize: the first migrates, the rest find it done.
 
 use crate::error::Error;
+use crate::function_set::FunctionSet;
 use crate::schema::{hex, SchemaName};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 /// How start-up treats the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,26 +48,6 @@ const MIGRATIONS: &[Migration] = &[Migration {
     name: "initial",
     sql: include_str!("../sql/migrations/0001_initial.sql"),
 }];
-
-/// Function files in the order they are created (common helpers first).
-const FUNCTION_FILES: &[(&str, &str)] = &[
-    ("common", include_str!("../sql/functions/common.sql")),
-    (
-        "orchestrator_queue",
-        include_str!("../sql/functions/orchestrator_queue.sql"),
-    ),
-    (
-        "worker_queue",
-        include_str!("../sql/functions/worker_queue.sql"),
-    ),
-    ("sessions", include_str!("../sql/functions/sessions.sql")),
-    ("history", include_str!("../sql/functions/history.sql")),
-    ("kv_status", include_str!("../sql/functions/kv_status.sql")),
-    (
-        "management",
-        include_str!("../sql/functions/management.sql"),
-    ),
-];
 
 /// Tables the provider needs; checked after migrating and in verify-only mode.
 const TABLES: &[&str] = &[
@@ -97,11 +82,13 @@ pub(crate) fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Brings `schema` up to date (or only verifies it), per `policy`.
+/// Brings `schema` up to date and installs `functions` (or only verifies
+/// both), per `policy`.
 pub(crate) async fn run(
     client: &mut tokio_postgres::Client,
     schema: &SchemaName,
     policy: MigrationPolicy,
+    functions: &FunctionSet,
 ) -> Result<(), Error> {
     let tx = client.transaction().await?;
     let q = schema.quoted();
@@ -117,15 +104,15 @@ pub(crate) async fn run(
                  CREATE TABLE IF NOT EXISTS {q}._duroxide_migrations (
                      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,
                      applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
-                 CREATE TABLE IF NOT EXISTS {q}._duroxide_functions (
-                     name TEXT PRIMARY KEY, checksum TEXT NOT NULL,
-                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+                 CREATE TABLE IF NOT EXISTS {q}._duroxide_function_sets (
+                     tag TEXT PRIMARY KEY, functions TEXT[] NOT NULL,
+                     installed_at TIMESTAMPTZ NOT NULL DEFAULT now());"
             ))
             .await?;
         }
         MigrationPolicy::VerifyOnly => {
             tx.batch_execute("SET TRANSACTION READ ONLY").await?;
-            for ledger in ["_duroxide_migrations", "_duroxide_functions"] {
+            for ledger in ["_duroxide_migrations", "_duroxide_function_sets"] {
                 if !relation_exists(&tx, schema, ledger).await? {
                     return Err(schema_error(
                         schema,
@@ -222,60 +209,151 @@ pub(crate) async fn run(
         }
     }
 
-    // 3. Functions: recreate all of them when any file changed.
-    let rows = tx
-        .query(
-            &format!("SELECT name, checksum FROM {q}._duroxide_functions"),
-            &[],
-        )
-        .await?;
-    let recorded: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let expected: BTreeMap<String, String> = FUNCTION_FILES
-        .iter()
-        .map(|(name, sql)| (name.to_string(), checksum(sql)))
-        .collect();
-    if recorded != expected {
+    // 3. Functions: install this build's set unless it is there; never
+    // touch another build's.
+    if !set_installed(&tx, schema, functions).await? {
         if policy == MigrationPolicy::VerifyOnly {
             return Err(schema_error(
                 schema,
-                "stored procedures differ from this build's; start once with MigrationPolicy::Apply",
+                format!(
+                    "this build's stored procedures (function set {}) are not installed; run \
+                     `duroxide-postgres migrate` of this build (or start it once with \
+                     MigrationPolicy::Apply) as a role that may create functions",
+                    functions.tag()
+                ),
             ));
         }
-        let existing = tx
-            .query(
-                "SELECT p.oid::regprocedure::text FROM pg_proc p
-                 JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1",
-                &[&schema.as_str()],
-            )
-            .await?;
-        for row in existing {
-            // regprocedure text is the catalog's own quoted, schema-qualified name.
-            let signature: String = row.get(0);
-            tx.batch_execute(&format!("DROP FUNCTION {signature}"))
-                .await?;
-        }
-        tx.execute(&format!("DELETE FROM {q}._duroxide_functions"), &[])
-            .await?;
-        for (name, sql) in FUNCTION_FILES {
-            tx.batch_execute(&schema.render(sql)).await.map_err(|e| {
-                schema_error(
-                    schema,
-                    format!(
-                        "creating functions of {name}.sql: {}",
-                        crate::error::describe(&e)
-                    ),
-                )
-            })?;
-            tx.execute(
-                &format!("INSERT INTO {q}._duroxide_functions (name, checksum) VALUES ($1, $2)"),
-                &[name, &checksum(sql)],
-            )
-            .await?;
-        }
+        install_set(&tx, schema, functions).await?;
     }
 
     tx.commit().await?;
     Ok(())
+}
+
+/// Whether the ledger lists `set` and all its functions exist.
+async fn set_installed(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+    set: &FunctionSet,
+) -> Result<bool, Error> {
+    let names = set.installed_names();
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {q}._duroxide_function_sets WHERE tag = $1),
+                        (SELECT count(DISTINCT p.proname) FROM pg_proc p
+                         JOIN pg_namespace n ON n.oid = p.pronamespace
+                         WHERE n.nspname = $2 AND p.proname = ANY ($3))",
+                q = schema.quoted()
+            ),
+            &[&set.tag(), &schema.as_str(), &names],
+        )
+        .await?;
+    let listed: bool = row.get(0);
+    let present: i64 = row.get(1);
+    Ok(listed && present == names.len() as i64)
+}
+
+/// Creates `set`'s functions (replacing an incomplete earlier attempt of
+/// the same set, never anything else) and records it in the ledger.
+async fn install_set(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &SchemaName,
+    set: &FunctionSet,
+) -> Result<(), Error> {
+    let names = set.installed_names();
+    let partial = tx
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = $1 AND p.proname = ANY ($2)",
+            &[&schema.as_str(), &names],
+        )
+        .await?;
+    for row in partial {
+        // regprocedure text is the catalog's own quoted, schema-qualified name.
+        let signature: String = row.get(0);
+        tx.batch_execute(&format!("DROP FUNCTION {signature}"))
+            .await?;
+    }
+    for (name, sql) in set.rendered(schema) {
+        tx.batch_execute(&sql).await.map_err(|e| {
+            schema_error(
+                schema,
+                format!(
+                    "creating functions of {name}.sql (set {}): {}",
+                    set.tag(),
+                    crate::error::describe(&e)
+                ),
+            )
+        })?;
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {q}._duroxide_function_sets (tag, functions) VALUES ($1, $2)
+             ON CONFLICT (tag) DO UPDATE SET functions = EXCLUDED.functions, installed_at = now()",
+            q = schema.quoted()
+        ),
+        &[&set.tag(), &names],
+    )
+    .await?;
+    tracing::info!(target: "duroxide_postgres", schema = schema.as_str(), set = set.tag(),
+        "installed this build's function set");
+    Ok(())
+}
+
+/// Drops every function of `schema` that is not in `current` (other
+/// builds' sets, and the unversioned functions of releases before sets
+/// existed) and removes the other sets from the ledger. Returns the
+/// signatures dropped. Refuses unless `current` is installed.
+pub(crate) async fn retire_other_function_sets(
+    client: &mut tokio_postgres::Client,
+    schema: &SchemaName,
+    current: &FunctionSet,
+) -> Result<Vec<String>, Error> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&ADVISORY_LOCK_CLASS, &schema.as_str()],
+    )
+    .await?;
+    if !relation_exists(&tx, schema, "_duroxide_function_sets").await?
+        || !set_installed(&tx, schema, current).await?
+    {
+        return Err(schema_error(
+            schema,
+            format!(
+                "this build's function set {} is not installed; migrate before retiring others",
+                current.tag()
+            ),
+        ));
+    }
+    let others = tx
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = $1 AND p.prokind = 'f' AND NOT (p.proname = ANY ($2))
+             ORDER BY 1",
+            &[&schema.as_str(), &current.installed_names()],
+        )
+        .await?;
+    let mut dropped = Vec::with_capacity(others.len());
+    for row in others {
+        let signature: String = row.get(0);
+        tx.batch_execute(&format!("DROP FUNCTION {signature}"))
+            .await?;
+        dropped.push(signature);
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM {q}._duroxide_function_sets WHERE tag <> $1",
+            q = schema.quoted()
+        ),
+        &[&current.tag()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(dropped)
 }
 
 async fn relation_exists(
@@ -310,10 +388,11 @@ mod tests {
 
     #[test]
     fn sql_files_only_reach_the_schema_through_the_placeholder() {
+        let functions = crate::function_set::embedded_function_files();
         for sql in MIGRATIONS
             .iter()
             .map(|m| m.sql)
-            .chain(FUNCTION_FILES.iter().map(|f| f.1))
+            .chain(functions.iter().map(|f| f.1.as_str()))
         {
             assert!(
                 !sql.contains("search_path"),

@@ -30,6 +30,8 @@ pub struct PostgresOptions {
     pub(crate) migration_policy: MigrationPolicy,
     pub(crate) long_poll: bool,
     pub(crate) listener_reconnect_delay: Duration,
+    /// Function files installed and called instead of the embedded ones.
+    pub(crate) function_files: Option<Vec<(String, String)>>,
 }
 
 impl Default for PostgresOptions {
@@ -43,6 +45,7 @@ impl Default for PostgresOptions {
             migration_policy: MigrationPolicy::Apply,
             long_poll: true,
             listener_reconnect_delay: Duration::from_millis(500),
+            function_files: None,
         }
     }
 }
@@ -114,6 +117,15 @@ impl PostgresOptions {
     /// queue at this interval, so no wake-up is missed.
     pub fn listener_reconnect_delay(mut self, delay: Duration) -> Self {
         self.listener_reconnect_delay = delay;
+        self
+    }
+
+    /// Installs and calls these function files (name, SQL) instead of the
+    /// ones this build embeds: for tests that run two builds' function sets
+    /// side by side. Not for production use.
+    #[doc(hidden)]
+    pub fn function_files(mut self, files: Vec<(String, String)>) -> Self {
+        self.function_files = Some(files);
         self
     }
 }

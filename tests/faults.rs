@@ -250,7 +250,7 @@ async fn diagnose(db: &tokio_postgres::Client, schema: &str, instance: &str) -> 
            (SELECT string_agg(left(event_data, 60), ' | ' ORDER BY execution_id DESC, event_id DESC) \
               FROM (SELECT * FROM \"{schema}\".history WHERE instance_id = $1 \
                     ORDER BY execution_id DESC, event_id DESC LIMIT 3) h) \
-         FROM (SELECT \"{schema}\".now_ms() AS ms) n"
+         FROM (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS ms) n"
     );
     match db.query_one(&query, &[&instance]).await {
         Ok(row) => format!(
@@ -581,8 +581,10 @@ async fn hold_row_locks(target: Target) -> FaultLog {
     let lock = |table: &str, pick: &str| {
         format!("SELECT 1 FROM \"{schema}\".{table} {pick} LIMIT 3 FOR UPDATE SKIP LOCKED")
     };
-    let live = format!("WHERE lock_token IS NOT NULL AND locked_until_ms > \"{schema}\".now_ms()");
-    let (live_leases, live_items) = (lock("instance_locks", &live), lock("worker_queue", &live));
+    // The database clock (the store's now_ms(), whose name carries its set's tag).
+    let live = "WHERE lock_token IS NOT NULL \
+                AND locked_until_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    let (live_leases, live_items) = (lock("instance_locks", live), lock("worker_queue", live));
     let (any_leases, any_items) = (
         lock("instance_locks", "ORDER BY random()"),
         lock("worker_queue", "ORDER BY random()"),

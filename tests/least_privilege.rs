@@ -102,6 +102,24 @@ async fn runtime_role_runs_a_workload_without_ddl_rights() {
         assert_eq!(deleted.instances_deleted, 1);
         rt.shutdown(None).await;
 
+        // A build whose function set the deploy step did not install cannot
+        // start verify-only: it says what to run.
+        let mut files = duroxide_postgres::embedded_function_files();
+        files[0].1.push_str("\n-- another build\n");
+        let err = PostgresProvider::connect(
+            &url,
+            PostgresOptions::new()
+                .schema(&schema)
+                .migration_policy(MigrationPolicy::VerifyOnly)
+                .function_files(files),
+        )
+        .await
+        .expect_err("verify-only start of a build whose functions are not installed");
+        assert!(
+            matches!(&err, Error::Schema { message, .. } if message.contains("not installed")),
+            "{err}"
+        );
+
         // And it cannot change the schema.
         let client = common::client_at(&url).await;
         let err = client
@@ -109,8 +127,9 @@ async fn runtime_role_runs_a_workload_without_ddl_rights() {
             .await
             .expect_err("no DDL for the runtime role");
         assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+        let now_ms = format!("now_ms__{}", store.function_set());
         let err = client
-            .batch_execute(&format!("DROP FUNCTION \"{schema}\".now_ms()"))
+            .batch_execute(&format!("DROP FUNCTION \"{schema}\".{now_ms}()"))
             .await
             .expect_err("no DDL for the runtime role");
         assert_eq!(err.code().map(|c| c.code()), Some("42501"));

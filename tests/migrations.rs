@@ -142,7 +142,7 @@ async fn migration_ledger(
         .collect()
 }
 
-/// `name -> (checksum, applied_at)` of every function ledger row.
+/// `tag -> (functions, installed_at)` of every function-set ledger row.
 async fn function_ledger(
     client: &tokio_postgres::Client,
     schema: &str,
@@ -150,7 +150,8 @@ async fn function_ledger(
     client
         .query(
             &format!(
-                "SELECT name, checksum, applied_at::text FROM \"{schema}\"._duroxide_functions"
+                "SELECT tag, array_to_string(functions, ','), installed_at::text
+                 FROM \"{schema}\"._duroxide_function_sets"
             ),
             &[],
         )
@@ -158,6 +159,21 @@ async fn function_ledger(
         .unwrap()
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+}
+
+/// Names of the functions in `schema`, sorted.
+async fn function_names(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
         .collect()
 }
 
@@ -184,14 +200,6 @@ async fn catalog_snapshot(client: &tokio_postgres::Client, schema: &str) -> Vec<
         .collect()
 }
 
-/// `name -> checksum` of a [`function_ledger`], without the times.
-fn checksums(ledger: &BTreeMap<String, (String, String)>) -> Vec<(String, String)> {
-    ledger
-        .iter()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect()
-}
-
 /// The ledgers and catalog of a schema: what a start that runs no DDL and
 /// rewrites no ledger row leaves as it was.
 struct SchemaState {
@@ -214,21 +222,6 @@ impl SchemaState {
         assert_eq!(function_ledger(client, schema).await, self.functions);
         assert_eq!(catalog_snapshot(client, schema).await, self.catalog);
     }
-}
-
-/// Oids of the schema's functions.
-async fn function_oids(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
-    client
-        .query(
-            "SELECT p.oid::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = $1 ORDER BY p.oid",
-            &[&schema],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// The one activity [`assert_round_trip`] and the schema tests enqueue for `instance`.
@@ -442,16 +435,15 @@ async fn concurrent_first_starts_migrate_exactly_once() {
         (1..=PostgresProvider::schema_version()).collect::<Vec<_>>()
     );
 
-    // One function ledger row per function file, with its checksum.
+    // One function set, this build's, listing every function it created.
     let functions = function_ledger(&admin, &schema).await;
-    let function_files = sql_files("functions");
-    assert_eq!(
-        functions.keys().collect::<Vec<_>>(),
-        function_files.keys().collect::<Vec<_>>()
-    );
-    for (name, sql) in &function_files {
-        assert_eq!(functions[name].0, sha256_hex(sql), "checksum of {name}.sql");
-    }
+    let tag = providers[0].function_set().to_string();
+    assert_eq!(functions.keys().collect::<Vec<_>>(), vec![&tag]);
+    let mut listed: Vec<String> = functions[&tag].0.split(',').map(str::to_string).collect();
+    listed.sort();
+    assert_eq!(function_names(&admin, &schema).await, listed);
+    assert!(listed.iter().all(|f| f.ends_with(&format!("__{tag}"))));
+    assert!(listed.contains(&format!("fetch_work_item__{tag}")));
 
     // No function was created twice (no stray overloads).
     let duplicates: i64 = admin
@@ -641,31 +633,33 @@ async fn verify_only_accepts_a_migrated_schema_and_runs_no_ddl() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn verify_only_refuses_changed_functions_that_apply_repairs() {
+async fn verify_only_refuses_an_incomplete_function_set_that_apply_repairs() {
     let (_schemas, schema) = migrated_schema("vfn").await;
-
     let admin = admin_client().await;
-    let good = function_ledger(&admin, &schema).await;
-    let n = admin
-        .execute(
-            &format!(
-                "UPDATE \"{schema}\"._duroxide_functions SET checksum = 'stale' WHERE name = 'history'"
-            ),
-            &[],
-        )
+    let tag = connect(verify_only(&schema))
+        .await
+        .unwrap()
+        .function_set()
+        .to_string();
+    let good = function_names(&admin, &schema).await;
+    admin
+        .batch_execute(&format!(
+            "DROP FUNCTION \"{schema}\".latest_execution_id__{tag}(text)"
+        ))
         .await
         .unwrap();
-    assert_eq!(n, 1);
     let catalog = catalog_snapshot(&admin, &schema).await;
 
-    expect_schema_error(connect(verify_only(&schema)).await, &schema, "");
-    // VerifyOnly neither repaired the ledger nor touched the functions.
-    assert_eq!(function_ledger(&admin, &schema).await["history"].0, "stale");
+    expect_schema_error(
+        connect(verify_only(&schema)).await,
+        &schema,
+        "not installed",
+    );
+    // VerifyOnly touched nothing.
     assert_eq!(catalog_snapshot(&admin, &schema).await, catalog);
 
     let applied = connect(options(&schema)).await.expect("Apply repairs");
-    let repaired = function_ledger(&admin, &schema).await;
-    assert_eq!(checksums(&repaired), checksums(&good));
+    assert_eq!(function_names(&admin, &schema).await, good);
     drop(applied);
 
     let verified = connect(verify_only(&schema))
@@ -675,70 +669,71 @@ async fn verify_only_refuses_changed_functions_that_apply_repairs() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. Changed functions are recreated
+// 6. Function sets: an incomplete set is reinstalled, other sets never touched
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-async fn changed_function_files_are_recreated() {
+async fn an_incomplete_set_is_reinstalled_and_other_sets_are_left_alone() {
     let (_schemas, schema) = migrated_schema("refn").await;
-
     let admin = admin_client().await;
-    let before = function_ledger(&admin, &schema).await;
-    let expected = sha256_hex(include_str!("../sql/functions/worker_queue.sql"));
-    assert_eq!(before["worker_queue"].0, expected);
-    let oids_before = function_oids(&admin, &schema).await;
+    let tag = connect(verify_only(&schema))
+        .await
+        .unwrap()
+        .function_set()
+        .to_string();
 
-    // A changed file, a file that is no longer shipped, and a file missing
-    // from the ledger.
+    // Another build's set (one function and its ledger row) and the
+    // unversioned function of a release before sets: both must survive.
     admin
         .batch_execute(&format!(
-            "UPDATE \"{schema}\"._duroxide_functions SET checksum = 'changed' WHERE name = 'worker_queue';
-             INSERT INTO \"{schema}\"._duroxide_functions (name, checksum) VALUES ('obsolete', 'x');
-             DELETE FROM \"{schema}\"._duroxide_functions WHERE name = 'sessions';"
+            "CREATE FUNCTION \"{schema}\".now_ms__0123456789abcdef() RETURNS BIGINT
+               LANGUAGE sql AS $$ SELECT 7::BIGINT $$;
+             INSERT INTO \"{schema}\"._duroxide_function_sets (tag, functions)
+               VALUES ('0123456789abcdef', ARRAY['now_ms__0123456789abcdef']);
+             CREATE FUNCTION \"{schema}\".now_ms() RETURNS BIGINT
+               LANGUAGE sql AS $$ SELECT 8::BIGINT $$;"
         ))
         .await
         .unwrap();
-    // And a stale body: if the functions were not recreated, fetch would break.
+    let others = |catalog: Vec<String>| -> Vec<String> {
+        catalog
+            .into_iter()
+            .filter(|e| e.starts_with("fn ") && !e.contains(&format!("__{tag}(")))
+            .collect()
+    };
+    let others_before = others(catalog_snapshot(&admin, &schema).await);
+    assert_eq!(others_before.len(), 2, "{others_before:?}");
+
+    // Our set loses a function and gets a stale body.
     admin
         .batch_execute(&format!(
-            "CREATE OR REPLACE FUNCTION \"{schema}\".now_ms() RETURNS BIGINT
-             LANGUAGE sql VOLATILE AS $$ SELECT NULL::BIGINT $$"
+            "DROP FUNCTION \"{schema}\".latest_execution_id__{tag}(text);
+             CREATE OR REPLACE FUNCTION \"{schema}\".now_ms__{tag}() RETURNS BIGINT
+               LANGUAGE sql VOLATILE AS $$ SELECT NULL::BIGINT $$"
         ))
         .await
         .unwrap();
 
     let provider = connect(options(&schema))
         .await
-        .expect("Apply recreates functions");
-
-    let after = function_ledger(&admin, &schema).await;
-    assert_eq!(after["worker_queue"].0, expected, "checksum restored");
-    assert_eq!(
-        checksums(&after),
-        checksums(&before),
-        "the ledger names exactly the shipped files again"
-    );
-
-    // Every function was dropped and created again, once.
-    let oids_after = function_oids(&admin, &schema).await;
-    assert_eq!(oids_after.len(), oids_before.len());
-    assert!(
-        oids_after.iter().all(|oid| !oids_before.contains(oid)),
-        "functions were recreated"
-    );
+        .expect("Apply reinstalls its set");
     let now_ms_body: String = admin
         .query_one(
             "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = $1 AND p.proname = 'now_ms'",
-            &[&schema],
+             WHERE n.nspname = $1 AND p.proname = $2",
+            &[&schema, &format!("now_ms__{tag}")],
         )
         .await
         .unwrap()
         .get(0);
     assert!(now_ms_body.contains("clock_timestamp"), "{now_ms_body}");
-
+    assert_eq!(
+        others(catalog_snapshot(&admin, &schema).await),
+        others_before,
+        "another set's or release's functions were touched"
+    );
+    assert_eq!(function_ledger(&admin, &schema).await.len(), 2);
     assert_round_trip(&provider).await;
-    // And the repaired schema passes verification.
     drop(connect(verify_only(&schema)).await.expect("verifies"));
 }
 

@@ -193,7 +193,7 @@ async fn lease_live(
         admin,
         p,
         &format!(
-            "SELECT locked_until_ms > {{s}}.now_ms() FROM {{s}}.{table} WHERE lock_token = $1"
+            "SELECT locked_until_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT FROM {{s}}.{table} WHERE lock_token = $1"
         ),
         &[&token],
     )
@@ -320,7 +320,7 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
         .query_one(
             &sql(
                 &p,
-                "SELECT worker_id, locked_until_ms > {s}.now_ms() FROM {s}.sessions WHERE session_id = 's1'",
+                "SELECT worker_id, locked_until_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT FROM {s}.sessions WHERE session_id = 's1'",
             ),
             &[],
         )

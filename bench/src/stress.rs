@@ -424,7 +424,8 @@ async fn sample_fetch(url: String, schema: String) {
     let Ok(client) = crate::pg::connect(&url).await else {
         return;
     };
-    let needle = format!("\"{schema}\".fetch_orchestration_item(");
+    // Any build's function set: `fetch_orchestration_item__<tag>(`.
+    let needle = format!("\"{schema}\".fetch_orchestration_item__");
     let mut last: Option<(i64, f64)> = None;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;

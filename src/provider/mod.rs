@@ -11,6 +11,7 @@ mod sessions;
 mod worker;
 
 use crate::error::{from_pg, from_pool, Error};
+use crate::function_set::FunctionSet;
 use crate::migrations;
 use crate::notifier::{self, Listener, Queue, Signals};
 use crate::options::PostgresOptions;
@@ -26,6 +27,7 @@ use duroxide::Event;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -49,6 +51,8 @@ pub struct PostgresProvider {
     schema: SchemaName,
     /// The quoted schema, prefixed to every function call.
     quoted: String,
+    /// This build's stored procedures, the only ones it calls.
+    functions: Arc<FunctionSet>,
     signals: Arc<Signals>,
     long_poll: bool,
     recheck_interval: Duration,
@@ -86,6 +90,10 @@ impl PostgresProvider {
     /// Connects with explicit [`PostgresOptions`].
     pub async fn connect(database_url: &str, options: PostgresOptions) -> Result<Self, Error> {
         let schema = SchemaName::parse(&options.schema)?;
+        let functions = match options.function_files.clone() {
+            None => FunctionSet::embedded(),
+            Some(files) => Arc::new(FunctionSet::from_files(files)?),
+        };
         if options.max_connections == 0 {
             return Err(Error::Config("max_connections must be at least 1".into()));
         }
@@ -101,7 +109,8 @@ impl PostgresProvider {
         {
             let (mut client, connection) = config.connect(spec.tls.clone()).await?;
             let driver = tokio::spawn(connection);
-            let result = migrations::run(&mut client, &schema, options.migration_policy).await;
+            let result =
+                migrations::run(&mut client, &schema, options.migration_policy, &functions).await;
             drop(client);
             let _ = driver.await;
             result?;
@@ -146,6 +155,7 @@ impl PostgresProvider {
         Ok(Self {
             pool,
             quoted: schema.quoted(),
+            functions,
             schema,
             signals,
             long_poll: options.long_poll,
@@ -157,6 +167,28 @@ impl PostgresProvider {
     /// The schema this store lives in.
     pub fn schema(&self) -> &str {
         self.schema.as_str()
+    }
+
+    /// The tag of the function set this provider calls: its functions are
+    /// named `<function>__<tag>` in the store's schema (see
+    /// `docs/operations.md`, rolling upgrades).
+    pub fn function_set(&self) -> &str {
+        self.functions.tag()
+    }
+
+    /// Drops every function of the store's schema that is not in this
+    /// provider's set: the sets of other builds and the unversioned
+    /// functions of releases before 0.2. Run it once no process of another
+    /// build uses the store any more (`duroxide-postgres migrate
+    /// --retire-other-function-sets`). Returns the signatures dropped.
+    pub async fn retire_other_function_sets(&self) -> Result<Vec<String>, Error> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        migrations::retire_other_function_sets(client, &self.schema, &self.functions).await
     }
 
     /// The highest schema migration this build applies.
@@ -201,6 +233,7 @@ impl PostgresProvider {
         format!(
             "SELECT * FROM {quoted}.{function}({params})",
             quoted = self.quoted,
+            function = self.functions.function(function),
             params = placeholders(n)
         )
     }
@@ -323,7 +356,20 @@ async fn run_call(
     let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
     let client = pool.get().await.map_err(|e| (from_pool(op, &e), None))?;
     let statement = client.prepare_cached(sql).await.map_err(pg)?;
-    client.query(&statement, params).await.map_err(pg)
+    match client.query(&statement, params).await {
+        // "cached plan must not change result type": a function this
+        // statement calls was replaced by one with other result columns, so
+        // this connection's prepared statement can never run again. Nothing
+        // ran; prepare it afresh, once.
+        Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+            tracing::warn!(target: "duroxide_postgres", %sql, error = %e,
+                "re-preparing a statement whose function changed");
+            client.statement_cache.remove(sql, &[]);
+            let statement = client.prepare_cached(sql).await.map_err(pg)?;
+            client.query(&statement, params).await.map_err(pg)
+        }
+        other => other.map_err(pg),
+    }
 }
 
 /// The outcome of one fetch attempt.
