@@ -185,12 +185,13 @@ mod tests {
                 .to_string(),
         )];
         let set = FunctionSet::from_files(files).unwrap();
-        let tag = set.tag().to_string();
+        // `@` stands for the tag.
+        let named = |text: &str| text.replace('@', set.tag());
         let out = set.rename(&set.files[0].1);
-        assert!(out.contains(&format!("CREATE FUNCTION __SCHEMA__.now_ms__{tag}()")));
-        assert!(out.contains(&format!("CREATE FUNCTION __SCHEMA__.g__{tag}(p BIGINT)")));
-        assert!(out.contains(&format!("VALUES (__SCHEMA__.now_ms__{tag} ())")));
-        assert!(out.contains(&format!("SELECT __SCHEMA__.now_ms__{tag}() + count(*)")));
+        assert!(out.contains(&named("CREATE FUNCTION __SCHEMA__.now_ms__@()")));
+        assert!(out.contains(&named("CREATE FUNCTION __SCHEMA__.g__@(p BIGINT)")));
+        assert!(out.contains(&named("VALUES (__SCHEMA__.now_ms__@ ())")));
+        assert!(out.contains(&named("SELECT __SCHEMA__.now_ms__@() + count(*)")));
         // Tables keep their names, even one followed by a column list.
         assert!(out.contains("INSERT INTO __SCHEMA__.now_ms_log (x)"));
         assert!(out.contains("FROM __SCHEMA__.g_table $$"));

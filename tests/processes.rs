@@ -95,3 +95,65 @@ fn bad_usage_and_hostile_schema_names_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid schema name"));
 }
+
+/// `migrate --retire-other-function-sets` drops another build's functions
+/// (here one stray function of an unknown set and its ledger row) and lists
+/// them; this build's set stays and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_retires_other_function_sets_on_request() {
+    let schemas = common::Schemas::default();
+    let schema = common::unique_schema("procs_retire");
+    schemas.track(&schema);
+    let out = run_cli("migrate", &schema).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = common::admin_client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".now_ms__00000000000000aa() RETURNS BIGINT
+               LANGUAGE sql AS $$ SELECT 1::BIGINT $$;
+             INSERT INTO \"{schema}\"._duroxide_function_sets (tag, functions)
+               VALUES ('00000000000000aa', ARRAY['now_ms__00000000000000aa']);"
+        ))
+        .await
+        .unwrap();
+    let out = Command::new(CLI)
+        .args([
+            "migrate",
+            "--schema",
+            &schema,
+            "--retire-other-function-sets",
+            &common::server::database_url(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("now_ms__00000000000000aa()"), "{stdout}");
+    assert!(
+        stdout.contains("1 function(s) of other builds retired"),
+        "{stdout}"
+    );
+    let left: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\"._duroxide_function_sets"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+    let out = run_cli("verify", &schema).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -225,6 +225,8 @@ async fn ack_outcome(
     function: &str,
     token: &str,
 ) -> String {
+    // Functions carry the provider's set tag (docs/decisions/0004).
+    let function = format!("{function}__{}", p.function_set());
     value(admin, p, &format!("SELECT {{s}}.{function}($1)"), &[&token]).await
 }
 

@@ -25,7 +25,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ("quoted", "SchemaName::quoted(), stored on the provider"),
     (
         "function",
-        "a &'static str naming one of this crate's SQL functions",
+        "a &'static str naming one of this crate's SQL functions, with its set's hex tag",
     ),
     ("params", "`$1, $2, ...` placeholders"),
     (

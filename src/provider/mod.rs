@@ -178,7 +178,7 @@ impl PostgresProvider {
 
     /// Drops every function of the store's schema that is not in this
     /// provider's set: the sets of other builds and the unversioned
-    /// functions of releases before 0.2. Run it once no process of another
+    /// functions of builds before sets existed. Run it once no process of another
     /// build uses the store any more (`duroxide-postgres migrate
     /// --retire-other-function-sets`). Returns the signatures dropped.
     pub async fn retire_other_function_sets(&self) -> Result<Vec<String>, Error> {
