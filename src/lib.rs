@@ -61,5 +61,7 @@ mod tls;
 pub use error::{is_retryable_sqlstate, Error};
 pub use migrations::MigrationPolicy;
 pub use options::PostgresOptions;
+#[doc(hidden)]
+pub use provider::__sql_function_signatures;
 pub use provider::PostgresProvider;
 pub use schema::DEFAULT_SCHEMA;

@@ -30,6 +30,7 @@ pub struct PostgresOptions {
     pub(crate) migration_policy: MigrationPolicy,
     pub(crate) long_poll: bool,
     pub(crate) listener_reconnect_delay: Duration,
+    pub(crate) client_retry_budget: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -43,6 +44,7 @@ impl Default for PostgresOptions {
             migration_policy: MigrationPolicy::Apply,
             long_poll: true,
             listener_reconnect_delay: Duration::from_millis(500),
+            client_retry_budget: Duration::from_secs(30),
         }
     }
 }
@@ -114,6 +116,19 @@ impl PostgresOptions {
     /// queue at this interval, so no wake-up is missed.
     pub fn listener_reconnect_delay(mut self, delay: Duration) -> Self {
         self.listener_reconnect_delay = delay;
+        self
+    }
+
+    /// How long calls outside the runtime's own loop — reads, status, KV,
+    /// management, and the enqueues duroxide's `Client` uses to start, raise
+    /// events and cancel — ride out transient failures (lost connection,
+    /// server restarting, pool timeout, serialization failure) before failing
+    /// with the last error (default 30 s: a fast restart or a managed-service
+    /// failover). Retried writes are never applied twice. Capped at 10
+    /// minutes; zero disables the retries. The runtime's own calls (fetch,
+    /// ack, abandon, renew) are not affected: the runtime retries those.
+    pub fn client_retry_budget(mut self, budget: Duration) -> Self {
+        self.client_retry_budget = budget;
         self
     }
 }

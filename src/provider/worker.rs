@@ -1,5 +1,7 @@
 //! Worker queue calls: `sql/functions/worker_queue.sql`.
 
+use super::functions as sql;
+use super::rows::{count, get};
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
 use crate::notifier::Queue;
@@ -20,9 +22,11 @@ impl PostgresProvider {
         const OP: &str = "enqueue_for_worker";
         let route = codec::worker_route(OP, item)?;
         let text = codec::encode_item(OP, item)?;
+        // Generated once per call: every retry of this call carries it.
+        let request_id = uuid::Uuid::new_v4();
         self.call(
             OP,
-            "enqueue_worker",
+            &sql::ENQUEUE_WORKER,
             &[
                 &text,
                 &route.instance,
@@ -30,6 +34,7 @@ impl PostgresProvider {
                 &route.activity_id,
                 &route.session_id,
                 &route.tag,
+                &request_id,
             ],
         )
         .await?;
@@ -60,16 +65,16 @@ impl PostgresProvider {
                 let row = self
                     .call_one(
                         OP,
-                        "fetch_work_item",
+                        &sql::FETCH_WORK_ITEM,
                         &[&lock_ms, &owner, &session_lock_ms, &tag_mode, &tags],
                     )
                     .await?;
-                let text: Option<String> = row.get("work_item");
+                let text: Option<String> = get(OP, &row, "work_item")?;
                 let Some(text) = text else {
-                    return Ok(Polled::empty(row.get("next_visible_in_ms")));
+                    return Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?));
                 };
-                let token: String = row.get("lock_token");
-                let attempts = row.get::<_, i32>("attempt_count").max(0) as u32;
+                let token: String = get(OP, &row, "lock_token")?;
+                let attempts = get::<i32, _>(OP, &row, "attempt_count")?.max(0) as u32;
                 match codec::decode_item(&text) {
                     Ok(item) => return Ok(Polled::Ready((item, token, attempts))),
                     Err(e) => self.handle_corrupt_item(&row, &token, attempts, &e).await?,
@@ -91,9 +96,10 @@ impl PostgresProvider {
         attempts: u32,
         error: &str,
     ) -> Result<(), ProviderError> {
-        let instance: String = row.get("instance_id");
-        let execution_id = row.get::<_, i64>("execution_id") as u64;
-        let activity_id = row.get::<_, i64>("activity_id") as u64;
+        const OP: &str = "fetch_work_item";
+        let instance: String = get(OP, row, "instance_id")?;
+        let execution_id = count(OP, row, "execution_id")?;
+        let activity_id = count(OP, row, "activity_id")?;
         tracing::error!(
             target: "duroxide_postgres",
             %instance, execution_id, activity_id, attempts, %error,
@@ -139,8 +145,8 @@ impl PostgresProvider {
         };
         self.ack_resolving(
             OP,
-            "ack_work_item",
-            "work_ack_outcome",
+            &sql::ACK_WORK_ITEM,
+            &sql::WORK_ACK_OUTCOME,
             token,
             &[&token, &target, &kind, &text, &self.notify_in_sql()],
         )
@@ -160,7 +166,7 @@ impl PostgresProvider {
         self.renew_retrying(extend_for, || async {
             self.call(
                 "renew_work_item_lock",
-                "renew_work_item_lock",
+                &sql::RENEW_WORK_ITEM_LOCK,
                 &[&token, &extend_ms],
             )
             .await
@@ -178,7 +184,7 @@ impl PostgresProvider {
         let delay_ms = delay.map(millis);
         self.call(
             "abandon_work_item",
-            "abandon_work_item",
+            &sql::ABANDON_WORK_ITEM,
             &[&token, &delay_ms, &ignore_attempt, &self.notify_in_sql()],
         )
         .await?;
