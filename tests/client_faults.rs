@@ -125,9 +125,10 @@ async fn client_calls_succeed_across_a_server_restart() {
     rt.shutdown(None).await;
 }
 
-/// Every connection of the store is terminated every 250 ms while a client
-/// starts orchestrations, raises their events and reads their status: no
-/// call fails and every orchestration completes exactly once.
+/// Before every client call (start, status read, raise event), every
+/// connection of the store is terminated: the pool still holds connections
+/// the server has just closed. No call fails, and every orchestration
+/// completes with its event's data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_calls_succeed_while_backends_are_killed() {
     let app = common::unique_schema("kill_app");
@@ -135,38 +136,30 @@ async fn client_calls_succeed_while_backends_are_killed() {
         common::provider("cf_kill", PostgresOptions::new().application_name(&app)).await;
     let rt = runtime(&store).await;
     let client = Client::new(store.clone());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let killer = {
-        let (stop, app) = (stop.clone(), app.clone());
-        tokio::spawn(async move {
-            let admin = common::admin_client().await;
-            let mut killed = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let rows = admin
-                    .query(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                         WHERE application_name = $1",
-                        &[&app],
-                    )
-                    .await
-                    .unwrap();
-                killed += rows.len();
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            killed
-        })
+    let admin = common::admin_client().await;
+    let mut killed = 0usize;
+    let mut kill = async || {
+        killed += admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .len();
     };
 
     for i in 0..8 {
         let id = format!("k-{i}");
+        kill().await;
         client.start_orchestration(&id, "Echo", "").await.unwrap();
-        client.get_orchestration_status(&id).await.unwrap();
         wait_running(&client, &id).await;
+        kill().await;
+        client.get_orchestration_status(&id).await.unwrap();
+        kill().await;
         client.raise_event(&id, "Go", &id).await.unwrap();
     }
-    stop.store(true, Ordering::Relaxed);
-    let killed = killer.await.unwrap();
     assert!(killed > 0, "no backend was terminated");
     for i in 0..8 {
         let id = format!("k-{i}");
