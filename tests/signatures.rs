@@ -27,7 +27,9 @@ async fn every_call_matches_its_function_signature_in_pg_proc() {
         )
         .await
         .unwrap();
-    let mut in_db: BTreeMap<String, Vec<(Vec<String>, Vec<String>)>> = BTreeMap::new();
+    // function -> [(parameter names, parameter types)], one entry per overload.
+    type Overloads = Vec<(Vec<String>, Vec<String>)>;
+    let mut in_db: BTreeMap<String, Overloads> = BTreeMap::new();
     for r in &rows {
         in_db
             .entry(r.get(0))
