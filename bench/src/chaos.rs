@@ -1,4 +1,4 @@
-//! Section 7: chaos. duroxide's stress test (2:2 dispatchers, 0 ms
+//! Section 6: chaos. duroxide's stress test (2:2 dispatchers, 0 ms
 //! activities, 20 in flight) while the database misbehaves, on a private
 //! throwaway server on 127.0.0.1 (never `DATABASE_URL`: the server is
 //! restarted):
@@ -81,7 +81,7 @@ struct Outcome {
 }
 
 pub async fn run(ctx: &Ctx) -> Result<()> {
-    heading("7. Chaos: callers across killed connections and server restarts");
+    heading("6. Chaos: callers across killed connections and server restarts");
     let secs = ctx.stress_secs.unwrap_or(if ctx.quick { 6 } else { 20 });
     println!(
         "  duroxide stress test, 2:2 dispatchers, 0 ms activities, 20 in flight, {secs} s per run, \
