@@ -218,9 +218,9 @@ impl PostgresProvider {
         // name and parameter names from this crate, and `$n` placeholders.
         // Values are parameters.
         let sql = format!(
-            "SELECT * FROM {quoted}.{call}",
+            "SELECT * FROM {quoted}.{invocation}",
             quoted = self.quoted,
-            call = f.invocation()
+            invocation = f.invocation()
         );
         let pg =
             |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
