@@ -83,10 +83,61 @@ pub(crate) fn from_pg(operation: &str, err: &tokio_postgres::Error) -> ProviderE
                 ProviderError::permanent(operation, message)
             }
         }
-        // No SQLSTATE: the connection broke or I/O failed. Retrying on a new
-        // connection may succeed.
-        None => ProviderError::retryable(operation, format!("connection error: {err}")),
+        None if retryable_without_sqlstate(err) => {
+            ProviderError::retryable(operation, format!("connection error: {err}"))
+        }
+        None => ProviderError::permanent(operation, describe_chain(err)),
     }
+}
+
+/// Whether a failure that carries no SQLSTATE may succeed on a new
+/// connection: only a closed connection or an I/O failure (reset, refused,
+/// broken pipe, end of stream, timed out). Everything else — encoding a
+/// parameter or decoding a column (ToSql/FromSql), a missing column, an
+/// unexpected or unparsable message, a bad configuration — is a mismatch
+/// between this build and the database and fails the same way every time.
+/// tokio-postgres exposes no error kind, so this looks at what it does
+/// expose: `is_closed()` and the `std::io::Error` in the cause chain, whose
+/// kind tells a broken connection (retryable) from undecodable data
+/// (`InvalidData`/`InvalidInput`, the kinds of its parse/encode errors).
+pub(crate) fn retryable_without_sqlstate(err: &tokio_postgres::Error) -> bool {
+    err.is_closed() || io_kind(err).is_some_and(io_kind_is_transient)
+}
+
+/// The kind of the first `std::io::Error` in `err`'s cause chain.
+fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// I/O failures of a connection, as opposed to data that could not be
+/// encoded or decoded.
+fn io_kind_is_transient(kind: std::io::ErrorKind) -> bool {
+    !matches!(
+        kind,
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+    )
+}
+
+/// `err` with its causes ("error deserializing column 2: invalid type").
+fn describe_chain(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Maps a pool error to a `ProviderError` for `operation`.
@@ -96,8 +147,15 @@ pub(crate) fn from_pool(operation: &str, err: &deadpool_postgres::PoolError) -> 
         PoolError::Backend(e) => from_pg(operation, e),
         PoolError::Closed => ProviderError::permanent(operation, "connection pool is closed"),
         PoolError::NoRuntimeSpecified => ProviderError::permanent(operation, err.to_string()),
-        // Timeouts and failed post-create hooks: a later attempt may succeed.
-        _ => ProviderError::retryable(operation, format!("connection pool: {err}")),
+        // Waiting for, creating or recycling a connection timed out: a later
+        // attempt may succeed.
+        PoolError::Timeout(_) => {
+            ProviderError::retryable(operation, format!("connection pool: {err}"))
+        }
+        // Post-create hooks (none are installed): treated as a failed connect.
+        PoolError::PostCreateHook(_) => {
+            ProviderError::retryable(operation, format!("connection pool: {err}"))
+        }
     }
 }
 
@@ -108,7 +166,42 @@ pub(crate) fn corrupt(operation: &str, message: impl Into<String>) -> ProviderEr
 
 #[cfg(test)]
 mod tests {
-    use super::is_retryable_sqlstate;
+    use super::{io_kind_is_transient, is_retryable_sqlstate, retryable_without_sqlstate};
+    use std::io::ErrorKind;
+
+    #[test]
+    fn failures_without_sqlstate_table() {
+        let table: &[(ErrorKind, bool, &str)] = &[
+            (ErrorKind::ConnectionReset, true, "reset by the server"),
+            (
+                ErrorKind::ConnectionRefused,
+                true,
+                "server not listening (restarting)",
+            ),
+            (ErrorKind::ConnectionAborted, true, "aborted"),
+            (ErrorKind::BrokenPipe, true, "write to a closed socket"),
+            (ErrorKind::UnexpectedEof, true, "stream ended mid-message"),
+            (ErrorKind::TimedOut, true, "connect timeout"),
+            (ErrorKind::NotConnected, true, "not connected"),
+            (
+                ErrorKind::InvalidData,
+                false,
+                "unparsable message from the server",
+            ),
+            (
+                ErrorKind::InvalidInput,
+                false,
+                "message that cannot be encoded",
+            ),
+        ];
+        for (kind, retryable, what) in table {
+            assert_eq!(io_kind_is_transient(*kind), *retryable, "{kind:?} ({what})");
+        }
+        // tokio-postgres' timeout kind has neither an I/O cause nor a closed
+        // connection: like every error that is neither, it is permanent.
+        let no_cause = tokio_postgres::Error::__private_api_timeout();
+        assert!(!retryable_without_sqlstate(&no_cause));
+    }
 
     #[test]
     fn sqlstate_classification_table() {

@@ -64,5 +64,7 @@ pub use error::{is_retryable_sqlstate, Error};
 pub use function_set::embedded_function_files;
 pub use migrations::MigrationPolicy;
 pub use options::PostgresOptions;
+#[doc(hidden)]
+pub use provider::__sql_function_signatures;
 pub use provider::PostgresProvider;
 pub use schema::DEFAULT_SCHEMA;

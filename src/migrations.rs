@@ -43,11 +43,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../sql/migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../sql/migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "request_ids",
+        sql: include_str!("../sql/migrations/0002_request_ids.sql"),
+    },
+];
 
 /// Tables the provider needs; checked after migrating and in verify-only mode.
 const TABLES: &[&str] = &[
@@ -60,6 +67,7 @@ const TABLES: &[&str] = &[
     "sessions",
     "kv_store",
     "kv_delta",
+    "request_ids",
 ];
 
 /// First key of the start-up advisory lock ("dxpg"); the second is a hash of

@@ -32,6 +32,7 @@ pub struct PostgresOptions {
     pub(crate) listener_reconnect_delay: Duration,
     /// Function files installed and called instead of the embedded ones.
     pub(crate) function_files: Option<Vec<(String, String)>>,
+    pub(crate) client_retry_budget: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -46,6 +47,7 @@ impl Default for PostgresOptions {
             long_poll: true,
             listener_reconnect_delay: Duration::from_millis(500),
             function_files: None,
+            client_retry_budget: Duration::from_secs(30),
         }
     }
 }
@@ -126,6 +128,19 @@ impl PostgresOptions {
     #[doc(hidden)]
     pub fn function_files(mut self, files: Vec<(String, String)>) -> Self {
         self.function_files = Some(files);
+        self
+    }
+
+    /// How long calls outside the runtime's own loop — reads, status, KV,
+    /// management, and the enqueues duroxide's `Client` uses to start, raise
+    /// events and cancel — ride out transient failures (lost connection,
+    /// server restarting, pool timeout, serialization failure) before failing
+    /// with the last error (default 30 s: a fast restart or a managed-service
+    /// failover). Retried writes are never applied twice. Capped at 10
+    /// minutes; zero disables the retries. The runtime's own calls (fetch,
+    /// ack, abandon, renew) are not affected: the runtime retries those.
+    pub fn client_retry_budget(mut self, budget: Duration) -> Self {
+        self.client_retry_budget = budget;
         self
     }
 }

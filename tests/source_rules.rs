@@ -29,6 +29,10 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
     ("params", "`$1, $2, ...` placeholders"),
     (
+        "invocation",
+        "SqlFn::invocation_as(): a function and parameter names from this crate's descriptors, `$n` placeholders",
+    ),
+    (
         "signature",
         "pg_proc.oid::regprocedure text: quoted by the catalog itself",
     ),

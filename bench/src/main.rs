@@ -11,6 +11,7 @@
 #[path = "../../tests/common/server.rs"]
 mod server;
 
+mod chaos;
 mod counting;
 mod cpu;
 mod floor;
@@ -28,7 +29,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use util::{heading, Result};
 
-const SECTIONS: &[&str] = &["floor", "turns", "stress", "latency", "history", "idle"];
+const SECTIONS: &[&str] = &[
+    "floor", "turns", "stress", "latency", "history", "idle", "chaos",
+];
 
 const USAGE: &str = "\
 duroxide-postgres-bench: duroxide-postgres vs duroxide's SQLite provider
@@ -40,7 +43,9 @@ OPTIONS:
     --quick             ~1 minute smoke run (fewer samples, 3 s stress runs, 2:2 only)
     --stress-secs N     duration of each stress run (default 10, quick 3)
     --only LIST         comma-separated sections to run, of:
-                        floor, turns, stress, latency, history, idle
+                        floor, turns, stress, latency, history, idle, chaos
+                        (chaos restarts a private server of its own, never
+                        DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
                         reference for the other sections)
     -h, --help          this text
@@ -229,6 +234,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "latency" => latency::run(&c).await,
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
+                "chaos" => chaos::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -41,3 +41,36 @@ BEGIN
         USING ERRCODE = 'DX001';
 END
 $$;
+
+-- Records the request id of a retried client write (see
+-- sql/migrations/0002_request_ids.sql). Returns false when the id was already
+-- recorded, i.e. an earlier attempt of the same call committed: the caller
+-- then applies nothing. A concurrent attempt with the same id (its first try
+-- still running on the server) is waited for by the unique index, so exactly
+-- one of them returns true. NULL (a call that is not retried) returns true.
+-- Deletes at most 4 expired ids per recorded id: more than it adds, so the
+-- table stays about one hour of writes long without a batch job.
+CREATE FUNCTION __SCHEMA__.first_request(p_request_id UUID)
+RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now BIGINT := __SCHEMA__.now_ms();
+BEGIN
+    IF p_request_id IS NULL THEN
+        RETURN TRUE;
+    END IF;
+    INSERT INTO __SCHEMA__.request_ids (request_id, created_at_ms) VALUES (p_request_id, v_now)
+    ON CONFLICT (request_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN FALSE;
+    END IF;
+    DELETE FROM __SCHEMA__.request_ids
+    WHERE request_id IN (
+        SELECT r.request_id FROM __SCHEMA__.request_ids r
+        WHERE r.created_at_ms < v_now - 3600000
+        ORDER BY r.created_at_ms
+        LIMIT 4
+        FOR UPDATE SKIP LOCKED);
+    RETURN TRUE;
+END
+$$;

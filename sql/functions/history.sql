@@ -5,6 +5,9 @@
 --   happens in Rust so that an undecodable row is an error, never skipped.
 -- * append_history never overwrites: a duplicate (instance, execution,
 --   event_id) fails with unique_violation (23505) and nothing is written.
+--   It is idempotent per p_request_id (see first_request in common.sql): the
+--   retry of a call whose first attempt committed writes nothing and
+--   succeeds, instead of failing with 23505.
 
 -- Events of one execution, or of the instance's current execution when
 -- p_execution_id is NULL (the newest execution in history if the instance
@@ -26,10 +29,16 @@ CREATE FUNCTION __SCHEMA__.append_history(
     p_instance_id TEXT,
     p_execution_id BIGINT,
     p_event_ids BIGINT[],
-    p_events TEXT[]
+    p_events TEXT[],
+    p_request_id UUID
 ) RETURNS VOID
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT __SCHEMA__.first_request(p_request_id) THEN
+        RETURN;
+    END IF;
     INSERT INTO __SCHEMA__.history (instance_id, execution_id, event_id, event_data)
     SELECT p_instance_id, p_execution_id, e.event_id, e.event_data
-    FROM unnest(p_event_ids, p_events) AS e(event_id, event_data)
+    FROM unnest(p_event_ids, p_events) AS e(event_id, event_data);
+END
 $$;

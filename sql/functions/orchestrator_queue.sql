@@ -25,22 +25,28 @@
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
 
--- Enqueue one message. A StartOrchestration does not create the instance; it
--- only makes sure the instance has a lease row so that fetch can claim it.
--- Visibility: now + delay, but never before p_fire_at_ms (timers fire at the
--- time the runtime computed).
+-- Enqueue one message (a client's start, event or cancel, or a direct
+-- enqueue). A StartOrchestration does not create the instance; it only makes
+-- sure the instance has a lease row so that fetch can claim it.
+-- Visibility: now + delay, whatever the kind: a TimerFired enqueued here with
+-- no delay is visible at once (only timers produced by an ack wait for their
+-- fire time). Idempotent per p_request_id (see first_request): a retry of a
+-- call whose first attempt committed inserts nothing.
 CREATE FUNCTION __SCHEMA__.enqueue_orchestrator(
     p_instance_id TEXT,
     p_kind TEXT,
     p_work_item TEXT,
     p_delay_ms BIGINT,
-    p_fire_at_ms BIGINT
+    p_request_id UUID
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now BIGINT := __SCHEMA__.now_ms();
-    v_visible BIGINT := GREATEST(v_now + COALESCE(p_delay_ms, 0), COALESCE(p_fire_at_ms, 0));
+    v_visible BIGINT := v_now + GREATEST(COALESCE(p_delay_ms, 0), 0);
 BEGIN
+    IF NOT __SCHEMA__.first_request(p_request_id) THEN
+        RETURN;
+    END IF;
     INSERT INTO __SCHEMA__.instance_locks (instance_id) VALUES (p_instance_id)
     ON CONFLICT (instance_id) DO NOTHING;
 

@@ -14,18 +14,25 @@
 --   or expired lease fails the ack (DX001/DX002) and commits nothing, which
 --   is how the runtime learns an activity was cancelled or taken over.
 
+-- Enqueue one item, visible now. Idempotent per p_request_id (see
+-- first_request in common.sql): a retry of a call whose first attempt
+-- committed inserts nothing.
 CREATE FUNCTION __SCHEMA__.enqueue_worker(
     p_work_item TEXT,
     p_instance_id TEXT,
     p_execution_id BIGINT,
     p_activity_id BIGINT,
     p_session_id TEXT,
-    p_tag TEXT
+    p_tag TEXT,
+    p_request_id UUID
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now BIGINT := __SCHEMA__.now_ms();
 BEGIN
+    IF NOT __SCHEMA__.first_request(p_request_id) THEN
+        RETURN;
+    END IF;
     INSERT INTO __SCHEMA__.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
         activity_id, session_id, tag, created_at_ms)
     VALUES (p_work_item, v_now, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, v_now);

@@ -13,6 +13,8 @@
 //! * `held`: the lease is still live and nothing was committed: retry.
 //! * `lost`: not committed and the lease has expired: a permanent error.
 
+use super::functions::SqlFn;
+use super::rows::get;
 use super::PostgresProvider;
 use duroxide::providers::ProviderError;
 use std::time::Duration;
@@ -42,8 +44,8 @@ impl PostgresProvider {
     pub(super) async fn ack_resolving(
         &self,
         op: &'static str,
-        ack: &'static str,
-        outcome: &'static str,
+        ack: &SqlFn,
+        outcome: &SqlFn,
         token: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, ProviderError> {
@@ -57,7 +59,7 @@ impl PostgresProvider {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_DELAY);
             let state = match self.call_one(op, outcome, &[&token]).await {
-                Ok(row) => row.get::<_, String>(0),
+                Ok(row) => get::<String, _>(op, &row, 0)?,
                 Err(e) => {
                     error = e;
                     continue;

@@ -8,12 +8,13 @@
 //! inside a [`Claim`] that releases the lease (without counting the attempt)
 //! if it is dropped before the fetch hands the item over.
 
+use super::functions::SqlFn;
 use super::{run_call, PostgresProvider};
 use crate::notifier::{Queue, Signals};
 use deadpool_postgres::Pool;
 use duroxide::providers::ProviderError;
 use std::sync::Arc;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 /// An owned call parameter (moved into the task that runs the call).
@@ -41,6 +42,7 @@ impl Claim {
 struct Release {
     pool: Pool,
     sql: String,
+    types: Vec<Type>,
     token: Option<String>,
     notify_in_sql: bool,
     signals: Option<Arc<Signals>>,
@@ -57,9 +59,10 @@ impl Drop for Release {
                 "claim dropped outside a runtime; it is released when its lease expires");
             return;
         };
-        let (pool, sql, notify, signals, queue) = (
+        let (pool, sql, types, notify, signals, queue) = (
             self.pool.clone(),
             std::mem::take(&mut self.sql),
+            std::mem::take(&mut self.types),
             self.notify_in_sql,
             self.signals.take(),
             self.queue,
@@ -69,6 +72,7 @@ impl Drop for Release {
             let result = run_call(
                 &pool,
                 &sql,
+                &types,
                 "release_unreceived_claim",
                 &[&token, &no_delay, &true, &notify],
             )
@@ -90,22 +94,31 @@ impl Drop for Release {
 }
 
 impl PostgresProvider {
-    /// Calls the claiming `function` (which returns `lock_token` in its first
-    /// row when it claimed something) on a task of its own; see the module
-    /// docs. `abandon` is the queue's abandon function.
+    /// Calls the claiming function `f` (which returns `lock_token` in its
+    /// first row when it claimed something) on a task of its own; see the
+    /// module docs. `abandon` is the queue's abandon function.
     pub(super) async fn claim(
         &self,
         op: &'static str,
-        function: &'static str,
+        f: &'static SqlFn,
         params: Vec<Param>,
-        abandon: &'static str,
+        abandon: &'static SqlFn,
         queue: Queue,
     ) -> Result<Claim, ProviderError> {
         let pool = self.pool.clone();
-        let sql = self.call_sql(function, params.len());
+        if params.len() != f.params.len() || abandon.params.len() != 4 {
+            // A bug of this crate, caught before anything is sent.
+            return Err(ProviderError::permanent(
+                op,
+                format!("{} or {} called with the wrong arity", f.name, abandon.name),
+            ));
+        }
+        let sql = self.call_sql(f);
+        let types = f.types();
         let release = Release {
             pool: self.pool.clone(),
-            sql: self.call_sql(abandon, 4),
+            sql: self.call_sql(abandon),
+            types: abandon.types(),
             token: None,
             notify_in_sql: self.notify_in_sql(),
             signals: self.long_poll.then(|| self.signals.clone()),
@@ -116,7 +129,7 @@ impl PostgresProvider {
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            let rows = run_call(&pool, &sql, op, &refs).await.map_err(|(e, _)| e)?;
+            let rows = run_call(&pool, &sql, &types, op, &refs).await.map_err(|(e, _)| e)?;
             let token = match rows.first() {
                 Some(row) => row
                     .try_get::<_, Option<String>>("lock_token")

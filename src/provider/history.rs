@@ -1,5 +1,7 @@
 //! History reads and appends: `sql/functions/history.sql`.
 
+use super::functions as sql;
+use super::rows::get;
 use super::PostgresProvider;
 use crate::codec;
 use duroxide::providers::ProviderError;
@@ -16,9 +18,12 @@ impl PostgresProvider {
     ) -> Result<Vec<Event>, ProviderError> {
         let execution = execution_id.map(|e| codec::id(op, e)).transpose()?;
         let rows = self
-            .call(op, "read_history", &[&instance, &execution])
+            .call(op, &sql::READ_HISTORY, &[&instance, &execution])
             .await?;
-        let texts: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let texts = rows
+            .iter()
+            .map(|r| get::<String, _>(op, r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
         codec::decode_history(op, &texts)
     }
 
@@ -36,8 +41,15 @@ impl PostgresProvider {
             ids.push(codec::id(OP, e.event_id)?);
             texts.push(codec::encode_event(OP, e)?);
         }
-        self.call(OP, "append_history", &[&instance, &execution, &ids, &texts])
-            .await?;
+        // Generated once per call: a retry whose first attempt committed
+        // writes nothing instead of failing with a duplicate key.
+        let request_id = uuid::Uuid::new_v4();
+        self.call(
+            OP,
+            &sql::APPEND_HISTORY,
+            &[&instance, &execution, &ids, &texts, &request_id],
+        )
+        .await?;
         Ok(())
     }
 }

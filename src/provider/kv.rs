@@ -1,5 +1,7 @@
 //! Custom status, KV reads and instance stats: `sql/functions/kv_status.sql`.
 
+use super::functions as sql;
+use super::rows::{count, get};
 use super::PostgresProvider;
 use crate::codec;
 use duroxide::providers::ProviderError;
@@ -15,16 +17,15 @@ impl PostgresProvider {
         const OP: &str = "get_custom_status";
         let last_seen = i64::try_from(last_seen_version).unwrap_or(i64::MAX);
         let rows = self
-            .call(OP, "get_custom_status", &[&instance, &last_seen])
+            .call(OP, &sql::GET_CUSTOM_STATUS, &[&instance, &last_seen])
             .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let status = row
-            .get::<_, Option<Vec<u8>>>(0)
+        let status = get::<Option<Vec<u8>>, _>(OP, row, 0)?
             .map(|b| codec::utf8(OP, "custom status", b))
             .transpose()?;
-        Ok(Some((status, row.get::<_, i64>(1) as u64)))
+        Ok(Some((status, count(OP, row, 1)?)))
     }
 
     pub(super) async fn kv_value(
@@ -34,9 +35,9 @@ impl PostgresProvider {
     ) -> Result<Option<String>, ProviderError> {
         const OP: &str = "get_kv_value";
         let row = self
-            .call_one(OP, "get_kv_value", &[&instance, &key])
+            .call_one(OP, &sql::GET_KV_VALUE, &[&instance, &key])
             .await?;
-        row.get::<_, Option<Vec<u8>>>(0)
+        get::<Option<Vec<u8>>, _>(OP, &row, 0)?
             .map(|b| codec::utf8(OP, "KV value", b))
             .transpose()
     }
@@ -46,9 +47,9 @@ impl PostgresProvider {
         instance: &str,
     ) -> Result<HashMap<String, String>, ProviderError> {
         const OP: &str = "get_kv_all_values";
-        let rows = self.call(OP, "kv_merged", &[&instance]).await?;
+        let rows = self.call(OP, &sql::KV_MERGED, &[&instance]).await?;
         rows.iter()
-            .map(|r| Ok((r.get(0), codec::utf8(OP, "KV value", r.get(1))?)))
+            .map(|r| Ok((get(OP, r, 0)?, codec::utf8(OP, "KV value", get(OP, r, 1)?)?)))
             .collect()
     }
 
@@ -57,11 +58,13 @@ impl PostgresProvider {
         instance: &str,
     ) -> Result<Option<duroxide::SystemStats>, ProviderError> {
         const OP: &str = "get_instance_stats";
-        let rows = self.call(OP, "get_instance_stats", &[&instance]).await?;
+        let rows = self
+            .call(OP, &sql::GET_INSTANCE_STATS, &[&instance])
+            .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let first_event: Option<String> = row.get("first_event");
+        let first_event: Option<String> = get(OP, row, "first_event")?;
         let carried = match first_event {
             None => 0,
             Some(text) => {
@@ -76,11 +79,11 @@ impl PostgresProvider {
             }
         };
         Ok(Some(duroxide::SystemStats {
-            history_event_count: row.get::<_, i64>("history_event_count") as u64,
-            history_size_bytes: row.get::<_, i64>("history_size_bytes") as u64,
+            history_event_count: count(OP, row, "history_event_count")?,
+            history_size_bytes: count(OP, row, "history_size_bytes")?,
             queue_pending_count: carried,
-            kv_user_key_count: row.get::<_, i64>("kv_key_count") as u64,
-            kv_total_value_bytes: row.get::<_, i64>("kv_value_bytes") as u64,
+            kv_user_key_count: count(OP, row, "kv_key_count")?,
+            kv_total_value_bytes: count(OP, row, "kv_value_bytes")?,
         }))
     }
 }

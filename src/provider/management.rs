@@ -1,5 +1,7 @@
 //! `ProviderAdmin`: `sql/functions/management.sql`.
 
+use super::functions as sql;
+use super::rows::{count, get};
 use super::PostgresProvider;
 use crate::codec;
 use async_trait::async_trait;
@@ -14,33 +16,29 @@ fn not_found(op: &str, what: String) -> ProviderError {
     ProviderError::permanent(op, format!("{what} not found"))
 }
 
-fn ids(rows: &[Row]) -> Vec<String> {
-    rows.iter().map(|r| r.get(0)).collect()
+fn ids(op: &str, rows: &[Row]) -> Result<Vec<String>, ProviderError> {
+    rows.iter().map(|r| get(op, r, 0)).collect()
 }
 
-fn ms(row: &Row, column: &str) -> u64 {
-    row.get::<_, i64>(column).max(0) as u64
+fn delete_result(op: &str, row: &Row) -> Result<DeleteInstanceResult, ProviderError> {
+    Ok(DeleteInstanceResult {
+        instances_deleted: count(op, row, "instances")?,
+        executions_deleted: count(op, row, "executions")?,
+        events_deleted: count(op, row, "events")?,
+        queue_messages_deleted: count(op, row, "queue_messages")?,
+    })
 }
 
-fn delete_result(row: &Row) -> DeleteInstanceResult {
-    DeleteInstanceResult {
-        instances_deleted: ms(row, "instances"),
-        executions_deleted: ms(row, "executions"),
-        events_deleted: ms(row, "events"),
-        queue_messages_deleted: ms(row, "queue_messages"),
-    }
-}
-
-fn prune_result(row: &Row) -> PruneResult {
-    PruneResult {
-        instances_processed: ms(row, "instances_processed"),
-        executions_deleted: ms(row, "executions_deleted"),
-        events_deleted: ms(row, "events_deleted"),
-    }
+fn prune_result(op: &str, row: &Row) -> Result<PruneResult, ProviderError> {
+    Ok(PruneResult {
+        instances_processed: count(op, row, "instances_processed")?,
+        executions_deleted: count(op, row, "executions_deleted")?,
+        events_deleted: count(op, row, "events_deleted")?,
+    })
 }
 
 fn output(op: &str, row: &Row) -> Result<Option<String>, ProviderError> {
-    row.get::<_, Option<Vec<u8>>>("output")
+    get::<Option<Vec<u8>>, _>(op, row, "output")?
         .map(|b| codec::utf8(op, "output", b))
         .transpose()
 }
@@ -52,27 +50,22 @@ fn opt_i64(value: Option<u64>) -> Option<i64> {
 #[async_trait]
 impl ProviderAdmin for PostgresProvider {
     async fn list_instances(&self) -> Result<Vec<String>, ProviderError> {
-        Ok(ids(&self
-            .call("list_instances", "list_instances", &[])
-            .await?))
+        const OP: &str = "list_instances";
+        ids(OP, &self.call(OP, &sql::LIST_INSTANCES, &[]).await?)
     }
 
     async fn list_instances_by_status(&self, status: &str) -> Result<Vec<String>, ProviderError> {
+        const OP: &str = "list_instances_by_status";
         let rows = self
-            .call(
-                "list_instances_by_status",
-                "list_instances_by_status",
-                &[&status],
-            )
+            .call(OP, &sql::LIST_INSTANCES_BY_STATUS, &[&status])
             .await?;
-        Ok(ids(&rows))
+        ids(OP, &rows)
     }
 
     async fn list_executions(&self, instance: &str) -> Result<Vec<u64>, ProviderError> {
-        let rows = self
-            .call("list_executions", "list_executions", &[&instance])
-            .await?;
-        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        const OP: &str = "list_executions";
+        let rows = self.call(OP, &sql::LIST_EXECUTIONS, &[&instance]).await?;
+        rows.iter().map(|r| count(OP, r, 0)).collect()
     }
 
     async fn read_history_with_execution_id(
@@ -95,28 +88,28 @@ impl ProviderAdmin for PostgresProvider {
     async fn latest_execution_id(&self, instance: &str) -> Result<u64, ProviderError> {
         const OP: &str = "latest_execution_id";
         let row = self
-            .call_one(OP, "latest_execution_id", &[&instance])
+            .call_one(OP, &sql::LATEST_EXECUTION_ID, &[&instance])
             .await?;
         // 1 for an instance with no execution, as duroxide's default does.
-        Ok(row.get::<_, i64>(0).max(1) as u64)
+        Ok(get::<Option<i64>, _>(OP, &row, 0)?.unwrap_or(1).max(1) as u64)
     }
 
     async fn get_instance_info(&self, instance: &str) -> Result<InstanceInfo, ProviderError> {
         const OP: &str = "get_instance_info";
-        let rows = self.call(OP, "get_instance_info", &[&instance]).await?;
+        let rows = self.call(OP, &sql::GET_INSTANCE_INFO, &[&instance]).await?;
         let row = rows
             .first()
             .ok_or_else(|| not_found(OP, format!("instance {instance}")))?;
         Ok(InstanceInfo {
-            instance_id: row.get("instance_id"),
-            orchestration_name: row.get("orchestration_name"),
-            orchestration_version: codec::or_unknown(row.get("orchestration_version")),
-            current_execution_id: ms(row, "current_execution_id"),
-            status: row.get("status"),
+            instance_id: get(OP, row, "instance_id")?,
+            orchestration_name: get(OP, row, "orchestration_name")?,
+            orchestration_version: codec::or_unknown(get(OP, row, "orchestration_version")?),
+            current_execution_id: count(OP, row, "current_execution_id")?,
+            status: get(OP, row, "status")?,
             output: output(OP, row)?,
-            created_at: ms(row, "created_at_ms"),
-            updated_at: ms(row, "updated_at_ms"),
-            parent_instance_id: row.get("parent_instance_id"),
+            created_at: count(OP, row, "created_at_ms")?,
+            updated_at: count(OP, row, "updated_at_ms")?,
+            parent_instance_id: get(OP, row, "parent_instance_id")?,
         })
     }
 
@@ -128,7 +121,7 @@ impl ProviderAdmin for PostgresProvider {
         const OP: &str = "get_execution_info";
         let execution = codec::id(OP, execution_id)?;
         let rows = self
-            .call(OP, "get_execution_info", &[&instance, &execution])
+            .call(OP, &sql::GET_EXECUTION_INFO, &[&instance, &execution])
             .await?;
         let row = rows.first().ok_or_else(|| {
             not_found(
@@ -138,54 +131,51 @@ impl ProviderAdmin for PostgresProvider {
         })?;
         Ok(ExecutionInfo {
             execution_id,
-            status: row.get("status"),
+            status: get(OP, row, "status")?,
             output: output(OP, row)?,
-            started_at: ms(row, "started_at_ms"),
-            completed_at: row
-                .get::<_, Option<i64>>("completed_at_ms")
+            started_at: count(OP, row, "started_at_ms")?,
+            completed_at: get::<Option<i64>, _>(OP, row, "completed_at_ms")?
                 .map(|v| v.max(0) as u64),
-            event_count: ms(row, "event_count") as usize,
+            event_count: count(OP, row, "event_count")? as usize,
         })
     }
 
     async fn get_system_metrics(&self) -> Result<SystemMetrics, ProviderError> {
-        let row = self
-            .call_one("get_system_metrics", "get_system_metrics", &[])
-            .await?;
+        const OP: &str = "get_system_metrics";
+        let row = self.call_one(OP, &sql::GET_SYSTEM_METRICS, &[]).await?;
         Ok(SystemMetrics {
-            total_instances: ms(&row, "total_instances"),
-            total_executions: ms(&row, "total_executions"),
-            running_instances: ms(&row, "running"),
-            completed_instances: ms(&row, "completed"),
-            failed_instances: ms(&row, "failed"),
-            total_events: ms(&row, "total_events"),
+            total_instances: count(OP, &row, "total_instances")?,
+            total_executions: count(OP, &row, "total_executions")?,
+            running_instances: count(OP, &row, "running")?,
+            completed_instances: count(OP, &row, "completed")?,
+            failed_instances: count(OP, &row, "failed")?,
+            total_events: count(OP, &row, "total_events")?,
         })
     }
 
     async fn get_queue_depths(&self) -> Result<QueueDepths, ProviderError> {
-        let row = self
-            .call_one("get_queue_depths", "get_queue_depths", &[])
-            .await?;
+        const OP: &str = "get_queue_depths";
+        let row = self.call_one(OP, &sql::GET_QUEUE_DEPTHS, &[]).await?;
         Ok(QueueDepths {
-            orchestrator_queue: ms(&row, "orchestrator_queue") as usize,
-            worker_queue: ms(&row, "worker_queue") as usize,
+            orchestrator_queue: count(OP, &row, "orchestrator_queue")? as usize,
+            worker_queue: count(OP, &row, "worker_queue")? as usize,
             timer_queue: 0,
         })
     }
 
     async fn list_children(&self, instance_id: &str) -> Result<Vec<String>, ProviderError> {
-        let rows = self
-            .call("list_children", "list_children", &[&instance_id])
-            .await?;
-        Ok(ids(&rows))
+        const OP: &str = "list_children";
+        let rows = self.call(OP, &sql::LIST_CHILDREN, &[&instance_id]).await?;
+        ids(OP, &rows)
     }
 
     async fn get_parent_id(&self, instance_id: &str) -> Result<Option<String>, ProviderError> {
         const OP: &str = "get_parent_id";
-        let rows = self.call(OP, "get_parent_id", &[&instance_id]).await?;
-        rows.first()
-            .map(|r| r.get(0))
-            .ok_or_else(|| not_found(OP, format!("instance {instance_id}")))
+        let rows = self.call(OP, &sql::GET_PARENT_ID, &[&instance_id]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| not_found(OP, format!("instance {instance_id}")))?;
+        get(OP, row, 0)
     }
 
     async fn delete_instances_atomic(
@@ -196,14 +186,11 @@ impl ProviderAdmin for PostgresProvider {
         if ids.is_empty() {
             return Ok(DeleteInstanceResult::default());
         }
+        const OP: &str = "delete_instances_atomic";
         let row = self
-            .call_one(
-                "delete_instances_atomic",
-                "delete_instances_atomic",
-                &[&ids, &force],
-            )
+            .call_one(OP, &sql::DELETE_INSTANCES_ATOMIC, &[&ids, &force])
             .await?;
-        Ok(delete_result(&row))
+        delete_result(OP, &row)
     }
 
     async fn delete_instance_bulk(
@@ -211,10 +198,11 @@ impl ProviderAdmin for PostgresProvider {
         filter: InstanceFilter,
     ) -> Result<DeleteInstanceResult, ProviderError> {
         let limit = i64::from(filter.limit.unwrap_or(1000));
+        const OP: &str = "delete_instance_bulk";
         let row = self
             .call_one(
-                "delete_instance_bulk",
-                "delete_instance_bulk",
+                OP,
+                &sql::DELETE_INSTANCE_BULK,
                 &[
                     &filter.instance_ids,
                     &opt_i64(filter.completed_before),
@@ -222,7 +210,7 @@ impl ProviderAdmin for PostgresProvider {
                 ],
             )
             .await?;
-        Ok(delete_result(&row))
+        delete_result(OP, &row)
     }
 
     async fn prune_executions(
@@ -231,14 +219,15 @@ impl ProviderAdmin for PostgresProvider {
         options: PruneOptions,
     ) -> Result<PruneResult, ProviderError> {
         let keep_last = options.keep_last.map(i64::from);
+        const OP: &str = "prune_executions";
         let row = self
             .call_one(
-                "prune_executions",
-                "prune_executions",
+                OP,
+                &sql::PRUNE_EXECUTIONS,
                 &[&instance_id, &keep_last, &opt_i64(options.completed_before)],
             )
             .await?;
-        Ok(prune_result(&row))
+        prune_result(OP, &row)
     }
 
     async fn prune_executions_bulk(
@@ -248,10 +237,11 @@ impl ProviderAdmin for PostgresProvider {
     ) -> Result<PruneResult, ProviderError> {
         let limit = i64::from(filter.limit.unwrap_or(1000));
         let keep_last = options.keep_last.map(i64::from);
+        const OP: &str = "prune_executions_bulk";
         let row = self
             .call_one(
-                "prune_executions_bulk",
-                "prune_executions_bulk",
+                OP,
+                &sql::PRUNE_EXECUTIONS_BULK,
                 &[
                     &filter.instance_ids,
                     &opt_i64(filter.completed_before),
@@ -261,6 +251,6 @@ impl ProviderAdmin for PostgresProvider {
                 ],
             )
             .await?;
-        Ok(prune_result(&row))
+        prune_result(OP, &row)
     }
 }

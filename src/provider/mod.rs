@@ -3,12 +3,18 @@
 
 mod ack;
 mod claim;
+mod functions;
 mod history;
 mod kv;
 mod management;
 mod orchestrator;
+mod retry;
+mod rows;
 mod sessions;
 mod worker;
+
+#[doc(hidden)]
+pub use functions::signatures as __sql_function_signatures;
 
 use crate::error::{from_pg, from_pool, Error};
 use crate::function_set::FunctionSet;
@@ -24,11 +30,12 @@ use duroxide::providers::{
     ProviderError, ScheduledActivityIdentifier, SessionFetchConfig, TagFilter, WorkItem,
 };
 use duroxide::Event;
+use functions::SqlFn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 /// A duroxide store in one PostgreSQL schema.
@@ -56,6 +63,8 @@ pub struct PostgresProvider {
     signals: Arc<Signals>,
     long_poll: bool,
     recheck_interval: Duration,
+    /// How long Read and Write calls ride out transient failures (retry.rs).
+    retry_budget: Duration,
     _listener: Option<Listener>,
 }
 
@@ -160,6 +169,7 @@ impl PostgresProvider {
             signals,
             long_poll: options.long_poll,
             recheck_interval: options.listener_reconnect_delay,
+            retry_budget: options.client_retry_budget,
             _listener: listener,
         })
     }
@@ -196,45 +206,59 @@ impl PostgresProvider {
         migrations::latest_version()
     }
 
-    /// Calls `function` of this store's schema with `params`, in one round
-    /// trip (the prepared statement is cached per connection).
+    /// Calls the SQL function `f` of this store's schema with `params`, in
+    /// one round trip (the prepared statement is cached per connection).
+    /// Read and Write functions are retried on transient failures within the
+    /// retry budget; the runtime's own calls run once (see `retry.rs`).
     async fn call(
         &self,
         op: &str,
-        function: &'static str,
+        f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
-        self.call_with_state(op, function, params)
-            .await
-            .map_err(|(e, _)| e)
-    }
-
-    /// Like [`call`](Self::call), also returning the SQLSTATE of a failure
-    /// (for callers that must tell one condition of ours from another).
-    async fn call_with_state(
-        &self,
-        op: &str,
-        function: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
-        run_call(
-            &self.pool,
-            &self.call_sql(function, params.len()),
-            op,
-            params,
-        )
+        retry::run(op, f.class, self.retry_budget, || async {
+            self.call_with_state(op, f, params)
+                .await
+                .map_err(|(e, _)| e)
+        })
         .await
     }
 
-    /// The statement that calls `function` with `n` parameters. The only
-    /// dynamic SQL of a call: the validated schema, a function name from
-    /// this crate, and `$n` placeholders. Values are parameters.
-    fn call_sql(&self, function: &str, n: usize) -> String {
+    /// One attempt of a call, also returning the SQLSTATE of a failure (for
+    /// callers that must tell one condition of ours from another).
+    async fn call_with_state(
+        &self,
+        op: &str,
+        f: &SqlFn,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
+        if params.len() != f.params.len() {
+            // A bug of this crate, caught before anything is sent.
+            return Err((
+                ProviderError::permanent(
+                    op,
+                    format!(
+                        "{} takes {} parameters, {} given",
+                        f.name,
+                        f.params.len(),
+                        params.len()
+                    ),
+                ),
+                None,
+            ));
+        }
+        run_call(&self.pool, &self.call_sql(f), &f.types(), op, params).await
+    }
+
+    /// The statement that calls `f` of this build's function set. The only
+    /// dynamic SQL of a call: the validated schema, a function name and
+    /// parameter names from this crate, and `$n` placeholders. Values are
+    /// parameters.
+    fn call_sql(&self, f: &SqlFn) -> String {
         format!(
-            "SELECT * FROM {quoted}.{function}({params})",
+            "SELECT * FROM {quoted}.{invocation}",
             quoted = self.quoted,
-            function = self.functions.function(function),
-            params = placeholders(n)
+            invocation = f.invocation_as(&self.functions.function(f.name))
         )
     }
 
@@ -242,14 +266,14 @@ impl PostgresProvider {
     async fn call_one(
         &self,
         op: &str,
-        function: &'static str,
+        f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
-        self.call(op, function, params)
+        self.call(op, f, params)
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| ProviderError::permanent(op, format!("{function} returned no row")))
+            .ok_or_else(|| ProviderError::permanent(op, format!("{} returned no row", f.name)))
     }
 
     /// Runs `attempt` until it yields something or `poll_timeout` runs out.
@@ -350,12 +374,13 @@ impl PostgresProvider {
 async fn run_call(
     pool: &Pool,
     sql: &str,
+    types: &[Type],
     op: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
     let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
-    let client = pool.get().await.map_err(|e| (from_pool(op, &e), None))?;
-    let statement = client.prepare_cached(sql).await.map_err(pg)?;
+    let client = connection(pool, op).await.map_err(|e| (e, None))?;
+    let statement = client.prepare_typed_cached(sql, types).await.map_err(pg)?;
     match client.query(&statement, params).await {
         // "cached plan must not change result type": a function this
         // statement calls was replaced by one with other result columns, so
@@ -364,12 +389,31 @@ async fn run_call(
         Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
             tracing::warn!(target: "duroxide_postgres", %sql, error = %e,
                 "re-preparing a statement whose function changed");
-            client.statement_cache.remove(sql, &[]);
-            let statement = client.prepare_cached(sql).await.map_err(pg)?;
+            client.statement_cache.remove(sql, types);
+            let statement = client.prepare_typed_cached(sql, types).await.map_err(pg)?;
             client.query(&statement, params).await.map_err(pg)
         }
         other => other.map_err(pg),
     }
+}
+
+/// A pooled connection that is not known to be closed. The pool checks
+/// `is_closed()` when it hands a connection out (`RecyclingMethod::Fast`,
+/// no round trip); a connection whose server went away since then is
+/// discarded here and another taken, so no call is sent on a connection
+/// the client already knows is dead.
+async fn connection(pool: &Pool, op: &str) -> Result<deadpool_postgres::Object, ProviderError> {
+    for _ in 0..=pool.status().max_size {
+        let client = pool.get().await.map_err(|e| from_pool(op, &e))?;
+        if !client.is_closed() {
+            return Ok(client);
+        }
+        drop(deadpool_postgres::Object::take(client));
+    }
+    Err(ProviderError::retryable(
+        op,
+        "connection error: every pooled connection was closed",
+    ))
 }
 
 /// The outcome of one fetch attempt.
@@ -397,13 +441,6 @@ fn deadline_after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[async_trait]

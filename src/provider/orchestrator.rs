@@ -1,6 +1,8 @@
 //! Orchestrator queue calls: `sql/functions/orchestrator_queue.sql`.
 
 use super::claim::Param;
+use super::functions as sql;
+use super::rows::get;
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
 use crate::notifier::Queue;
@@ -25,17 +27,15 @@ impl PostgresProvider {
         const OP: &str = "enqueue_for_orchestrator";
         let route = codec::orchestrator_route(OP, item)?;
         let text = codec::encode_item(OP, item)?;
+        // Visible after `delay` whatever the kind: a TimerFired enqueued
+        // here is not held until its fire_at_ms (only an ack's timers are).
         let delay_ms = delay.map(millis);
+        // Generated once per call: every retry of this call carries it.
+        let request_id = uuid::Uuid::new_v4();
         self.call(
             OP,
-            "enqueue_orchestrator",
-            &[
-                &route.instance,
-                &route.kind,
-                &text,
-                &delay_ms,
-                &route.fire_at_ms,
-            ],
+            &sql::ENQUEUE_ORCHESTRATOR,
+            &[&route.instance, &route.kind, &text, &delay_ms, &request_id],
         )
         .await?;
         Ok(())
@@ -67,9 +67,9 @@ impl PostgresProvider {
             let claim = self
                 .claim(
                     OP,
-                    "fetch_orchestration_item",
+                    &sql::FETCH_ORCHESTRATION_ITEM,
                     params,
-                    "abandon_orchestration_item",
+                    &sql::ABANDON_ORCHESTRATION_ITEM,
                     Queue::Orchestrator,
                 )
                 .await?;
@@ -77,9 +77,9 @@ impl PostgresProvider {
             let row = claim.accept().into_iter().next().ok_or_else(|| {
                 ProviderError::permanent(OP, "fetch_orchestration_item returned no row")
             })?;
-            let instance: Option<String> = row.get("instance_id");
+            let instance: Option<String> = get(OP, &row, "instance_id")?;
             match instance {
-                None => Ok(Polled::empty(row.get("next_visible_in_ms"))),
+                None => Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?)),
                 Some(instance) => Ok(Polled::Ready(build_item(instance, &row)?)),
             }
         })
@@ -197,15 +197,18 @@ impl PostgresProvider {
         let row = self
             .ack_resolving(
                 OP,
-                "ack_orchestration_item",
-                "ack_outcome",
+                &sql::ACK_ORCHESTRATION_ITEM,
+                &sql::ACK_OUTCOME,
                 lock_token,
                 params,
             )
             .await?;
         // Whether messages that arrived during the lease are now ready
         // (unknown if an earlier attempt committed: assume so).
-        let more = row.is_none_or(|r| r.get::<_, bool>(0));
+        let more = match &row {
+            None => true,
+            Some(r) => get::<bool, _>(OP, r, 0)?,
+        };
         if !orchestrator_items.is_empty() || more {
             self.committed(Queue::Orchestrator);
         }
@@ -224,7 +227,7 @@ impl PostgresProvider {
         let delay_ms = delay.map(millis);
         self.call(
             "abandon_orchestration_item",
-            "abandon_orchestration_item",
+            &sql::ABANDON_ORCHESTRATION_ITEM,
             &[
                 &lock_token,
                 &delay_ms,
@@ -246,7 +249,7 @@ impl PostgresProvider {
         self.renew_retrying(extend_for, || async {
             self.call(
                 "renew_orchestration_item_lock",
-                "renew_orchestration_item_lock",
+                &sql::RENEW_ORCHESTRATION_ITEM_LOCK,
                 &[&lock_token, &extend_ms],
             )
             .await
@@ -263,16 +266,16 @@ fn build_item(
     instance: String,
     row: &Row,
 ) -> Result<(OrchestrationItem, String, u32), ProviderError> {
-    let token: String = row.get("lock_token");
-    let attempts: i32 = row.get("attempt_count");
-    let exists: bool = row.get("instance_exists");
+    const OP: &str = "fetch_orchestration_item";
+    let token: String = get(OP, row, "lock_token")?;
+    let attempts: i32 = get(OP, row, "attempt_count")?;
+    let exists: bool = get(OP, row, "instance_exists")?;
     // The current execution (the newest in history for an instance without
     // a row yet), or the first one of an instance with neither.
-    let stored_execution = row
-        .get::<_, Option<i64>>("execution_id")
-        .map_or(FIRST_EXECUTION, |e| e as u64);
-    let message_texts: Vec<String> = row.get("messages");
-    let history_texts: Option<Vec<String>> = row.get("history");
+    let stored_execution = get::<Option<i64>, _>(OP, row, "execution_id")?
+        .map_or(FIRST_EXECUTION, |e| e.max(0) as u64);
+    let message_texts: Vec<String> = get(OP, row, "messages")?;
+    let history_texts: Option<Vec<String>> = get(OP, row, "history")?;
 
     let mut errors = Vec::new();
     let mut messages = Vec::with_capacity(message_texts.len());
@@ -302,8 +305,8 @@ fn build_item(
 
     let (name, version, execution_id) = if exists {
         (
-            row.get("orchestration_name"),
-            codec::or_unknown(row.get("orchestration_version")),
+            get(OP, row, "orchestration_name")?,
+            codec::or_unknown(get(OP, row, "orchestration_version")?),
             stored_execution,
         )
     } else {
@@ -331,9 +334,11 @@ fn build_item(
 
 /// The KV snapshot; a value that is not UTF-8 is reported, never dropped.
 fn kv_snapshot(row: &Row) -> Result<HashMap<String, KvEntry>, String> {
-    let keys: Option<Vec<String>> = row.get("kv_keys");
-    let values: Option<Vec<Vec<u8>>> = row.get("kv_values");
-    let updated: Option<Vec<i64>> = row.get("kv_updated_at_ms");
+    let column = |e: ProviderError| e.to_string();
+    const OP: &str = "fetch_orchestration_item";
+    let keys: Option<Vec<String>> = get(OP, row, "kv_keys").map_err(column)?;
+    let values: Option<Vec<Vec<u8>>> = get(OP, row, "kv_values").map_err(column)?;
+    let updated: Option<Vec<i64>> = get(OP, row, "kv_updated_at_ms").map_err(column)?;
     keys.unwrap_or_default()
         .into_iter()
         .zip(values.unwrap_or_default())

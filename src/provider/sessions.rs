@@ -1,5 +1,7 @@
 //! Session calls: `sql/functions/sessions.sql`.
 
+use super::functions as sql;
+use super::rows::count;
 use super::PostgresProvider;
 use crate::codec::millis;
 use duroxide::providers::ProviderError;
@@ -20,11 +22,11 @@ impl PostgresProvider {
         let row = self
             .call_one(
                 "renew_session_lock",
-                "renew_session_lock",
+                &sql::RENEW_SESSION_LOCK,
                 &[&owner_ids, &extend_ms, &idle_ms],
             )
             .await?;
-        Ok(row.get::<_, i64>(0) as usize)
+        Ok(count("renew_session_lock", &row, 0)? as usize)
     }
 
     /// Sessions are removed once their lease has expired and no queued item
@@ -38,10 +40,10 @@ impl PostgresProvider {
         let row = self
             .call_one(
                 "cleanup_orphaned_sessions",
-                "cleanup_orphaned_sessions",
+                &sql::CLEANUP_ORPHANED_SESSIONS,
                 &[],
             )
             .await?;
-        Ok(row.get::<_, i64>(0) as usize)
+        Ok(count("cleanup_orphaned_sessions", &row, 0)? as usize)
     }
 }

@@ -1,6 +1,8 @@
 //! Worker queue calls: `sql/functions/worker_queue.sql`.
 
 use super::claim::Param;
+use super::functions as sql;
+use super::rows::{count, get};
 use super::{Polled, PostgresProvider};
 use crate::codec::{self, millis};
 use crate::notifier::Queue;
@@ -21,9 +23,11 @@ impl PostgresProvider {
         const OP: &str = "enqueue_for_worker";
         let route = codec::worker_route(OP, item)?;
         let text = codec::encode_item(OP, item)?;
+        // Generated once per call: every retry of this call carries it.
+        let request_id = uuid::Uuid::new_v4();
         self.call(
             OP,
-            "enqueue_worker",
+            &sql::ENQUEUE_WORKER,
             &[
                 &text,
                 &route.instance,
@@ -31,6 +35,7 @@ impl PostgresProvider {
                 &route.activity_id,
                 &route.session_id,
                 &route.tag,
+                &request_id,
             ],
         )
         .await?;
@@ -68,9 +73,9 @@ impl PostgresProvider {
                 let claim = self
                     .claim(
                         OP,
-                        "fetch_work_item",
+                        &sql::FETCH_WORK_ITEM,
                         params,
-                        "abandon_work_item",
+                        &sql::ABANDON_WORK_ITEM,
                         Queue::Worker,
                     )
                     .await?;
@@ -78,15 +83,15 @@ impl PostgresProvider {
                 let row = claim.accept().into_iter().next().ok_or_else(|| {
                     ProviderError::permanent(OP, "fetch_work_item returned no row")
                 })?;
-                let text: Option<String> = row.get("work_item");
+                let text: Option<String> = get(OP, &row, "work_item")?;
                 let Some(text) = text else {
-                    if row.get::<_, Option<bool>>("session_work_skipped") == Some(true) {
+                    if get::<Option<bool>, _>(OP, &row, "session_work_skipped")? == Some(true) {
                         return Ok(Polled::Skipped);
                     }
-                    return Ok(Polled::empty(row.get("next_visible_in_ms")));
+                    return Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?));
                 };
-                let token: String = row.get("lock_token");
-                let attempts = row.get::<_, i32>("attempt_count").max(0) as u32;
+                let token: String = get(OP, &row, "lock_token")?;
+                let attempts = get::<i32, _>(OP, &row, "attempt_count")?.max(0) as u32;
                 match codec::decode_item(&text) {
                     Ok(item) => return Ok(Polled::Ready((item, token, attempts))),
                     Err(e) => self.handle_corrupt_item(&row, &token, attempts, &e).await?,
@@ -108,9 +113,10 @@ impl PostgresProvider {
         attempts: u32,
         error: &str,
     ) -> Result<(), ProviderError> {
-        let instance: String = row.get("instance_id");
-        let execution_id = row.get::<_, i64>("execution_id") as u64;
-        let activity_id = row.get::<_, i64>("activity_id") as u64;
+        const OP: &str = "fetch_work_item";
+        let instance: String = get(OP, row, "instance_id")?;
+        let execution_id = count(OP, row, "execution_id")?;
+        let activity_id = count(OP, row, "activity_id")?;
         tracing::error!(
             target: "duroxide_postgres",
             %instance, execution_id, activity_id, attempts, %error,
@@ -156,8 +162,8 @@ impl PostgresProvider {
         };
         self.ack_resolving(
             OP,
-            "ack_work_item",
-            "work_ack_outcome",
+            &sql::ACK_WORK_ITEM,
+            &sql::WORK_ACK_OUTCOME,
             token,
             &[&token, &target, &kind, &text, &self.notify_in_sql()],
         )
@@ -177,7 +183,7 @@ impl PostgresProvider {
         self.renew_retrying(extend_for, || async {
             self.call(
                 "renew_work_item_lock",
-                "renew_work_item_lock",
+                &sql::RENEW_WORK_ITEM_LOCK,
                 &[&token, &extend_ms],
             )
             .await
@@ -195,7 +201,7 @@ impl PostgresProvider {
         let delay_ms = delay.map(millis);
         self.call(
             "abandon_work_item",
-            "abandon_work_item",
+            &sql::ABANDON_WORK_ITEM,
             &[&token, &delay_ms, &ignore_attempt, &self.notify_in_sql()],
         )
         .await?;
