@@ -41,9 +41,11 @@ async fn every_call_matches_its_function_signature_in_pg_proc() {
     for (name, params) in described {
         let names: Vec<String> = params.iter().map(|(n, _)| n.to_string()).collect();
         let types: Vec<String> = params.iter().map(|(_, t)| t.clone()).collect();
+        // This build's set: `<function>__<tag>` (see src/function_set.rs).
+        let installed = format!("{name}__{}", store.function_set());
         let overloads = in_db
-            .get(name)
-            .unwrap_or_else(|| panic!("{name}: no such function in the schema"));
+            .get(&installed)
+            .unwrap_or_else(|| panic!("{installed}: no such function in the schema"));
         assert_eq!(overloads.len(), 1, "{name}: overloaded {overloads:?}");
         assert_eq!(overloads[0].0, names, "{name}: parameter names");
         assert_eq!(overloads[0].1, types, "{name}: parameter types");
@@ -54,12 +56,13 @@ async fn every_call_matches_its_function_signature_in_pg_proc() {
 async fn a_renamed_result_column_is_a_permanent_error_not_a_panic() {
     let (store, _schemas) = common::provider("sig_col", PostgresOptions::new()).await;
     let schema = store.schema().to_string();
+    let set = store.function_set().to_string();
     // As if a newer build had renamed a column of get_queue_depths' result.
     common::admin_client()
         .await
         .batch_execute(&format!(
-            "DROP FUNCTION \"{schema}\".get_queue_depths();
-             CREATE FUNCTION \"{schema}\".get_queue_depths()
+            "DROP FUNCTION \"{schema}\".get_queue_depths__{set}();
+             CREATE FUNCTION \"{schema}\".get_queue_depths__{set}()
              RETURNS TABLE (orchestrator_queue_depth BIGINT, worker_queue BIGINT)
              LANGUAGE sql AS $$ SELECT 0::bigint, 0::bigint $$;"
         ))
