@@ -129,7 +129,9 @@ impl PostgresProvider {
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            let rows = run_call(&pool, &sql, &types, op, &refs).await.map_err(|(e, _)| e)?;
+            let rows = run_call(&pool, &sql, &types, op, &refs)
+                .await
+                .map_err(|(e, _)| e)?;
             let token = match rows.first() {
                 Some(row) => row
                     .try_get::<_, Option<String>>("lock_token")
