@@ -38,11 +38,20 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../sql/migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../sql/migrations/0001_initial.sql"),
+    },
+    // 0002 and 0003 are reserved for changes on other branches (numbers are
+    // final when the branches merge).
+    Migration {
+        version: 4,
+        name: "vacuum_proof_queues",
+        sql: include_str!("../sql/migrations/0004_vacuum_proof_queues.sql"),
+    },
+];
 
 /// Function files in the order they are created (common helpers first).
 const FUNCTION_FILES: &[(&str, &str)] = &[
@@ -71,6 +80,7 @@ const TABLES: &[&str] = &[
     "history",
     "instance_locks",
     "orchestrator_queue",
+    "orchestrator_held",
     "worker_queue",
     "sessions",
     "kv_store",
@@ -297,13 +307,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migrations_are_numbered_from_one_without_gaps() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                m.version as usize,
-                i + 1,
+    fn migrations_are_numbered_from_one_in_increasing_order() {
+        assert_eq!(MIGRATIONS[0].version, 1);
+        for w in MIGRATIONS.windows(2) {
+            assert!(
+                w[0].version < w[1].version,
                 "migration {} out of order",
-                m.name
+                w[1].name
             );
         }
     }

@@ -61,6 +61,15 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// The `.sql` files of `sql/<dir>`, by file stem.
+/// The version numbers of the migration files (numbers are assigned when
+/// branches merge, so they need not be contiguous).
+fn file_versions() -> Vec<i32> {
+    sql_files("migrations")
+        .keys()
+        .map(|stem| stem[..4].parse().expect("NNNN_ prefix"))
+        .collect()
+}
+
 fn sql_files(dir: &str) -> BTreeMap<String, String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("sql")
@@ -429,7 +438,6 @@ async fn concurrent_first_starts_migrate_exactly_once() {
 
     // One ledger row per migration, matching the embedded files.
     let ledger = migration_ledger(&admin, &schema).await;
-    assert_eq!(ledger.len(), PostgresProvider::schema_version() as usize);
     let migration_files = sql_files("migrations");
     assert_eq!(migration_files.len(), ledger.len());
     for ((version, name, checksum, _), (stem, sql)) in ledger.iter().zip(&migration_files) {
@@ -439,7 +447,12 @@ async fn concurrent_first_starts_migrate_exactly_once() {
     let versions: Vec<i32> = ledger.iter().map(|r| r.0).collect();
     assert_eq!(
         versions,
-        (1..=PostgresProvider::schema_version()).collect::<Vec<_>>()
+        file_versions(),
+        "one ledger row per migration file"
+    );
+    assert_eq!(
+        versions.last().copied(),
+        Some(PostgresProvider::schema_version())
     );
 
     // One function ledger row per function file, with its checksum.
@@ -482,10 +495,7 @@ async fn second_start_on_an_up_to_date_schema_changes_nothing() {
 
     let admin = admin_client().await;
     let before = SchemaState::read(&admin, &schema).await;
-    assert_eq!(
-        before.ledger.len(),
-        PostgresProvider::schema_version() as usize
-    );
+    assert_eq!(before.ledger.len(), file_versions().len());
     assert!(!before.functions.is_empty());
 
     // Make sure a rewrite would get a different applied_at.

@@ -19,6 +19,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod soak;
 mod stores;
 mod stress;
 mod turns;
@@ -28,7 +29,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use util::{heading, Result};
 
-const SECTIONS: &[&str] = &["floor", "turns", "stress", "latency", "history", "idle"];
+const SECTIONS: &[&str] = &[
+    "floor", "turns", "stress", "latency", "history", "idle", "soak",
+];
+/// Sections run without `--only` (the soak takes 20 minutes: on request only).
+const DEFAULT_SECTIONS: &[&str] = &["floor", "turns", "stress", "latency", "history", "idle"];
 
 const USAGE: &str = "\
 duroxide-postgres-bench: duroxide-postgres vs duroxide's SQLite provider
@@ -39,8 +44,10 @@ USAGE:
 OPTIONS:
     --quick             ~1 minute smoke run (fewer samples, 3 s stress runs, 2:2 only)
     --stress-secs N     duration of each stress run (default 10, quick 3)
+    --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
-                        floor, turns, stress, latency, history, idle
+                        floor, turns, stress, latency, history, idle, soak
+                        (default: all but soak)
                         (the PostgreSQL floor is always measured: it is the
                         reference for the other sections)
     -h, --help          this text
@@ -56,6 +63,8 @@ pub struct Ctx {
     pub postmaster: Option<i64>,
     /// `--stress-secs`, if given.
     pub stress_secs: Option<u64>,
+    /// `--soak-minutes`, if given.
+    pub soak_minutes: Option<u64>,
     /// Directory for the SQLite files.
     pub tmpdir: PathBuf,
     /// Filled by the floor section.
@@ -65,6 +74,7 @@ pub struct Ctx {
 struct Args {
     quick: bool,
     stress_secs: Option<u64>,
+    soak_minutes: Option<u64>,
     only: Vec<String>,
 }
 
@@ -72,7 +82,8 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         quick: false,
         stress_secs: None,
-        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        soak_minutes: None,
+        only: DEFAULT_SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -86,6 +97,15 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .filter(|n| *n > 0)
                     .ok_or(format!("--stress-secs: not a positive number: {v:?}"))?;
                 args.stress_secs = Some(n);
+            }
+            "--soak-minutes" => {
+                let v = it.next().ok_or("--soak-minutes needs a number")?;
+                let n = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("--soak-minutes: not a positive number: {v:?}"))?;
+                args.soak_minutes = Some(n);
             }
             "-h" | "--help" => return Err(String::new()),
             "--only" => {
@@ -193,6 +213,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
         admin,
         quick: args.quick,
         stress_secs: args.stress_secs,
+        soak_minutes: args.soak_minutes,
         tmpdir,
         floor: None,
     };
@@ -229,6 +250,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "latency" => latency::run(&c).await,
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
+                "soak" => soak::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -6,6 +6,7 @@ mod history;
 mod kv;
 mod management;
 mod orchestrator;
+mod reclaim;
 mod sessions;
 mod worker;
 
@@ -52,6 +53,8 @@ pub struct PostgresProvider {
     long_poll: bool,
     recheck_interval: Duration,
     _listener: Option<Listener>,
+    /// When this process next reclaims a queue segment.
+    reclaimer: reclaim::Reclaimer,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -150,6 +153,7 @@ impl PostgresProvider {
             long_poll: options.long_poll,
             recheck_interval: options.listener_reconnect_delay,
             _listener: listener,
+            reclaimer: reclaim::Reclaimer::default(),
         })
     }
 

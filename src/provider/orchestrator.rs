@@ -58,6 +58,8 @@ impl PostgresProvider {
         };
         let lock_ms = millis(lock_timeout);
         self.poll(poll_timeout, &self.signals.orchestrator, || async {
+            self.reclaim_if_due(super::reclaim::QueueKind::Orchestrator)
+                .await;
             let row = self
                 .call_one(OP, "fetch_orchestration_item", &[&lock_ms, &min, &max])
                 .await?;
