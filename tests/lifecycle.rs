@@ -113,7 +113,11 @@ async fn messages_before_the_start_are_held_and_delivered_with_it() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(attempts, vec![0, 0], "both messages held, no attempt counted");
+    assert_eq!(
+        attempts,
+        vec![0, 0],
+        "both messages held, no attempt counted"
+    );
 
     // A later non-start message does not release them either.
     p.enqueue_for_orchestrator(external("early", "evt", "2"), None)
@@ -124,7 +128,9 @@ async fn messages_before_the_start_are_held_and_delivered_with_it() {
     p.enqueue_for_orchestrator(start("early", "in"), None)
         .await
         .unwrap();
-    let item = fetch(&p).await.expect("the start releases the held messages");
+    let item = fetch(&p)
+        .await
+        .expect("the start releases the held messages");
     assert_eq!(item.instance, "early");
     assert_eq!(
         item.messages,
@@ -302,8 +308,17 @@ async fn lease_rows_go_with_their_instance_and_orphan_drops() {
         .unwrap();
     first_turn(&p, "gone").await;
     p.delete_instance("gone", true).await.expect("delete");
-    for table in ["instance_locks", "orchestrator_queue", "worker_queue", "instances"] {
-        assert_eq!(count(&admin, &p, table, "gone").await, 0, "{table} row left");
+    for table in [
+        "instance_locks",
+        "orchestrator_queue",
+        "worker_queue",
+        "instances",
+    ] {
+        assert_eq!(
+            count(&admin, &p, table, "gone").await,
+            0,
+            "{table} row left"
+        );
     }
 
     // Dropped QueueMessages of a never-started instance.
@@ -317,7 +332,10 @@ async fn lease_rows_go_with_their_instance_and_orphan_drops() {
     )
     .await
     .unwrap();
-    assert!(fetch(&p).await.is_none(), "a QueueMessage-only orphan is dropped");
+    assert!(
+        fetch(&p).await.is_none(),
+        "a QueueMessage-only orphan is dropped"
+    );
     assert_eq!(count(&admin, &p, "orchestrator_queue", "nobody").await, 0);
     assert_eq!(
         count(&admin, &p, "instance_locks", "nobody").await,
@@ -378,7 +396,11 @@ async fn a_late_ack_does_not_recreate_a_deleted_instance() {
         "executions",
         "history",
     ] {
-        assert_eq!(count(&admin, &p, table, "late").await, 0, "{table} row left");
+        assert_eq!(
+            count(&admin, &p, table, "late").await,
+            0,
+            "{table} row left"
+        );
     }
 }
 
@@ -460,16 +482,27 @@ async fn an_0001_store_with_rows_in_flight_upgrades() {
             "SELECT string_agg(format('%s %s %s %s', id, instance_id, lock_token, attempt_count), '; ' ORDER BY id) FROM {q}.{table}"
         )
     };
-    let orch: String = admin.query_one(&snapshot("orchestrator_queue"), &[]).await.unwrap().get(0);
+    let orch: String = admin
+        .query_one(&snapshot("orchestrator_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(orch, "10 leased lock_old 1; 11 ready  0; 12 later  0");
-    let work: String = admin.query_one(&snapshot("worker_queue"), &[]).await.unwrap().get(0);
+    let work: String = admin
+        .query_one(&snapshot("worker_queue"), &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(work, "20 ready  0; 21 leased lock_w_old 1");
 
     // Only the ready start and the ready activity can be taken.
     let item = fetch(&p).await.expect("the ready start");
     assert_eq!(item.instance, "ready");
     assert_eq!(item.messages, vec![start("ready", "in")]);
-    assert!(fetch(&p).await.is_none(), "the lease and the timer still hold");
+    assert!(
+        fetch(&p).await.is_none(),
+        "the lease and the timer still hold"
+    );
     let (w, wtoken, _) = p
         .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
         .await
@@ -484,9 +517,15 @@ async fn an_0001_store_with_rows_in_flight_upgrades() {
         .await
         .unwrap()
         .get(0);
-    assert!(max_id > 12, "the id sequence continues after the copied rows");
+    assert!(
+        max_id > 12,
+        "the id sequence continues after the copied rows"
+    );
     // A lease taken before the upgrade is not honoured by its old token
     // (documented): the instance is refetched when the lease expires.
-    assert!(p.renew_orchestration_item_lock("lock_old", LOCK).await.is_err());
+    assert!(p
+        .renew_orchestration_item_lock("lock_old", LOCK)
+        .await
+        .is_err());
     drop(guard);
 }

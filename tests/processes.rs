@@ -48,7 +48,11 @@ async fn eight_processes_migrate_one_empty_schema_once() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/migrations");
     let mut expected: Vec<i32> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy()[..4].parse().unwrap())
+        .map(|e| {
+            e.unwrap().file_name().to_string_lossy()[..4]
+                .parse()
+                .unwrap()
+        })
         .collect();
     expected.sort_unstable();
     assert_eq!(ledger, expected, "each migration recorded exactly once");

@@ -72,8 +72,12 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         };
         println!();
         println!("  run: {label}");
-        let store = Store::create(ctx, Kind::Postgres, if snapshot { "soak_s" } else { "soak_p" })
-            .await?;
+        let store = Store::create(
+            ctx,
+            Kind::Postgres,
+            if snapshot { "soak_s" } else { "soak_p" },
+        )
+        .await?;
         let schema = store.schema.clone().unwrap_or_default();
         let provider = store.provider.clone();
         let r = one_run(ctx, provider, &schema, snapshot, intervals, interval).await;
@@ -92,9 +96,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             tput * 100.0
         );
     }
-    println!(
-        "  targets: plain p50 <= x1.1; with snapshot p50 <= x1.5 and throughput >= 70%"
-    );
+    println!("  targets: plain p50 <= x1.1; with snapshot p50 <= x1.5 and throughput >= 70%");
     Ok(())
 }
 
@@ -133,7 +135,8 @@ async fn one_run(
     let next_id = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (p, stop, acc, next_id) = (provider.clone(), stop.clone(), acc.clone(), next_id.clone());
+        let (p, stop, acc, next_id) =
+            (provider.clone(), stop.clone(), acc.clone(), next_id.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let n = next_id.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +171,9 @@ async fn one_run(
             errors: taken.errors,
             secs,
         };
-        let tuples = dead_tuples(&stats, schema).await.unwrap_or_else(|e| format!("? ({e})"));
+        let tuples = dead_tuples(&stats, schema)
+            .await
+            .unwrap_or_else(|e| format!("? ({e})"));
         println!(
             "  {:>4} {:>8} {:>9} {:>9} {:>8} {:>6}  {tuples}",
             format!("{}", i as f64 * interval.as_secs_f64() / 60.0),
