@@ -286,24 +286,23 @@ async fn ack_orch(
     let exec = item.execution_id;
     let base = item.history.len() as u64;
     let first = base == 0;
-    let mut delta = Vec::new();
-    let mut worker_items = Vec::new();
-    let metadata;
-    if first {
-        delta.push(Event::with_event_id(1, inst, exec, None, started_kind()));
-        delta.push(Event::with_event_id(
-            2,
-            inst,
-            exec,
-            None,
-            EventKind::ActivityScheduled {
-                name: ACTIVITY_NAME.into(),
-                input: ACTIVITY_INPUT.into(),
-                session_id: None,
-                tag: None,
-            },
-        ));
-        worker_items.push(WorkItem::ActivityExecute {
+    let (delta, worker_items, metadata) = if first {
+        let delta = vec![
+            Event::with_event_id(1, inst, exec, None, started_kind()),
+            Event::with_event_id(
+                2,
+                inst,
+                exec,
+                None,
+                EventKind::ActivityScheduled {
+                    name: ACTIVITY_NAME.into(),
+                    input: ACTIVITY_INPUT.into(),
+                    session_id: None,
+                    tag: None,
+                },
+            ),
+        ];
+        let work = vec![WorkItem::ActivityExecute {
             instance: inst.to_string(),
             execution_id: exec,
             id: 2,
@@ -311,33 +310,36 @@ async fn ack_orch(
             input: ACTIVITY_INPUT.into(),
             session_id: None,
             tag: None,
-        });
-        metadata = crate::turns::metadata_first_turn();
+        }];
+        (delta, work, crate::turns::metadata_first_turn())
     } else {
-        delta.push(Event::with_event_id(
-            base + 1,
-            inst,
-            exec,
-            Some(2),
-            EventKind::ActivityCompleted {
-                result: "42".into(),
-            },
-        ));
-        delta.push(Event::with_event_id(
-            base + 2,
-            inst,
-            exec,
-            None,
-            EventKind::OrchestrationCompleted {
-                output: "\"done\"".into(),
-            },
-        ));
-        metadata = ExecutionMetadata {
+        let delta = vec![
+            Event::with_event_id(
+                base + 1,
+                inst,
+                exec,
+                Some(2),
+                EventKind::ActivityCompleted {
+                    result: "42".into(),
+                },
+            ),
+            Event::with_event_id(
+                base + 2,
+                inst,
+                exec,
+                None,
+                EventKind::OrchestrationCompleted {
+                    output: "\"done\"".into(),
+                },
+            ),
+        ];
+        let metadata = ExecutionMetadata {
             status: Some("Completed".into()),
             output: Some("\"done\"".into()),
             ..Default::default()
         };
-    }
+        (delta, vec![], metadata)
+    };
     p.ack_orchestration_item(token, exec, delta, worker_items, vec![], metadata, vec![])
         .await
         .map_err(|e| format!("ack orchestration: {e}"))?;
