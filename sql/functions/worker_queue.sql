@@ -259,10 +259,11 @@ DECLARE
     v_part REGCLASS := ('__SCHEMA__.worker_queue_s' || ((v_cur + 1) % 3))::REGCLASS;
     v_moved BIGINT;
 BEGIN
-    IF pg_relation_size(v_part) = 0 THEN
-        RETURN 0;
-    END IF;
     BEGIN
+        -- Inside the block: reading the size takes a lock too.
+        IF pg_relation_size(v_part) = 0 THEN
+            RETURN 0;
+        END IF;
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
         EXECUTE format(
             'WITH m AS (DELETE FROM %s w RETURNING w.*)
