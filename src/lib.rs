@@ -55,11 +55,14 @@ mod migrations;
 mod notifier;
 mod options;
 mod provider;
+mod retention;
 mod schema;
 mod tls;
 
 pub use error::{is_retryable_sqlstate, Error};
 pub use migrations::MigrationPolicy;
 pub use options::PostgresOptions;
+pub use provider::listing::{InstanceCursor, InstancePage, InstanceQuery, InstanceSummary};
 pub use provider::PostgresProvider;
+pub use retention::{PurgeProgress, PurgeRequest, RetentionPolicy, TerminalStatus};
 pub use schema::DEFAULT_SCHEMA;

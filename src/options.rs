@@ -1,6 +1,7 @@
 //! Connection, pool, timeout and polling options.
 
 use crate::migrations::MigrationPolicy;
+use crate::retention::RetentionPolicy;
 use crate::schema::DEFAULT_SCHEMA;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub struct PostgresOptions {
     pub(crate) migration_policy: MigrationPolicy,
     pub(crate) long_poll: bool,
     pub(crate) listener_reconnect_delay: Duration,
+    pub(crate) retention: Option<RetentionPolicy>,
 }
 
 impl Default for PostgresOptions {
@@ -43,6 +45,7 @@ impl Default for PostgresOptions {
             migration_policy: MigrationPolicy::Apply,
             long_poll: true,
             listener_reconnect_delay: Duration::from_millis(500),
+            retention: None,
         }
     }
 }
@@ -114,6 +117,14 @@ impl PostgresOptions {
     /// queue at this interval, so no wake-up is missed.
     pub fn listener_reconnect_delay(mut self, delay: Duration) -> Self {
         self.listener_reconnect_delay = delay;
+        self
+    }
+
+    /// Retention run by a background maintenance task (default: none, the
+    /// store keeps everything). See [`RetentionPolicy`]; exactly one process
+    /// per schema runs it at a time.
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
         self
     }
 }

@@ -4,6 +4,8 @@
 mod ack;
 mod history;
 mod kv;
+pub mod listing;
+mod maintenance;
 mod management;
 mod orchestrator;
 mod sessions;
@@ -52,6 +54,7 @@ pub struct PostgresProvider {
     long_poll: bool,
     recheck_interval: Duration,
     _listener: Option<Listener>,
+    _maintenance: Option<maintenance::MaintenanceHandle>,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -142,6 +145,12 @@ impl PostgresProvider {
                 options.listener_reconnect_delay,
             )
         });
+        let maintenance = options.retention.clone().and_then(|policy| {
+            maintenance::spawn(
+                maintenance::Runner::new(pool.clone(), schema.quoted()),
+                policy,
+            )
+        });
         Ok(Self {
             pool,
             quoted: schema.quoted(),
@@ -150,6 +159,7 @@ impl PostgresProvider {
             long_poll: options.long_poll,
             recheck_interval: options.listener_reconnect_delay,
             _listener: listener,
+            _maintenance: maintenance,
         })
     }
 
