@@ -550,7 +550,7 @@ async fn totals_follow_deletes_and_survive_many_roll_ups() {
             p.get_system_metrics().await.unwrap();
         }
     }
-    p.delete_instance(&"t0".to_string(), false).await.unwrap();
+    p.delete_instance("t0", false).await.unwrap();
     p.delete_instances_atomic(&["t1".to_string()], true)
         .await
         .unwrap();
