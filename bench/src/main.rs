@@ -19,6 +19,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod scale;
 mod stores;
 mod stress;
 mod turns;
@@ -28,7 +29,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use util::{heading, Result};
 
-const SECTIONS: &[&str] = &["floor", "turns", "stress", "latency", "history", "idle"];
+const SECTIONS: &[&str] = &[
+    "floor", "turns", "stress", "latency", "history", "idle", "scale",
+];
+/// Sections run without --only (scale loads 1,000,000 instances: on demand).
+const DEFAULT_SECTIONS: &[&str] = &["floor", "turns", "stress", "latency", "history", "idle"];
 
 const USAGE: &str = "\
 duroxide-postgres-bench: duroxide-postgres vs duroxide's SQLite provider
@@ -40,9 +45,10 @@ OPTIONS:
     --quick             ~1 minute smoke run (fewer samples, 3 s stress runs, 2:2 only)
     --stress-secs N     duration of each stress run (default 10, quick 3)
     --only LIST         comma-separated sections to run, of:
-                        floor, turns, stress, latency, history, idle
+                        floor, turns, stress, latency, history, idle, scale
                         (the PostgreSQL floor is always measured: it is the
-                        reference for the other sections)
+                        reference for the other sections; scale runs only
+                        when named: 1,000,000 instances, --quick 100,000)
     -h, --help          this text
 
 PostgreSQL: DATABASE_URL if set, else a throwaway local server (initdb/pg_ctl).";
@@ -72,7 +78,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         quick: false,
         stress_secs: None,
-        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        only: DEFAULT_SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -229,6 +235,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "latency" => latency::run(&c).await,
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
+                "scale" => scale::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())
