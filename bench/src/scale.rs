@@ -389,14 +389,15 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
                  current_execution_id, parent_instance_id, created_at_ms, updated_at_ms, status,
                  completed_at_ms, counted_execution_id)
              SELECT 'done-' || g, '{NAME}', '{VERSION}', CASE WHEN g % 50 = 3 THEN 3 ELSE 1 END,
-                    CASE WHEN g % 10 = 1 THEN 'done-' || (g - 1) END, $1 + g, $1 + g + 1000,
-                    CASE WHEN g % 10 = 5 THEN 'Failed' ELSE 'Completed' END, $1 + g + 1000,
+                    CASE WHEN g % 10 = 1 THEN 'done-' || (g - 1) END, $1::bigint + g, $1::bigint + g + 1000,
+                    CASE WHEN g % 10 = 5 THEN 'Failed' ELSE 'Completed' END, $1::bigint + g + 1000,
                     CASE WHEN g % 50 = 3 THEN 3 ELSE 1 END
              FROM generate_series(1, $2::bigint) g"
         ),
         &[&base, &n],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     c.execute(
         &format!(
             "INSERT INTO {q}.executions (instance_id, execution_id, status, output, started_at_ms,
@@ -404,13 +405,14 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
              SELECT 'done-' || g, e,
                     CASE WHEN e < (CASE WHEN g % 50 = 3 THEN 3 ELSE 1 END) THEN 'ContinuedAsNew'
                          WHEN g % 10 = 5 THEN 'Failed' ELSE 'Completed' END,
-                    convert_to('\"done\"', 'UTF8'), $1 + g, $1 + g + 1000
+                    convert_to('\"done\"', 'UTF8'), $1::bigint + g, $1::bigint + g + 1000
              FROM generate_series(1, $2::bigint) g,
                   LATERAL generate_series(1, CASE WHEN g % 50 = 3 THEN 3 ELSE 1 END) e"
         ),
         &[&base, &n],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     c.execute(
         &format!(
             "INSERT INTO {q}.history (instance_id, execution_id, event_id, event_data)
@@ -420,11 +422,12 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
              UNION ALL
              SELECT 'done-' || g, e, 1, replace(($3::text[])[1], '__ID__', 'done-' || g)
              FROM generate_series(1, $2::bigint) g, generate_series(1, 2) e
-             WHERE g % 50 = 3 AND $1 IS NOT NULL"
+             WHERE g % 50 = 3 AND $1::bigint IS NOT NULL"
         ),
         &[&base, &n, &events],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     c.execute(
         &format!(
             "INSERT INTO {q}.instance_locks (instance_id, last_acked_token)
@@ -432,7 +435,8 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
         ),
         &[&n],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
 
     // Running instances waiting on a timer an hour away.
     c.execute(
@@ -447,11 +451,12 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
                    SELECT id, 1, 1, replace($4, '__ID__', id) FROM ids),
              l AS (INSERT INTO {q}.instance_locks (instance_id) SELECT id FROM ids)
              INSERT INTO {q}.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
-             SELECT id, 'TimerFired', replace($3, '__ID__', id), $2 + 3600000, $2 FROM ids"
+             SELECT id, 'TimerFired', replace($3, '__ID__', id), $2::bigint + 3600000, $2 FROM ids"
         ),
         &[&s.timers, &now, &timer, &events[0]],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     // Instances leased by another runtime for an hour, with a ready message.
     c.execute(
         &format!(
@@ -464,13 +469,14 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
              h AS (INSERT INTO {q}.history (instance_id, execution_id, event_id, event_data)
                    SELECT id, 1, 1, replace($4, '__ID__', id) FROM ids),
              l AS (INSERT INTO {q}.instance_locks (instance_id, lock_token, locked_until_ms)
-                   SELECT id, 'lock_other_' || id, $2 + 3600000 FROM ids)
+                   SELECT id, 'lock_other_' || id, $2::bigint + 3600000 FROM ids)
              INSERT INTO {q}.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
              SELECT id, 'ExternalRaised', replace($3, '__ID__', id), $2, $2 FROM ids"
         ),
         &[&s.leased, &now, &ext, &events[0]],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     // Ready worker items no fetcher serves, and sessions of another worker.
     c.execute(
         &format!(
@@ -481,12 +487,13 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
         ),
         &[&s.tagged, &now, &tagged],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     c.execute(
         &format!(
             "WITH s AS (INSERT INTO {q}.sessions (session_id, worker_id, locked_until_ms,
                             last_activity_at_ms)
-                        SELECT 'sess-' || g, 'another-worker', $2 + 3600000, $2
+                        SELECT 'sess-' || g, 'another-worker', $2::bigint + 3600000, $2
                         FROM generate_series(1, $1::bigint) g)
              INSERT INTO {q}.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
                  activity_id, session_id, created_at_ms)
@@ -496,7 +503,8 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
         ),
         &[&s.sessions, &now, &in_session],
     )
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     // The totals the acks would have kept.
     c.batch_execute(&format!(
         "DELETE FROM {q}.stat_deltas;
@@ -507,12 +515,19 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
              running = (SELECT count(*) FROM {q}.instances WHERE status = 'Running'),
              completed = (SELECT count(*) FROM {q}.instances WHERE status = 'Completed'),
              failed = (SELECT count(*) FROM {q}.instances WHERE status = 'Failed'),
-             continued_as_new = 0;
-         VACUUM ANALYZE {q}.instances, {q}.executions, {q}.history, {q}.instance_locks,
-             {q}.orchestrator_queue, {q}.worker_queue, {q}.sessions;
-         SET synchronous_commit = on"
+             continued_as_new = 0"
     ))
-    .await?;
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
+    c.batch_execute(&format!(
+        "VACUUM ANALYZE {q}.instances, {q}.executions, {q}.history, {q}.instance_locks,
+             {q}.orchestrator_queue, {q}.worker_queue, {q}.sessions"
+    ))
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
+    c.batch_execute("SET synchronous_commit = on")
+        .await
+    .map_err(|e| crate::pg::db_message(&e))?;
     Ok(())
 }
 
@@ -728,15 +743,13 @@ async fn purge_under_load(ctx: &Ctx, big: &Arc<PostgresProvider>, secs: u64) -> 
     let finished = count(ctx, big.schema(), "instances").await?;
     println!(
         "  purge: workload of {conc} loops of whole lives alone for {secs} s, then the same \
-         workload while `purge --older-than 1d` (throttle 1.0, batches <= 500 roots) runs \
+         workload while `purge --older-than 1d` (batches <= 500 roots, ~50 ms each, no pause) runs \
          over {finished} instances"
     );
     crate::settle(ctx, "scale purge").await;
     let alone = timed_load(big.clone(), "alone", conc, Duration::from_secs(secs), None).await?;
-    let request = PurgeRequest {
-        throttle: 1.0,
-        ..PurgeRequest::older_than(Duration::from_secs(86_400))
-    };
+    // What `duroxide-postgres purge --older-than 1d` runs (no throttle).
+    let request = PurgeRequest::older_than(Duration::from_secs(86_400));
     let purger = big.clone();
     let done = Arc::new(AtomicBool::new(false));
     let done2 = done.clone();

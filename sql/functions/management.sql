@@ -84,16 +84,20 @@ LANGUAGE sql AS $$
 $$;
 
 -- Messages not held by a live lease (delayed ones included: timers live in
--- the orchestrator queue).
+-- the orchestrator queue): all rows minus those a live lease holds. The
+-- held ones are few and found from the partial token / lease indexes, so
+-- no row is joined to its lease row.
 CREATE FUNCTION __SCHEMA__.get_queue_depths()
 RETURNS TABLE (orchestrator_queue BIGINT, worker_queue BIGINT)
 LANGUAGE sql STABLE AS $$
     SELECT
-        (SELECT count(*) FROM __SCHEMA__.orchestrator_queue q
-         JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
-         WHERE q.lock_token IS NULL OR l.locked_until_ms <= __SCHEMA__.now_ms()),
-        (SELECT count(*) FROM __SCHEMA__.worker_queue w
-         WHERE w.lock_token IS NULL OR w.locked_until_ms <= __SCHEMA__.now_ms())
+        (SELECT count(*) FROM __SCHEMA__.orchestrator_queue)
+        - (SELECT count(*) FROM __SCHEMA__.orchestrator_queue q
+           JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+           WHERE q.lock_token IS NOT NULL AND l.locked_until_ms > __SCHEMA__.now_ms()),
+        (SELECT count(*) FROM __SCHEMA__.worker_queue)
+        - (SELECT count(*) FROM __SCHEMA__.worker_queue w
+           WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > __SCHEMA__.now_ms())
 $$;
 
 CREATE FUNCTION __SCHEMA__.list_children(p_instance_id TEXT)
