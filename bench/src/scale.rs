@@ -59,61 +59,56 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let empty = store(ctx, "scale_empty").await?;
     let big = store(ctx, "scale_big").await?;
     let started = Instant::now();
-    load(ctx, big.schema(), &sizes).await?;
+    load_finished(ctx, big.schema(), &sizes).await?;
     println!(
-        "  big store loaded in {:.0} s: {} finished instances ({} history rows, 2% with 3 \
-         executions), {} future timers, {} leased instances with a ready message, {} ready \
-         worker items tagged 'nobody', {} sessions of another worker with an item each",
-        started.elapsed().as_secs_f64(),
+        "  big store: {} finished instances loaded in {:.0} s ({} history rows; every 10th a \
+         sub-orchestration, every 10th failed, every 50th with 3 executions)",
         sizes.finished,
+        started.elapsed().as_secs_f64(),
         count(ctx, big.schema(), "history").await?,
-        sizes.timers,
-        sizes.leased,
-        sizes.tagged,
-        sizes.sessions
     );
-    let table = size_report(ctx, big.schema()).await?;
-    println!("  {table}");
-
-    // 1. Turns, concurrency 1, on each store in turn (twice, alternating, to
-    //    spread the machine's noise over both).
+    println!("  {}", size_report(ctx, big.schema()).await?);
     println!();
     println!(
         "  turns: {lives} whole lives per store at concurrency 1 (start, orchestration turn \
          scheduling an activity, worker turn with a session config and the default tag \
-         filter, final orchestration turn); p50 / p99 in ms"
+         filter, final orchestration turn), alternating stores; ms"
     );
-    let mut results: Vec<(&str, Turns)> = Vec::new();
-    for round in 0..2 {
-        for (label, p) in [("empty", &empty), ("big", &big)] {
-            crate::settle(ctx, "scale turns").await;
-            let t = lives_at(p.clone(), &format!("r{round}"), lives / 2, 1).await?;
-            match results.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, acc)) => acc.extend(t),
-                None => results.push((label, t)),
-            }
-        }
-    }
-    let (e, b) = (&results[0].1, &results[1].1);
-    let orch = (Samples::new(e.orch.clone()), Samples::new(b.orch.clone()));
-    let work = (Samples::new(e.work.clone()), Samples::new(b.work.clone()));
-    for (what, (se, sb)) in [("orchestration turn", &orch), ("worker turn", &work)] {
-        let ratio = ms(sb.p50().unwrap_or_default()) / ms(se.p50().unwrap_or_default()).max(1e-9);
-        println!(
-            "  {what:<20} empty p50 {} p99 {} | big p50 {} p99 {} | p50 big/empty {ratio:.2}x \
-             (target <= 1.2x) {}",
-            fmt_ms(se.p50()),
-            fmt_ms(se.pct(99.0)),
-            fmt_ms(sb.p50()),
-            fmt_ms(sb.pct(99.0)),
-            if ratio <= 1.2 { "ok" } else { "MISSED" }
-        );
-    }
+    compare_turns(
+        ctx,
+        &empty,
+        &big,
+        lives,
+        "finished",
+        "a: big = finished instances only",
+    )
+    .await?;
+    let started = Instant::now();
+    load_pending(ctx, big.schema(), &sizes).await?;
+    println!(
+        "  big store: + {} future timers, {} leased instances with a ready message, {} ready \
+         worker items tagged 'nobody', {} sessions of another worker with an item each \
+         ({:.0} s)",
+        sizes.timers,
+        sizes.leased,
+        sizes.tagged,
+        sizes.sessions,
+        started.elapsed().as_secs_f64()
+    );
+    compare_turns(
+        ctx,
+        &empty,
+        &big,
+        lives,
+        "pending",
+        "b: big = finished + work it cannot take",
+    )
+    .await?;
 
     // 2. ProviderAdmin and listing calls.
     println!();
     println!("  admin calls: median of 20 (max), ms; target <= 20 ms on the big store");
-    let probe_empty = "r0-life-0".to_string();
+    let probe_empty = "finished-r0-life-0".to_string();
     let probe_big = format!("done-{}", sizes.finished / 2);
     for (label, p, probe) in [("empty", &empty, &probe_empty), ("big", &big, &probe_big)] {
         let mut line = Vec::new();
@@ -188,16 +183,58 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Turn latencies on the empty and the big store, alternating rounds.
+async fn compare_turns(
+    ctx: &Ctx,
+    empty: &Arc<PostgresProvider>,
+    big: &Arc<PostgresProvider>,
+    lives: usize,
+    tag: &str,
+    title: &str,
+) -> Result<()> {
+    let mut e = Turns::default();
+    let mut b = Turns::default();
+    for round in 0..2 {
+        for (p, acc) in [(empty, &mut e), (big, &mut b)] {
+            crate::settle(ctx, "scale turns").await;
+            acc.extend(lives_at(p.clone(), &format!("{tag}-r{round}"), lives / 2, 1).await?);
+        }
+    }
+    println!("  {title}");
+    for (what, se, sb) in [
+        (
+            "orchestration turn",
+            Samples::new(e.orch),
+            Samples::new(b.orch),
+        ),
+        ("worker turn", Samples::new(e.work), Samples::new(b.work)),
+    ] {
+        let ratio = ms(sb.p50().unwrap_or_default()) / ms(se.p50().unwrap_or_default()).max(1e-9);
+        println!(
+            "    {what:<20} empty p50 {} p99 {} | big p50 {} p99 {} | p50 big/empty {ratio:.2}x \
+             (target <= 1.2x) {}",
+            fmt_ms(se.p50()),
+            fmt_ms(se.pct(99.0)),
+            fmt_ms(sb.p50()),
+            fmt_ms(sb.pct(99.0)),
+            if ratio <= 1.2 { "ok" } else { "MISSED" }
+        );
+    }
+    Ok(())
+}
+
 mod futures_like {
-    pub type Fut<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = crate::util::Result<()>> + Send + 'a>,
-    >;
+    pub type Fut<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = crate::util::Result<()>> + Send + 'a>>;
 }
 
 fn admin_calls<'a>(
     p: &'a Arc<PostgresProvider>,
     probe: &'a str,
-) -> Vec<(&'static str, Box<dyn Fn() -> futures_like::Fut<'a> + Send + Sync + 'a>)> {
+) -> Vec<(
+    &'static str,
+    Box<dyn Fn() -> futures_like::Fut<'a> + Send + Sync + 'a>,
+)> {
     vec![
         (
             "instance_info",
@@ -348,36 +385,12 @@ fn life_events() -> Result<Vec<String>> {
     Ok(v)
 }
 
-async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
+async fn load_finished(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
     let c = &ctx.admin.client;
     let q = format!("\"{schema}\"");
     let now = now_epoch_ms() as i64;
     let base = now - 60 * DAY_MS;
     let events = life_events()?;
-    let timer = serde_json::to_string(&WorkItem::TimerFired {
-        instance: "__ID__".into(),
-        execution_id: 1,
-        id: 2,
-        fire_at_ms: (now + 3_600_000) as u64,
-    })?;
-    let ext = serde_json::to_string(&WorkItem::ExternalRaised {
-        instance: "__ID__".into(),
-        name: "poke".into(),
-        data: "{}".into(),
-    })?;
-    let act = |tag: Option<&str>, session: Option<&str>| {
-        serde_json::to_string(&WorkItem::ActivityExecute {
-            instance: "__ID__".into(),
-            execution_id: 1,
-            id: 2,
-            name: "BenchActivity".into(),
-            input: "{}".into(),
-            session_id: session.map(str::to_string),
-            tag: tag.map(str::to_string),
-        })
-    };
-    let tagged = act(Some("nobody"), None)?;
-    let in_session = act(None, Some("__SESSION__"))?;
     c.batch_execute("SET synchronous_commit = off").await?;
     let n = s.finished;
     // Finished instances: every 10th a sub-orchestration of the one before,
@@ -438,6 +451,42 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
     .await
     .map_err(|e| crate::pg::db_message(&e))?;
 
+    refresh(ctx, schema).await
+}
+
+/// Work no fetcher of the bench can take: future timers, instances leased
+/// by another runtime with a ready message, worker items tagged for nobody,
+/// sessions owned by another worker.
+async fn load_pending(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
+    let c = &ctx.admin.client;
+    let q = format!("\"{schema}\"");
+    let now = now_epoch_ms() as i64;
+    let events = life_events()?;
+    let timer = serde_json::to_string(&WorkItem::TimerFired {
+        instance: "__ID__".into(),
+        execution_id: 1,
+        id: 2,
+        fire_at_ms: (now + 3_600_000) as u64,
+    })?;
+    let ext = serde_json::to_string(&WorkItem::ExternalRaised {
+        instance: "__ID__".into(),
+        name: "poke".into(),
+        data: "{}".into(),
+    })?;
+    let act = |tag: Option<&str>, session: Option<&str>| {
+        serde_json::to_string(&WorkItem::ActivityExecute {
+            instance: "__ID__".into(),
+            execution_id: 1,
+            id: 2,
+            name: "BenchActivity".into(),
+            input: "{}".into(),
+            session_id: session.map(str::to_string),
+            tag: tag.map(str::to_string),
+        })
+    };
+    let tagged = act(Some("nobody"), None)?;
+    let in_session = act(None, Some("__SESSION__"))?;
+    c.batch_execute("SET synchronous_commit = off").await?;
     // Running instances waiting on a timer an hour away.
     c.execute(
         &format!(
@@ -505,6 +554,13 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
     )
     .await
     .map_err(|e| crate::pg::db_message(&e))?;
+    refresh(ctx, schema).await
+}
+
+/// Totals as the acks would have kept them, and fresh statistics.
+async fn refresh(ctx: &Ctx, schema: &str) -> Result<()> {
+    let c = &ctx.admin.client;
+    let q = format!("\"{schema}\"");
     // The totals the acks would have kept.
     c.batch_execute(&format!(
         "DELETE FROM {q}.stat_deltas;
@@ -527,7 +583,7 @@ async fn load(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
     .map_err(|e| crate::pg::db_message(&e))?;
     c.batch_execute("SET synchronous_commit = on")
         .await
-    .map_err(|e| crate::pg::db_message(&e))?;
+        .map_err(|e| crate::pg::db_message(&e))?;
     Ok(())
 }
 
@@ -579,7 +635,8 @@ async fn lives_at(p: Arc<PostgresProvider>, tag: &str, n: usize, conc: usize) ->
         }));
     }
     for t in tasks {
-        t.await?.map_err(|e| -> crate::util::BoxError { e.into() })?;
+        t.await?
+            .map_err(|e| -> crate::util::BoxError { e.into() })?;
     }
     let mut guard = out.lock().map_err(|e| e.to_string())?;
     Ok(std::mem::take(&mut *guard))
@@ -759,8 +816,14 @@ async fn purge_under_load(ctx: &Ctx, big: &Arc<PostgresProvider>, secs: u64) -> 
         done2.store(true, Ordering::Relaxed);
         r.map(|p| (p, t.elapsed()))
     });
-    let during = timed_load(big.clone(), "during", conc, Duration::from_secs(3600), Some(done))
-        .await?;
+    let during = timed_load(
+        big.clone(),
+        "during",
+        conc,
+        Duration::from_secs(3600),
+        Some(done),
+    )
+    .await?;
     let (progress, took) = purge.await??;
     let (a, d) = (Samples::new(alone.all()), Samples::new(during.all()));
     let ratio = ms(d.pct(99.0).unwrap_or_default()) / ms(a.pct(99.0).unwrap_or_default()).max(1e-9);
@@ -775,7 +838,11 @@ async fn purge_under_load(ctx: &Ctx, big: &Arc<PostgresProvider>, secs: u64) -> 
         if rate >= 5000.0 { "ok" } else { "MISSED" },
         progress.batches,
         progress.longest_batch_ms,
-        if progress.longest_batch_ms <= 1000 { "ok" } else { "MISSED" },
+        if progress.longest_batch_ms <= 1000 {
+            "ok"
+        } else {
+            "MISSED"
+        },
     );
     println!(
         "  workload turns alone: {} turns, p50 {} p99 {} | during purge: {} turns, p50 {} p99 {} \
@@ -835,7 +902,8 @@ async fn timed_load(
         }));
     }
     for t in tasks {
-        t.await?.map_err(|e| -> crate::util::BoxError { e.into() })?;
+        t.await?
+            .map_err(|e| -> crate::util::BoxError { e.into() })?;
     }
     let mut guard = out.lock().map_err(|e| e.to_string())?;
     Ok(std::mem::take(&mut *guard))
