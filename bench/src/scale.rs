@@ -228,13 +228,7 @@ mod futures_like {
         std::pin::Pin<Box<dyn std::future::Future<Output = crate::util::Result<()>> + Send + 'a>>;
 }
 
-fn admin_calls<'a>(
-    p: &'a Arc<PostgresProvider>,
-    probe: &'a str,
-) -> Vec<(
-    &'static str,
-    Box<dyn Fn() -> futures_like::Fut<'a> + Send + Sync + 'a>,
-)> {
+fn admin_calls<'a>(p: &'a Arc<PostgresProvider>, probe: &'a str) -> Vec<futures_like::Call<'a>> {
     vec![
         (
             "instance_info",
