@@ -226,6 +226,8 @@ async fn compare_turns(
 mod futures_like {
     pub type Fut<'a> =
         std::pin::Pin<Box<dyn std::future::Future<Output = crate::util::Result<()>> + Send + 'a>>;
+    /// A named admin call, repeatable.
+    pub type Call<'a> = (&'static str, Box<dyn Fn() -> Fut<'a> + Send + Sync + 'a>);
 }
 
 fn admin_calls<'a>(p: &'a Arc<PostgresProvider>, probe: &'a str) -> Vec<futures_like::Call<'a>> {
