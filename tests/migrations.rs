@@ -429,18 +429,20 @@ async fn concurrent_first_starts_migrate_exactly_once() {
 
     // One ledger row per migration, matching the embedded files.
     let ledger = migration_ledger(&admin, &schema).await;
-    assert_eq!(ledger.len(), PostgresProvider::schema_version() as usize);
+    // One per file (0002-0004 live on other branches until merged, so the
+    // count is not the latest version here), the last one the latest.
     let migration_files = sql_files("migrations");
+    assert_eq!(
+        ledger.last().map(|l| l.0),
+        Some(PostgresProvider::schema_version())
+    );
     assert_eq!(migration_files.len(), ledger.len());
     for ((version, name, checksum, _), (stem, sql)) in ledger.iter().zip(&migration_files) {
         assert_eq!(*stem, format!("{version:04}_{name}"));
         assert_eq!(*checksum, sha256_hex(sql), "checksum of {stem}");
     }
     let versions: Vec<i32> = ledger.iter().map(|r| r.0).collect();
-    assert_eq!(
-        versions,
-        (1..=PostgresProvider::schema_version()).collect::<Vec<_>>()
-    );
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
 
     // One function ledger row per function file, with its checksum.
     let functions = function_ledger(&admin, &schema).await;
@@ -482,10 +484,7 @@ async fn second_start_on_an_up_to_date_schema_changes_nothing() {
 
     let admin = admin_client().await;
     let before = SchemaState::read(&admin, &schema).await;
-    assert_eq!(
-        before.ledger.len(),
-        PostgresProvider::schema_version() as usize
-    );
+    assert_eq!(before.ledger.len(), sql_files("migrations").len());
     assert!(!before.functions.is_empty());
 
     // Make sure a rewrite would get a different applied_at.
