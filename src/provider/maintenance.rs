@@ -43,11 +43,13 @@ impl Drop for MaintenanceHandle {
 
 /// A lease owner id unique to this process and call.
 fn owner_id(role: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{role}:pid{}:{nanos:x}", std::process::id())
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Randomly keyed hash of a per-process counter: unique, no clock read.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    format!("{role}:pid{}:{:016x}", std::process::id(), h.finish())
 }
 
 fn ms(d: Duration) -> i64 {
@@ -76,14 +78,20 @@ impl Runner {
 
     async fn call(
         &self,
-        function: &str,
+        function: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
-        let placeholders = (1..=params.len())
+        // Only the validated schema, a function name of this crate, and
+        // `$n` placeholders; values are parameters.
+        let quoted = &self.quoted;
+        let params_text = (1..=params.len())
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("SELECT * FROM {}.{function}({placeholders})", self.quoted);
+        let sql = {
+            let params = &params_text;
+            format!("SELECT * FROM {quoted}.{function}({params})")
+        };
         let client = self.pool.get().await.map_err(|e| from_pool(function, &e))?;
         let statement = client
             .prepare_cached(&sql)
@@ -97,7 +105,7 @@ impl Runner {
 
     async fn one(
         &self,
-        function: &str,
+        function: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
         self.call(function, params)
