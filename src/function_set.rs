@@ -35,6 +35,7 @@ const EMBEDDED: &[(&str, &str)] = &[
         "management",
         include_str!("../sql/functions/management.sql"),
     ),
+    ("inspect", include_str!("../sql/functions/inspect.sql")),
 ];
 
 /// Hex digits of the set checksum in the suffix: 64 bits, so that two

@@ -52,11 +52,13 @@
 mod codec;
 mod error;
 mod function_set;
+pub mod inspect;
 mod migrations;
 mod notifier;
 mod options;
 mod provider;
 mod schema;
+mod telemetry;
 mod tls;
 
 pub use error::{is_retryable_sqlstate, Error};
@@ -68,3 +70,5 @@ pub use options::PostgresOptions;
 pub use provider::__sql_function_signatures;
 pub use provider::PostgresProvider;
 pub use schema::DEFAULT_SCHEMA;
+#[doc(hidden)]
+pub use telemetry::metric_names;

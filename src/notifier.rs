@@ -19,6 +19,7 @@
 //! re-check the queue every reconnect delay, and after it has, every waiter
 //! is woken once and pending notifications are sent, so nothing is missed.
 
+use crate::telemetry::Target;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,12 +106,24 @@ pub(crate) fn start(
     channel: String,
     signals: Arc<Signals>,
     reconnect_delay: Duration,
+    target: Arc<Target>,
 ) -> Listener {
     let task = tokio::spawn(async move {
+        target.listener_connected(false);
+        let mut was_connected = false;
         loop {
-            if let Err(e) = listen_once(&config, tls.clone(), &channel, &signals).await {
+            let result = listen_once(&config, tls.clone(), &channel, &signals, || {
+                target.listener_connected(true);
+                if was_connected {
+                    target.listener_reconnected();
+                }
+                was_connected = true;
+            })
+            .await;
+            if let Err(e) = result {
                 tracing::warn!(target: "duroxide_postgres", error = %e, "LISTEN connection lost; reconnecting");
             }
+            target.listener_connected(false);
             signals.connected.store(false, Ordering::Release);
             signals.wake_all();
             tokio::time::sleep(reconnect_delay).await;
@@ -124,6 +137,7 @@ async fn listen_once(
     tls: postgres_native_tls::MakeTlsConnector,
     channel: &str,
     signals: &Signals,
+    mut on_listening: impl FnMut(),
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls).await?;
     let client = &client;
@@ -138,6 +152,7 @@ async fn listen_once(
             result = &mut subscribe, if own_pid.is_none() => {
                 own_pid = Some(backend_pid(&result?));
                 signals.connected.store(true, Ordering::Release);
+                on_listening();
                 // Work may have been committed while we were not listening,
                 // and notifications may be waiting to go out.
                 signals.wake_all();

@@ -33,6 +33,8 @@ pub struct PostgresOptions {
     /// Function files installed and called instead of the embedded ones.
     pub(crate) function_files: Option<Vec<(String, String)>>,
     pub(crate) client_retry_budget: Duration,
+    pub(crate) health_sample_interval: Option<Duration>,
+    pub(crate) health_attempts: u32,
 }
 
 impl Default for PostgresOptions {
@@ -48,6 +50,8 @@ impl Default for PostgresOptions {
             listener_reconnect_delay: Duration::from_millis(500),
             function_files: None,
             client_retry_budget: Duration::from_secs(30),
+            health_sample_interval: Some(Duration::from_secs(15)),
+            health_attempts: 5,
         }
     }
 }
@@ -141,6 +145,25 @@ impl PostgresOptions {
     /// ack, abandon, renew) are not affected: the runtime retries those.
     pub fn client_retry_budget(mut self, budget: Duration) -> Self {
         self.client_retry_budget = budget;
+        self
+    }
+
+    /// How often the store's health is sampled into metrics (default 15 s;
+    /// `None` never): queue depths, oldest ready age, expired leases,
+    /// messages at or past [`health_attempts`](Self::health_attempts)
+    /// fetches, dead tuples of the queue tables, and the age of the oldest
+    /// transaction holding back vacuum, in one statement per sample. Samples
+    /// are taken only while a `metrics` recorder is installed (see
+    /// `docs/operations.md`, "Metrics").
+    pub fn health_sample_interval(mut self, interval: Option<Duration>) -> Self {
+        self.health_sample_interval = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The fetch count at which the health sample counts a message as a
+    /// poison candidate (`duroxide_postgres_queue_at_attempts`; default 5).
+    pub fn health_attempts(mut self, attempts: u32) -> Self {
+        self.health_attempts = attempts.max(1);
         self
     }
 }

@@ -84,7 +84,8 @@ CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
     kv_keys TEXT[],
     kv_values BYTEA[],
     kv_updated_at_ms BIGINT[],
-    next_visible_in_ms BIGINT
+    next_visible_in_ms BIGINT,
+    took_over BOOLEAN
 )
 LANGUAGE plpgsql
 -- The candidate query's custom plans are re-planned on every call (about
@@ -103,12 +104,15 @@ DECLARE
     v_name TEXT;
     v_version TEXT;
     v_execution BIGINT;
+    v_took_over BOOLEAN;
 BEGIN
     LOOP
         v_now := __SCHEMA__.now_ms();
         v_instance := NULL;
 
-        SELECT l.instance_id INTO v_instance
+        -- A candidate whose lease row still carries a token had a lease that
+        -- expired without an ack or abandon: this fetch takes it over.
+        SELECT l.instance_id, l.lock_token IS NOT NULL INTO v_instance, v_took_over
         FROM __SCHEMA__.orchestrator_queue q
         JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
         LEFT JOIN __SCHEMA__.instances i ON i.instance_id = q.instance_id
@@ -133,7 +137,8 @@ BEGIN
                     (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
                      WHERE q.visible_at_ms > v_now),
                     (SELECT min(l.locked_until_ms) FROM __SCHEMA__.instance_locks l
-                     WHERE l.lock_token IS NOT NULL AND l.locked_until_ms > v_now)) - v_now;
+                     WHERE l.lock_token IS NOT NULL AND l.locked_until_ms > v_now)) - v_now,
+                NULL::BOOLEAN;
             RETURN;
         END IF;
 
@@ -188,7 +193,7 @@ BEGIN
         SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
             (SELECT array_agg(h.event_data ORDER BY h.event_id) FROM __SCHEMA__.history h
              WHERE h.instance_id = v_instance AND h.execution_id = v_execution),
-            kv.keys, kv.vals, kv.updated, NULL::BIGINT
+            kv.keys, kv.vals, kv.updated, NULL::BIGINT, v_took_over
         FROM (SELECT array_agg(s.key ORDER BY s.key) AS keys,
                      array_agg(s.value ORDER BY s.key) AS vals,
                      array_agg(s.last_updated_at_ms ORDER BY s.key) AS updated

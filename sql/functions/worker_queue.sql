@@ -62,7 +62,8 @@ CREATE FUNCTION __SCHEMA__.fetch_work_item(
     execution_id BIGINT,
     activity_id BIGINT,
     next_visible_in_ms BIGINT,
-    session_work_skipped BOOLEAN
+    session_work_skipped BOOLEAN,
+    took_over BOOLEAN
 )
 LANGUAGE plpgsql
 -- As fetch_orchestration_item: keep the candidate query's generic plan.
@@ -74,12 +75,15 @@ DECLARE
     v_id BIGINT;
     v_session TEXT;
     v_skip_sessions TEXT[] := '{}';
+    v_took_over BOOLEAN;
 BEGIN
     LOOP
         v_now := __SCHEMA__.now_ms();
         v_id := NULL;
 
-        SELECT w.id, w.session_id INTO v_id, v_session
+        -- A candidate that still carries a token had a lease that expired
+        -- without an ack or abandon: this fetch takes it over.
+        SELECT w.id, w.session_id, w.lock_token IS NOT NULL INTO v_id, v_session, v_took_over
         FROM __SCHEMA__.worker_queue w
         LEFT JOIN __SCHEMA__.sessions s ON s.session_id = w.session_id
         WHERE w.visible_at_ms <= v_now
@@ -121,7 +125,8 @@ BEGIN
                       AND (w.locked_until_ms IS NULL OR w.locked_until_ms <= v_now)
                       AND (p_tag_mode = 3
                            OR (w.tag IS NULL AND p_tag_mode IN (0, 2))
-                           OR (w.tag = ANY (p_tags) AND p_tag_mode IN (1, 2))));
+                           OR (w.tag = ANY (p_tags) AND p_tag_mode IN (1, 2)))),
+                NULL::BOOLEAN;
             RETURN;
         END IF;
 
@@ -149,7 +154,7 @@ BEGIN
             attempt_count = w.attempt_count + 1
         WHERE w.id = v_id
         RETURNING w.work_item, w.lock_token, w.attempt_count, w.instance_id, w.execution_id,
-            w.activity_id, NULL::BIGINT, NULL::BOOLEAN;
+            w.activity_id, NULL::BIGINT, NULL::BOOLEAN, v_took_over;
         RETURN;
     END LOOP;
 END

@@ -16,6 +16,8 @@
 use super::functions::SqlFn;
 use super::rows::get;
 use super::PostgresProvider;
+use crate::notifier::Queue;
+use crate::telemetry::AckOutcome;
 use duroxide::providers::ProviderError;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -44,44 +46,68 @@ impl PostgresProvider {
     pub(super) async fn ack_resolving(
         &self,
         op: &'static str,
+        queue: Queue,
         ack: &SqlFn,
         outcome: &SqlFn,
         token: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, ProviderError> {
-        let mut error = match self.call(op, ack, params).await {
+        let error = match self.call(op, ack, params).await {
             Ok(rows) => return Ok(rows.into_iter().next()),
             Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => e,
         };
+        let (result, outcome) = self.resolve(op, ack, outcome, token, params, error).await;
+        self.db.target.ack_resolved(queue, outcome);
+        result
+    }
+
+    /// The resolution loop of [`ack_resolving`](Self::ack_resolving), after a
+    /// first attempt failed with the retryable `error`; also says how it
+    /// ended (the `outcome` label of `duroxide_postgres_ack_resolutions_total`).
+    async fn resolve(
+        &self,
+        op: &'static str,
+        ack: &SqlFn,
+        outcome: &SqlFn,
+        token: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut error: ProviderError,
+    ) -> (Result<Option<Row>, ProviderError>, AckOutcome) {
         let mut delay = FIRST_DELAY;
         for _ in 1..ATTEMPTS {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_DELAY);
             let state = match self.call_one(op, outcome, &[&token]).await {
-                Ok(row) => get::<String, _>(op, &row, 0)?,
+                Ok(row) => match get::<String, _>(op, &row, 0) {
+                    Ok(state) => state,
+                    Err(e) => return (Err(e), AckOutcome::Unresolved),
+                },
                 Err(e) => {
                     error = e;
                     continue;
                 }
             };
             match state.as_str() {
-                "done" => return Ok(None),
+                "done" => return (Ok(None), AckOutcome::Committed),
                 "held" => match self.call_with_state(op, ack, params).await {
-                    Ok(rows) => return Ok(rows.into_iter().next()),
+                    Ok(rows) => return (Ok(rows.into_iter().next()), AckOutcome::Retried),
                     Err((e, code)) if e.is_retryable() || is_lock_error(code.as_deref()) => {
                         error = e
                     }
-                    Err((e, _)) => return Err(e),
+                    Err((e, _)) => return (Err(e), AckOutcome::Unresolved),
                 },
                 _ => {
-                    return Err(ProviderError::permanent(
-                        op,
-                        format!("lease lost before the ack could commit (after: {error})"),
-                    ))
+                    return (
+                        Err(ProviderError::permanent(
+                            op,
+                            format!("lease lost before the ack could commit (after: {error})"),
+                        )),
+                        AckOutcome::Lost,
+                    )
                 }
             }
         }
-        Err(error)
+        (Err(error), AckOutcome::Unresolved)
     }
 }

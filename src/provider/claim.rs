@@ -9,12 +9,11 @@
 //! if it is dropped before the fetch hands the item over.
 
 use super::functions::SqlFn;
-use super::{run_call, PostgresProvider};
+use super::{run_call, Call, Db, PostgresProvider};
 use crate::notifier::{Queue, Signals};
-use deadpool_postgres::Pool;
 use duroxide::providers::ProviderError;
 use std::sync::Arc;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// An owned call parameter (moved into the task that runs the call).
@@ -40,9 +39,8 @@ impl Claim {
 /// How to give back a lease: the queue's abandon function, called with
 /// `ignore_attempt`, so an attempt nobody received is not counted.
 struct Release {
-    pool: Pool,
-    sql: String,
-    types: Vec<Type>,
+    db: Db,
+    call: Option<Call>,
     token: Option<String>,
     notify_in_sql: bool,
     signals: Option<Arc<Signals>>,
@@ -59,10 +57,11 @@ impl Drop for Release {
                 "claim dropped outside a runtime; it is released when its lease expires");
             return;
         };
-        let (pool, sql, types, notify, signals, queue) = (
-            self.pool.clone(),
-            std::mem::take(&mut self.sql),
-            std::mem::take(&mut self.types),
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let (db, notify, signals, queue) = (
+            self.db.clone(),
             self.notify_in_sql,
             self.signals.take(),
             self.queue,
@@ -70,9 +69,8 @@ impl Drop for Release {
         runtime.spawn(async move {
             let no_delay: Option<i64> = None;
             let result = run_call(
-                &pool,
-                &sql,
-                &types,
+                &db,
+                &call,
                 "release_unreceived_claim",
                 &[&token, &no_delay, &true, &notify],
             )
@@ -105,7 +103,7 @@ impl PostgresProvider {
         abandon: &'static SqlFn,
         queue: Queue,
     ) -> Result<Claim, ProviderError> {
-        let pool = self.pool.clone();
+        let db = self.db.clone();
         if params.len() != f.params.len() || abandon.params.len() != 4 {
             // A bug of this crate, caught before anything is sent.
             return Err(ProviderError::permanent(
@@ -113,12 +111,10 @@ impl PostgresProvider {
                 format!("{} or {} called with the wrong arity", f.name, abandon.name),
             ));
         }
-        let sql = self.call_sql(f);
-        let types = f.types();
+        let call = self.prepared(f);
         let release = Release {
-            pool: self.pool.clone(),
-            sql: self.call_sql(abandon),
-            types: abandon.types(),
+            db: self.db.clone(),
+            call: Some(self.prepared(abandon)),
             token: None,
             notify_in_sql: self.notify_in_sql(),
             signals: self.long_poll.then(|| self.signals.clone()),
@@ -129,7 +125,7 @@ impl PostgresProvider {
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            let rows = run_call(&pool, &sql, &types, op, &refs)
+            let rows = run_call(&db, &call, op, &refs)
                 .await
                 .map_err(|(e, _)| e)?;
             let token = match rows.first() {

@@ -14,6 +14,9 @@
 use super::retry::Class::{self, Read, Runtime, Write};
 use tokio_postgres::types::Type;
 
+/// Parameters that name the instance a call is about.
+const INSTANCE_PARAMS: &[&str] = &["p_instance_id", "p_target_instance"];
+
 /// A SQL function of the store's schema.
 pub(crate) struct SqlFn {
     pub name: &'static str,
@@ -128,6 +131,17 @@ functions! {
     PRUNE_EXECUTIONS = "prune_executions", Write, [
         "p_instance_id": TEXT, "p_keep_last": INT8, "p_completed_before": INT8,
     ];
+    // Inspection (sql/functions/inspect.sql): the CLI, health metrics, dashboard.
+    TABLE_STATS = "table_stats", Read, [];
+    HEALTH_SAMPLE = "health_sample", Read, ["p_attempts": INT8];
+    INSTANCE_COUNTS = "instance_counts", Read, [];
+    INSPECT_INSTANCE = "inspect_instance", Read, ["p_instance_id": TEXT];
+    INSPECT_EXECUTIONS = "inspect_executions", Read, ["p_instance_id": TEXT];
+    INSPECT_HISTORY = "inspect_history", Read, ["p_instance_id": TEXT, "p_limit": INT8];
+    INSPECT_PENDING = "inspect_pending", Read, ["p_instance_id": TEXT];
+    STUCK_WORK = "stuck_work", Read, [
+        "p_ready_ms": INT8, "p_attempts": INT8, "p_limit": INT8,
+    ];
     PRUNE_EXECUTIONS_BULK = "prune_executions_bulk", Write, [
         "p_ids": TEXT_ARRAY, "p_filter_completed_before": INT8, "p_limit": INT8,
         "p_keep_last": INT8, "p_completed_before": INT8,
@@ -147,6 +161,14 @@ impl SqlFn {
             .map(|(i, (name, _))| format!("{name} => ${}", i + 1))
             .collect();
         format!("{installed}({})", args.join(", "))
+    }
+
+    /// The position of the parameter naming the instance a call is about
+    /// (recorded on the call's span), if there is one.
+    pub fn instance_param(&self) -> Option<usize> {
+        self.params
+            .iter()
+            .position(|(name, ty)| INSTANCE_PARAMS.contains(name) && *ty == Type::TEXT)
     }
 
     /// The declared parameter types, in order (for `prepare_typed`).

@@ -3,13 +3,13 @@
 
 mod ack;
 mod claim;
-mod functions;
+pub(crate) mod functions;
 mod history;
 mod kv;
 mod management;
 mod orchestrator;
 mod retry;
-mod rows;
+pub(crate) mod rows;
 mod sessions;
 mod worker;
 
@@ -22,6 +22,7 @@ use crate::migrations;
 use crate::notifier::{self, Listener, Queue, Signals};
 use crate::options::PostgresOptions;
 use crate::schema::SchemaName;
+use crate::telemetry::{self, Target};
 use crate::tls;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -37,6 +38,7 @@ use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
+use tracing::Instrument;
 
 /// A duroxide store in one PostgreSQL schema.
 ///
@@ -54,7 +56,8 @@ use tokio_postgres::Row;
 /// # Ok(()) }
 /// ```
 pub struct PostgresProvider {
-    pool: Pool,
+    /// The pool and the telemetry target every call goes through.
+    db: Db,
     schema: SchemaName,
     /// The quoted schema, prefixed to every function call.
     quoted: String,
@@ -66,6 +69,29 @@ pub struct PostgresProvider {
     /// How long Read and Write calls ride out transient failures (retry.rs).
     retry_budget: Duration,
     _listener: Option<Listener>,
+    _health: Option<telemetry::health::Sampler>,
+}
+
+/// What a call runs on: the pool, and the labels and span attributes of the
+/// store. Cloned into tasks that call on their own (claims, health samples).
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) pool: Pool,
+    pub(crate) target: Arc<Target>,
+}
+
+/// A call of one SQL function of this build's set, ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    /// `SELECT * FROM schema.function__tag(p_a => $1, ...)`.
+    sql: String,
+    types: Vec<Type>,
+    /// The function's plain name (the span's `db.operation.name`).
+    function: &'static str,
+    /// Its installed name (`db.stored_procedure.name`).
+    installed: String,
+    /// The position of its instance-id parameter, if it has one.
+    instance_param: Option<usize>,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -136,6 +162,7 @@ impl PostgresProvider {
             config.options(combined);
         }
 
+        let target = Arc::new(Target::new(&config, schema.as_str()));
         let manager = Manager::from_config(
             config.clone(),
             spec.tls.clone(),
@@ -159,11 +186,18 @@ impl PostgresProvider {
                 schema.channel(),
                 signals.clone(),
                 options.listener_reconnect_delay,
+                target.clone(),
             )
         });
+        let db = Db { pool, target };
+        let quoted = schema.quoted();
+        let health = options.health_sample_interval.map(|interval| {
+            let call = Call::new(&quoted, &functions, &functions::HEALTH_SAMPLE);
+            telemetry::health::start(db.clone(), call, interval, options.health_attempts)
+        });
         Ok(Self {
-            pool,
-            quoted: schema.quoted(),
+            db,
+            quoted,
             functions,
             schema,
             signals,
@@ -171,6 +205,7 @@ impl PostgresProvider {
             recheck_interval: options.listener_reconnect_delay,
             retry_budget: options.client_retry_budget,
             _listener: listener,
+            _health: health,
         })
     }
 
@@ -193,6 +228,7 @@ impl PostgresProvider {
     /// --retire-other-function-sets`). Returns the signatures dropped.
     pub async fn retire_other_function_sets(&self) -> Result<Vec<String>, Error> {
         let mut client = self
+            .db
             .pool
             .get()
             .await
@@ -210,7 +246,7 @@ impl PostgresProvider {
     /// one round trip (the prepared statement is cached per connection).
     /// Read and Write functions are retried on transient failures within the
     /// retry budget; the runtime's own calls run once (see `retry.rs`).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         op: &str,
         f: &SqlFn,
@@ -247,19 +283,12 @@ impl PostgresProvider {
                 None,
             ));
         }
-        run_call(&self.pool, &self.call_sql(f), &f.types(), op, params).await
+        run_call(&self.db, &self.prepared(f), op, params).await
     }
 
-    /// The statement that calls `f` of this build's function set. The only
-    /// dynamic SQL of a call: the validated schema, a function name and
-    /// parameter names from this crate, and `$n` placeholders. Values are
-    /// parameters.
-    fn call_sql(&self, f: &SqlFn) -> String {
-        format!(
-            "SELECT * FROM {quoted}.{invocation}",
-            quoted = self.quoted,
-            invocation = f.invocation_as(&self.functions.function(f.name))
-        )
+    /// The call of `f` of this build's function set.
+    fn prepared(&self, f: &SqlFn) -> Call {
+        Call::new(&self.quoted, &self.functions, f)
     }
 
     /// Like [`call`](Self::call), for functions returning one row.
@@ -287,7 +316,7 @@ impl PostgresProvider {
     async fn poll<T, F, Fut>(
         &self,
         poll_timeout: Duration,
-        signal: &Notify,
+        queue: Queue,
         mut attempt: F,
     ) -> Result<Option<T>, ProviderError>
     where
@@ -295,6 +324,10 @@ impl PostgresProvider {
         Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
     {
         let deadline = deadline_after(poll_timeout);
+        let signal: &Notify = match queue {
+            Queue::Orchestrator => &self.signals.orchestrator,
+            Queue::Worker => &self.signals.worker,
+        };
         loop {
             let notified = signal.notified();
             tokio::pin!(notified);
@@ -316,7 +349,7 @@ impl PostgresProvider {
                 wake = wake.min(now + self.recheck_interval);
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => self.db.target.wakeup(queue),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     if wake >= deadline {
                         return Ok(None);
@@ -349,7 +382,12 @@ impl PostgresProvider {
     /// idempotent (it never shortens a lease) and is refused once the lease
     /// has expired, so retrying until the lease could have run out (the
     /// requested extension bounds what is left of it) is safe.
-    async fn renew_retrying<F, Fut>(&self, budget: Duration, mut op: F) -> Result<(), ProviderError>
+    async fn renew_retrying<F, Fut>(
+        &self,
+        queue: Queue,
+        budget: Duration,
+        mut op: F,
+    ) -> Result<(), ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), ProviderError>>,
@@ -359,6 +397,7 @@ impl PostgresProvider {
         loop {
             match op().await {
                 Err(e) if e.is_retryable() && Instant::now() + delay < deadline => {
+                    self.db.target.renewal_retried(queue);
                     tracing::debug!(target: "duroxide_postgres", error = %e, "retrying lease renewal");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
@@ -369,17 +408,74 @@ impl PostgresProvider {
     }
 }
 
-/// Runs the statement `sql` on a pooled connection (the prepared statement
-/// is cached per connection), returning the SQLSTATE of a failure too.
-async fn run_call(
-    pool: &Pool,
+impl Call {
+    /// The call of `f` in the set `functions` of the schema `quoted`. The
+    /// only dynamic SQL of a call: the validated schema, a function name and
+    /// parameter names from this crate, and `$n` placeholders. Values are
+    /// parameters.
+    pub(crate) fn new(quoted: &str, functions: &FunctionSet, f: &SqlFn) -> Self {
+        let installed = functions.function(f.name);
+        Self {
+            sql: format!(
+                "SELECT * FROM {quoted}.{invocation}",
+                invocation = f.invocation_as(&installed)
+            ),
+            types: f.types(),
+            function: f.name,
+            installed,
+            instance_param: f.instance_param(),
+        }
+    }
+}
+
+/// Runs `call` on a pooled connection (the prepared statement is cached per
+/// connection), returning the SQLSTATE of a failure too. Every call of a SQL
+/// function goes through here, so this is where each gets its span: the
+/// OpenTelemetry database attributes, the instance id (from the instance-id
+/// parameter, or the `instance_id` column a claim returns), and the SQLSTATE
+/// of a failure; never a payload.
+pub(crate) async fn run_call(
+    db: &Db,
+    call: &Call,
+    op: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
+    let span = db.target.span(call.function, &call.installed, op);
+    if !span.is_disabled() {
+        if let Some(id) = call
+            .instance_param
+            .and_then(|i| params.get(i))
+            .and_then(|p| text_param(*p))
+        {
+            span.record("duroxide.instance_id", id.as_str());
+        }
+    }
+    let result = run_statement(db, &call.sql, &call.types, op, params)
+        .instrument(span.clone())
+        .await;
+    db.target.finish(&span, &result);
+    result
+}
+
+/// The text of a TEXT parameter, encoded as it would be sent (its UTF-8
+/// bytes); `None` for NULL.
+fn text_param(param: &(dyn ToSql + Sync)) -> Option<String> {
+    let mut buf = bytes::BytesMut::new();
+    match param.to_sql_checked(&Type::TEXT, &mut buf) {
+        Ok(tokio_postgres::types::IsNull::No) => String::from_utf8(buf.to_vec()).ok(),
+        _ => None,
+    }
+}
+
+async fn run_statement(
+    db: &Db,
     sql: &str,
     types: &[Type],
     op: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
     let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
-    let client = connection(pool, op).await.map_err(|e| (e, None))?;
+    let client = connection(db, op).await.map_err(|e| (e, None))?;
     let statement = client.prepare_typed_cached(sql, types).await.map_err(pg)?;
     match client.query(&statement, params).await {
         // "cached plan must not change result type": a function this
@@ -402,10 +498,13 @@ async fn run_call(
 /// no round trip); a connection whose server went away since then is
 /// discarded here and another taken, so no call is sent on a connection
 /// the client already knows is dead.
-async fn connection(pool: &Pool, op: &str) -> Result<deadpool_postgres::Object, ProviderError> {
+async fn connection(db: &Db, op: &str) -> Result<deadpool_postgres::Object, ProviderError> {
+    let pool = &db.pool;
+    let started = Instant::now();
     for _ in 0..=pool.status().max_size {
         let client = pool.get().await.map_err(|e| from_pool(op, &e))?;
         if !client.is_closed() {
+            db.target.pool_acquired(pool, started.elapsed());
             return Ok(client);
         }
         drop(deadpool_postgres::Object::take(client));

@@ -58,7 +58,7 @@ impl PostgresProvider {
             },
         };
         let lock_ms = millis(lock_timeout);
-        self.poll(poll_timeout, &self.signals.orchestrator, || async {
+        self.poll(poll_timeout, Queue::Orchestrator, || async {
             let params: Vec<Param> = vec![
                 Box::new(lock_ms),
                 Box::new(min.clone()),
@@ -80,7 +80,13 @@ impl PostgresProvider {
             let instance: Option<String> = get(OP, &row, "instance_id")?;
             match instance {
                 None => Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?)),
-                Some(instance) => Ok(Polled::Ready(build_item(instance, &row)?)),
+                Some(instance) => {
+                    let item = build_item(instance, &row)?;
+                    if get::<Option<bool>, _>(OP, &row, "took_over")? == Some(true) {
+                        self.db.target.lease_taken_over(Queue::Orchestrator);
+                    }
+                    Ok(Polled::Ready(item))
+                }
             }
         })
         .await
@@ -197,6 +203,7 @@ impl PostgresProvider {
         let row = self
             .ack_resolving(
                 OP,
+                Queue::Orchestrator,
                 &sql::ACK_ORCHESTRATION_ITEM,
                 &sql::ACK_OUTCOME,
                 lock_token,
@@ -246,7 +253,7 @@ impl PostgresProvider {
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
         let extend_ms = millis(extend_for);
-        self.renew_retrying(extend_for, || async {
+        self.renew_retrying(Queue::Orchestrator, extend_for, || async {
             self.call(
                 "renew_orchestration_item_lock",
                 &sql::RENEW_ORCHESTRATION_ITEM_LOCK,

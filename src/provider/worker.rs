@@ -60,7 +60,7 @@ impl PostgresProvider {
         let lock_ms = millis(lock_timeout);
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
-        self.poll(poll_timeout, &self.signals.worker, || async {
+        self.poll(poll_timeout, Queue::Worker, || async {
             // Loops only past corrupt items, which are set aside first.
             loop {
                 let params: Vec<Param> = vec![
@@ -92,6 +92,9 @@ impl PostgresProvider {
                 };
                 let token: String = get(OP, &row, "lock_token")?;
                 let attempts = get::<i32, _>(OP, &row, "attempt_count")?.max(0) as u32;
+                if get::<Option<bool>, _>(OP, &row, "took_over")? == Some(true) {
+                    self.db.target.lease_taken_over(Queue::Worker);
+                }
                 match codec::decode_item(&text) {
                     Ok(item) => return Ok(Polled::Ready((item, token, attempts))),
                     Err(e) => self.handle_corrupt_item(&row, &token, attempts, &e).await?,
@@ -162,6 +165,7 @@ impl PostgresProvider {
         };
         self.ack_resolving(
             OP,
+            Queue::Worker,
             &sql::ACK_WORK_ITEM,
             &sql::WORK_ACK_OUTCOME,
             token,
@@ -180,7 +184,7 @@ impl PostgresProvider {
         extend_for: Duration,
     ) -> Result<(), ProviderError> {
         let extend_ms = millis(extend_for);
-        self.renew_retrying(extend_for, || async {
+        self.renew_retrying(Queue::Worker, extend_for, || async {
             self.call(
                 "renew_work_item_lock",
                 &sql::RENEW_WORK_ITEM_LOCK,

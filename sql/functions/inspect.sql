@@ -1,0 +1,258 @@
+-- Inspection: the read-only query layer behind the health metrics, the
+-- `duroxide-postgres` CLI (status, show, stuck) and the dashboard.
+--
+-- Guarantees
+-- * Read-only: plain SELECTs, no row locks (no FOR UPDATE), nothing written,
+--   so they never wait on nor block fetch, ack or renewal, and they run under
+--   a role with only SELECT on the tables (plus pg_read_all_stats, or
+--   pg_monitor, to see other roles' sessions in the vacuum columns).
+-- * Every answer is one statement, on one snapshot, timed by the database
+--   clock (now_ms()) like the leases it describes.
+-- * Bounded: listings take a limit; the queue summaries scan the queue tables
+--   once (their cost grows with the queue depth, not with history).
+-- * Queue tables may be plain or partitioned: reads go through the parent,
+--   and table statistics add up the parent and its partitions.
+-- * Names a caller relies on (queue names, lease states) are spelled here
+--   and mapped in exactly one place in Rust (src/inspect/).
+
+-- Size and vacuum statistics of every table of the store; a partitioned
+-- table counts with its partitions (partitions are not listed on their own).
+CREATE FUNCTION __SCHEMA__.table_stats()
+RETURNS TABLE (table_name TEXT, live_tuples BIGINT, dead_tuples BIGINT, total_bytes BIGINT,
+               last_vacuum_ms BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT c.relname::TEXT,
+           COALESCE(sum(s.n_live_tup), 0)::BIGINT,
+           COALESCE(sum(s.n_dead_tup), 0)::BIGINT,
+           COALESCE(sum(pg_total_relation_size(p.oid)), 0)::BIGINT,
+           (EXTRACT(EPOCH FROM max(GREATEST(s.last_vacuum, s.last_autovacuum))) * 1000)::BIGINT
+    FROM pg_class c
+    CROSS JOIN LATERAL (SELECT c.oid
+                        UNION ALL
+                        SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = c.oid) p(oid)
+    LEFT JOIN pg_stat_user_tables s ON s.relid = p.oid
+    WHERE c.relnamespace = '__SCHEMA__'::regnamespace
+      AND c.relkind IN ('r', 'p')
+      AND NOT c.relispartition
+    GROUP BY c.relname
+    ORDER BY c.relname
+$$;
+
+-- The periodic health sample: one row per queue ('orchestrator', 'worker').
+-- ready: visible and claimable now; delayed: not visible yet (timers,
+-- abandon delays); leased: under a live lease (for the orchestrator queue,
+-- every message of an instance whose turn is running). expired_leases:
+-- leases that ran out and nobody has claimed again (instances for the
+-- orchestrator queue, items for the worker queue). at_attempts: messages
+-- fetched p_attempts times or more (poison candidates).
+-- The xmin_holder columns describe the session of this database whose
+-- snapshot is the oldest (it holds back vacuum of every table), the same on
+-- both rows; NULL when no other session holds a snapshot.
+CREATE FUNCTION __SCHEMA__.health_sample(p_attempts BIGINT)
+RETURNS TABLE (queue TEXT, ready BIGINT, delayed BIGINT, leased BIGINT, expired_leases BIGINT,
+               oldest_ready_age_ms BIGINT, at_attempts BIGINT,
+               dead_tuples BIGINT, live_tuples BIGINT, total_bytes BIGINT,
+               xmin_holder_pid INTEGER, xmin_holder_age_ms BIGINT,
+               xmin_holder_application TEXT, xmin_holder_query_start_ms BIGINT,
+               notification_queue_usage DOUBLE PRECISION)
+LANGUAGE sql STABLE AS $$
+    WITH clock AS (SELECT __SCHEMA__.now_ms() AS ms),
+    orch AS (
+        SELECT count(*) FILTER (WHERE l.locked_until_ms <= c.ms AND q.visible_at_ms <= c.ms) AS ready,
+               count(*) FILTER (WHERE l.locked_until_ms <= c.ms AND q.visible_at_ms > c.ms) AS delayed,
+               count(*) FILTER (WHERE l.locked_until_ms > c.ms) AS leased,
+               max(c.ms - q.visible_at_ms)
+                   FILTER (WHERE l.locked_until_ms <= c.ms AND q.visible_at_ms <= c.ms) AS oldest,
+               count(*) FILTER (WHERE q.attempt_count >= p_attempts) AS at_attempts
+        FROM clock c
+        JOIN __SCHEMA__.orchestrator_queue q ON TRUE
+        JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+    ),
+    orch_expired AS (
+        SELECT count(*) AS n FROM clock c
+        JOIN __SCHEMA__.instance_locks l ON l.lock_token IS NOT NULL AND l.locked_until_ms <= c.ms
+    ),
+    work AS (
+        SELECT count(*) FILTER (WHERE w.lock_token IS NULL AND w.visible_at_ms <= c.ms
+                                   OR w.lock_token IS NOT NULL AND w.locked_until_ms <= c.ms) AS ready,
+               count(*) FILTER (WHERE w.lock_token IS NULL AND w.visible_at_ms > c.ms) AS delayed,
+               count(*) FILTER (WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > c.ms) AS leased,
+               count(*) FILTER (WHERE w.lock_token IS NOT NULL AND w.locked_until_ms <= c.ms) AS expired,
+               max(c.ms - w.visible_at_ms)
+                   FILTER (WHERE w.visible_at_ms <= c.ms
+                             AND (w.lock_token IS NULL OR w.locked_until_ms <= c.ms)) AS oldest,
+               count(*) FILTER (WHERE w.attempt_count >= p_attempts) AS at_attempts
+        FROM clock c
+        JOIN __SCHEMA__.worker_queue w ON TRUE
+    ),
+    holder AS (
+        SELECT a.pid,
+               ((EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)) * 1000)::BIGINT AS age_ms,
+               a.application_name::TEXT AS application,
+               (EXTRACT(EPOCH FROM a.query_start) * 1000)::BIGINT AS query_start_ms
+        FROM pg_stat_activity a
+        WHERE a.datname = current_database()
+          AND a.pid <> pg_backend_pid()
+          AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+        ORDER BY GREATEST(age(a.backend_xmin), age(a.backend_xid)) DESC NULLS LAST,
+                 a.xact_start NULLS LAST
+        LIMIT 1
+    ),
+    stats AS (SELECT * FROM __SCHEMA__.table_stats())
+    SELECT r.queue, r.ready, r.delayed, r.leased, r.expired, r.oldest, r.at_attempts,
+           COALESCE(s.dead_tuples, 0), COALESCE(s.live_tuples, 0), COALESCE(s.total_bytes, 0),
+           h.pid, h.age_ms, h.application, h.query_start_ms,
+           pg_notification_queue_usage()
+    FROM (SELECT 'orchestrator'::TEXT AS queue, 'orchestrator_queue'::TEXT AS tbl,
+                 o.ready, o.delayed, o.leased, e.n AS expired, o.oldest, o.at_attempts
+          FROM orch o, orch_expired e
+          UNION ALL
+          SELECT 'worker', 'worker_queue', w.ready, w.delayed, w.leased, w.expired, w.oldest,
+                 w.at_attempts
+          FROM work w) r
+    LEFT JOIN stats s ON s.table_name = r.tbl
+    LEFT JOIN holder h ON TRUE
+$$;
+
+-- Instances by the status of their current execution.
+CREATE FUNCTION __SCHEMA__.instance_counts()
+RETURNS TABLE (status TEXT, instances BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(e.status, 'Running'), count(*)
+    FROM __SCHEMA__.instances i
+    LEFT JOIN __SCHEMA__.executions e
+           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+    GROUP BY 1
+    ORDER BY 1
+$$;
+
+-- One instance with its custom status; no row for an unknown instance.
+CREATE FUNCTION __SCHEMA__.inspect_instance(p_instance_id TEXT)
+RETURNS TABLE (instance_id TEXT, orchestration_name TEXT, orchestration_version TEXT,
+               current_execution_id BIGINT, status TEXT, output BYTEA, parent_instance_id TEXT,
+               custom_status BYTEA, custom_status_version BIGINT,
+               created_at_ms BIGINT, updated_at_ms BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
+           COALESCE(e.status, 'Running'), e.output, i.parent_instance_id,
+           i.custom_status, i.custom_status_version, i.created_at_ms, i.updated_at_ms
+    FROM __SCHEMA__.instances i
+    LEFT JOIN __SCHEMA__.executions e
+           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+    WHERE i.instance_id = p_instance_id
+$$;
+
+-- Every execution of an instance, oldest first.
+CREATE FUNCTION __SCHEMA__.inspect_executions(p_instance_id TEXT)
+RETURNS TABLE (execution_id BIGINT, status TEXT, output BYTEA, started_at_ms BIGINT,
+               completed_at_ms BIGINT, event_count BIGINT)
+LANGUAGE sql STABLE AS $$
+    SELECT e.execution_id, e.status, e.output, e.started_at_ms, e.completed_at_ms,
+           (SELECT count(*) FROM __SCHEMA__.history h
+            WHERE h.instance_id = e.instance_id AND h.execution_id = e.execution_id)
+    FROM __SCHEMA__.executions e
+    WHERE e.instance_id = p_instance_id
+    ORDER BY e.execution_id
+$$;
+
+-- The history of every execution of an instance, in order, at most p_limit
+-- events (the latest ones when there are more).
+CREATE FUNCTION __SCHEMA__.inspect_history(p_instance_id TEXT, p_limit BIGINT)
+RETURNS TABLE (execution_id BIGINT, event_id BIGINT, event_data TEXT)
+LANGUAGE sql STABLE AS $$
+    SELECT t.execution_id, t.event_id, t.event_data
+    FROM (SELECT h.execution_id, h.event_id, h.event_data
+          FROM __SCHEMA__.history h
+          WHERE h.instance_id = p_instance_id
+          ORDER BY h.execution_id DESC, h.event_id DESC
+          LIMIT p_limit) t
+    ORDER BY t.execution_id, t.event_id
+$$;
+
+-- Messages and work items addressed to an instance that are not consumed
+-- yet. lease: 'none' (not leased), 'held' (a live lease), 'expired'.
+CREATE FUNCTION __SCHEMA__.inspect_pending(p_instance_id TEXT)
+RETURNS TABLE (queue TEXT, item_id BIGINT, work_item TEXT, visible_at_ms BIGINT,
+               attempt_count INTEGER, lease TEXT, locked_until_ms BIGINT)
+LANGUAGE sql STABLE AS $$
+    WITH clock AS (SELECT __SCHEMA__.now_ms() AS ms)
+    SELECT 'orchestrator'::TEXT, q.id, q.work_item, q.visible_at_ms, q.attempt_count,
+           CASE WHEN q.lock_token IS NULL OR l.lock_token IS DISTINCT FROM q.lock_token THEN 'none'
+                WHEN l.locked_until_ms > c.ms THEN 'held'
+                ELSE 'expired' END,
+           CASE WHEN q.lock_token IS NOT NULL AND l.lock_token = q.lock_token
+                THEN l.locked_until_ms END
+    FROM clock c
+    JOIN __SCHEMA__.orchestrator_queue q ON q.instance_id = p_instance_id
+    LEFT JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+    UNION ALL
+    SELECT 'worker', w.id, w.work_item, w.visible_at_ms, w.attempt_count,
+           CASE WHEN w.lock_token IS NULL THEN 'none'
+                WHEN w.locked_until_ms > c.ms THEN 'held'
+                ELSE 'expired' END,
+           w.locked_until_ms
+    FROM clock c
+    JOIN __SCHEMA__.worker_queue w ON w.instance_id = p_instance_id
+    ORDER BY 1, 2
+$$;
+
+-- Work that does not move, with the facts that say why, worst first (at
+-- most p_limit rows). Orchestrator rows are per instance (its oldest ready
+-- message), worker rows per item. A row is listed when its oldest ready
+-- message has been claimable for p_ready_ms or more (no dispatcher takes
+-- it), when it was fetched p_attempts times or more (it keeps failing), or
+-- when its lease has expired and nobody claimed it again (its worker died).
+-- pinned_version: the duroxide version the instance's execution is pinned
+-- to (a dispatcher whose capability filter excludes it never fetches it).
+-- tag, session_id, session_owner, session_locked_until_ms: why a worker
+-- item may be passed over by every fetcher.
+CREATE FUNCTION __SCHEMA__.stuck_work(p_ready_ms BIGINT, p_attempts BIGINT, p_limit BIGINT)
+RETURNS TABLE (queue TEXT, instance_id TEXT, item_id BIGINT, messages BIGINT,
+               ready_age_ms BIGINT, attempt_count INTEGER, lease_expired_ms BIGINT,
+               orchestration_name TEXT, pinned_version TEXT, tag TEXT, session_id TEXT,
+               session_owner TEXT, session_locked_until_ms BIGINT, work_item TEXT)
+LANGUAGE sql STABLE AS $$
+    WITH clock AS (SELECT __SCHEMA__.now_ms() AS ms),
+    orch AS (
+        SELECT 'orchestrator'::TEXT AS queue, q.instance_id, min(q.id) AS item_id,
+               count(*) AS messages,
+               max(c.ms - q.visible_at_ms)
+                   FILTER (WHERE q.visible_at_ms <= c.ms AND l.locked_until_ms <= c.ms) AS ready_age_ms,
+               max(q.attempt_count) AS attempt_count,
+               max(CASE WHEN l.lock_token IS NOT NULL AND l.locked_until_ms <= c.ms
+                        THEN c.ms - l.locked_until_ms END) AS lease_expired_ms,
+               max(i.orchestration_name) AS orchestration_name,
+               max(e.pinned_major || '.' || e.pinned_minor || '.' || e.pinned_patch) AS pinned_version,
+               NULL::TEXT AS tag, NULL::TEXT AS session_id, NULL::TEXT AS session_owner,
+               NULL::BIGINT AS session_locked_until_ms,
+               (array_agg(q.work_item ORDER BY q.id))[1] AS work_item
+        FROM clock c
+        JOIN __SCHEMA__.orchestrator_queue q ON TRUE
+        JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+        LEFT JOIN __SCHEMA__.instances i ON i.instance_id = q.instance_id
+        LEFT JOIN __SCHEMA__.executions e
+               ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+        GROUP BY q.instance_id
+    ),
+    work AS (
+        SELECT 'worker'::TEXT AS queue, w.instance_id, w.id AS item_id, 1::BIGINT AS messages,
+               CASE WHEN w.visible_at_ms <= c.ms AND (w.lock_token IS NULL OR w.locked_until_ms <= c.ms)
+                    THEN c.ms - w.visible_at_ms END AS ready_age_ms,
+               w.attempt_count,
+               CASE WHEN w.lock_token IS NOT NULL AND w.locked_until_ms <= c.ms
+                    THEN c.ms - w.locked_until_ms END AS lease_expired_ms,
+               i.orchestration_name,
+               NULL::TEXT AS pinned_version,
+               w.tag, w.session_id, s.worker_id, s.locked_until_ms, w.work_item
+        FROM clock c
+        JOIN __SCHEMA__.worker_queue w ON TRUE
+        LEFT JOIN __SCHEMA__.instances i ON i.instance_id = w.instance_id
+        LEFT JOIN __SCHEMA__.sessions s ON s.session_id = w.session_id
+    )
+    SELECT * FROM (SELECT * FROM orch UNION ALL SELECT * FROM work) x
+    WHERE x.ready_age_ms >= p_ready_ms
+       OR x.attempt_count >= p_attempts
+       OR x.lease_expired_ms IS NOT NULL
+    ORDER BY GREATEST(x.ready_age_ms, x.lease_expired_ms) DESC NULLS LAST, x.queue, x.item_id
+    LIMIT p_limit
+$$;

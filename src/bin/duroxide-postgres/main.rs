@@ -1,0 +1,490 @@
+//! `duroxide-postgres`: operate a store from the command line.
+//!
+//! ```text
+//! duroxide-postgres migrate [--retire-other-function-sets]   create or upgrade the schema
+//! duroxide-postgres verify                  check it, running no DDL
+//! duroxide-postgres status [--attempts N]   instances, queues, leases, vacuum, tables
+//! duroxide-postgres show ID [--history N]   one instance: executions, timeline, pending, KV
+//! duroxide-postgres stuck [--ready-for SECS] [--attempts N] [--limit N]
+//! duroxide-postgres cancel ID [--reason TEXT]
+//! duroxide-postgres raise ID NAME DATA
+//! duroxide-postgres delete ID [--force]
+//!
+//! common: [--url URL | URL] [--schema NAME] [--json]
+//! ```
+//!
+//! The URL defaults to `$DATABASE_URL`, the schema to `duroxide`. Read
+//! commands print a table that fits 100 columns, or JSON with `--json`. They
+//! and the writing commands run no DDL (the schema must be migrated); cancel,
+//! raise and delete go through duroxide's `Client`, so the runtime's rules
+//! apply. Exit status 0 on success, 1 on an error (including an unknown
+//! instance), 2 on bad usage.
+//!
+//! (`list` and `purge` come with the paginated listing API: they will read
+//! through `duroxide_postgres::inspect` like the commands here.)
+
+mod render;
+
+use duroxide::Client;
+use duroxide_postgres::inspect::{human_ms, InstanceDetail, Status, StuckWork};
+use duroxide_postgres::{MigrationPolicy, PostgresOptions, PostgresProvider, DEFAULT_SCHEMA};
+use render::{bytes, opt_time, time, Table};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
+  migrate [--retire-other-function-sets]   create or upgrade the schema
+  verify                                   check the schema, running no DDL
+  status [--attempts N]                    health: instances, queues, leases, vacuum
+  show ID [--history N]                    an instance, its timeline and pending work
+  stuck [--ready-for SECS] [--attempts N] [--limit N]
+                                           work that does not move, and why
+  cancel ID [--reason TEXT]                cancel an instance
+  raise ID NAME DATA                       raise an external event
+  delete ID [--force]                      delete an instance (and its children)
+URL defaults to $DATABASE_URL, NAME to duroxide.";
+
+/// A failed command: exit status 1 with a message, or 2 with the usage.
+enum Failure {
+    Error(String),
+    Usage(String),
+}
+
+type Outcome = Result<(), Failure>;
+
+fn error(e: impl std::fmt::Display) -> Failure {
+    Failure::Error(e.to_string())
+}
+
+/// Parsed command line.
+#[derive(Default)]
+struct Args {
+    command: String,
+    positional: Vec<String>,
+    url: Option<String>,
+    schema: Option<String>,
+    json: bool,
+    retire: bool,
+    force: bool,
+    attempts: Option<u32>,
+    ready_for: Option<u64>,
+    limit: Option<u32>,
+    history: Option<u32>,
+    reason: Option<String>,
+}
+
+fn parse(raw: Vec<String>) -> Result<Args, Failure> {
+    let mut it = raw.into_iter();
+    let mut args = Args {
+        command: it
+            .next()
+            .ok_or_else(|| Failure::Usage("no command".into()))?,
+        ..Args::default()
+    };
+    fn value(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, Failure> {
+        it.next()
+            .ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
+    }
+    fn number<T: std::str::FromStr>(v: String, flag: &str) -> Result<T, Failure> {
+        v.parse()
+            .map_err(|_| Failure::Usage(format!("{flag} takes a number, not {v:?}")))
+    }
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--url" => args.url = Some(value(&mut it, &arg)?),
+            "--schema" => args.schema = Some(value(&mut it, &arg)?),
+            "--json" => args.json = true,
+            "--retire-other-function-sets" => args.retire = true,
+            "--force" => args.force = true,
+            "--attempts" => args.attempts = Some(number(value(&mut it, &arg)?, &arg)?),
+            "--ready-for" => args.ready_for = Some(number(value(&mut it, &arg)?, &arg)?),
+            "--limit" => args.limit = Some(number(value(&mut it, &arg)?, &arg)?),
+            "--history" => args.history = Some(number(value(&mut it, &arg)?, &arg)?),
+            "--reason" => args.reason = Some(value(&mut it, &arg)?),
+            "--" => args.positional.extend(it.by_ref()),
+            _ if arg.starts_with("--") => {
+                return Err(Failure::Usage(format!("unknown option {arg}")))
+            }
+            _ => args.positional.push(arg),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let result = match parse(std::env::args().skip(1).collect()) {
+        Ok(args) => run(args).await,
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Error(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("{message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The positional arguments of a command (the last one may be the URL of
+/// migrate and verify, as before `--url` existed).
+fn positionals(args: &mut Args, names: &[&str], url_last: bool) -> Result<Vec<String>, Failure> {
+    if url_last && args.url.is_none() && args.positional.len() == names.len() + 1 {
+        args.url = args.positional.pop();
+    }
+    if args.positional.len() != names.len() {
+        return Err(Failure::Usage(format!(
+            "{} takes {}",
+            args.command,
+            if names.is_empty() {
+                "no arguments".to_string()
+            } else {
+                names.join(" ")
+            }
+        )));
+    }
+    Ok(std::mem::take(&mut args.positional))
+}
+
+async fn run(mut args: Args) -> Outcome {
+    let verb = args.command.clone();
+    let (policy, names): (MigrationPolicy, &[&str]) = match verb.as_str() {
+        "migrate" => (MigrationPolicy::Apply, &[]),
+        "verify" | "status" | "stuck" => (MigrationPolicy::VerifyOnly, &[]),
+        "show" | "cancel" | "delete" => (MigrationPolicy::VerifyOnly, &["ID"]),
+        "raise" => (MigrationPolicy::VerifyOnly, &["ID", "NAME", "DATA"]),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        other => return Err(Failure::Usage(format!("unknown command {other:?}"))),
+    };
+    if args.retire && verb != "migrate" {
+        return Err(Failure::Usage(
+            "--retire-other-function-sets belongs to migrate".into(),
+        ));
+    }
+    let pos = positionals(&mut args, names, matches!(verb.as_str(), "migrate" | "verify"))?;
+    let url = args
+        .url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .ok_or_else(|| Failure::Usage("no database URL: pass --url or set DATABASE_URL".into()))?;
+    let schema = args
+        .schema
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
+    let options = PostgresOptions::new()
+        .schema(&schema)
+        .migration_policy(policy)
+        .long_poll(false)
+        .health_sample_interval(None)
+        .max_connections(2);
+    let store = PostgresProvider::connect(&url, options)
+        .await
+        .map_err(error)?;
+    let attempts = args.attempts.unwrap_or(5);
+    match verb.as_str() {
+        "migrate" | "verify" => schema_command(&store, &verb, &schema, args.retire).await,
+        "status" => {
+            let status = store.inspect().status(attempts).await.map_err(error)?;
+            emit(args.json, &status, print_status)
+        }
+        "show" => {
+            let limit = args.history.unwrap_or(200);
+            let detail = store.inspect().instance(&pos[0], limit).await.map_err(error)?;
+            let detail = detail.ok_or_else(|| error(format!("no instance {:?}", pos[0])))?;
+            emit(args.json, &detail, print_instance)
+        }
+        "stuck" => {
+            let ready_for = Duration::from_secs(args.ready_for.unwrap_or(60));
+            let limit = args.limit.unwrap_or(50);
+            let stuck = store
+                .inspect()
+                .stuck(ready_for, attempts, limit)
+                .await
+                .map_err(error)?;
+            emit(args.json, &stuck, print_stuck)
+        }
+        _ => client_command(store, &verb, &pos, &args).await,
+    }
+}
+
+async fn schema_command(store: &PostgresProvider, verb: &str, schema: &str, retire: bool) -> Outcome {
+    if retire {
+        let dropped = store.retire_other_function_sets().await.map_err(error)?;
+        for signature in &dropped {
+            println!("retired {signature}");
+        }
+        println!("{} function(s) of other builds retired", dropped.len());
+    }
+    let verb = if verb == "migrate" { "is up to date" } else { "verified" };
+    println!(
+        "schema {schema} {verb} (migration {:04}, function set {})",
+        PostgresProvider::schema_version(),
+        store.function_set()
+    );
+    Ok(())
+}
+
+/// cancel, raise, delete: through duroxide's `Client`, after checking that
+/// the instance exists (the client would otherwise queue a message for an
+/// instance that may never start).
+async fn client_command(store: PostgresProvider, verb: &str, pos: &[String], args: &Args) -> Outcome {
+    let id = &pos[0];
+    let exists = store.inspect().instance(id, 0).await.map_err(error)?;
+    let Some(instance) = exists else {
+        return Err(error(format!("no instance {id:?}")));
+    };
+    let client = Client::new(Arc::new(store));
+    let report = match verb {
+        "cancel" => {
+            if instance.status != "Running" {
+                return Err(error(format!(
+                    "instance {id:?} is {}, not running: nothing to cancel",
+                    instance.status
+                )));
+            }
+            let reason = args.reason.clone().unwrap_or_else(|| "cancelled by operator".into());
+            client.cancel_instance(id.as_str(), reason.as_str()).await.map_err(error)?;
+            serde_json::json!({"instance_id": id, "cancel_requested": true, "reason": reason})
+        }
+        "raise" => {
+            client
+                .raise_event(id.as_str(), pos[1].as_str(), pos[2].as_str())
+                .await
+                .map_err(error)?;
+            serde_json::json!({"instance_id": id, "event_raised": pos[1]})
+        }
+        _ => {
+            let r = client.delete_instance(id, args.force).await.map_err(error)?;
+            serde_json::json!({
+                "instance_id": id,
+                "instances_deleted": r.instances_deleted,
+                "executions_deleted": r.executions_deleted,
+                "events_deleted": r.events_deleted,
+                "queue_messages_deleted": r.queue_messages_deleted,
+            })
+        }
+    };
+    if args.json {
+        println!("{report}");
+    } else {
+        match verb {
+            "cancel" => println!("cancellation of {id} requested"),
+            "raise" => println!("event {} raised on {id}", pos[1]),
+            _ => println!(
+                "deleted {id}: {} instance(s), {} execution(s), {} event(s), {} queued message(s)",
+                report["instances_deleted"],
+                report["executions_deleted"],
+                report["events_deleted"],
+                report["queue_messages_deleted"]
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn emit<T: serde::Serialize>(json: bool, value: &T, text: fn(&T)) -> Outcome {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).map_err(error)?);
+    } else {
+        text(value);
+    }
+    Ok(())
+}
+
+fn age(ms: Option<u64>) -> String {
+    ms.map(human_ms).unwrap_or_else(|| "-".into())
+}
+
+fn print_status(s: &Status) {
+    println!("store {}", s.schema);
+    let counts: Vec<String> = s
+        .instances
+        .iter()
+        .map(|c| format!("{} {}", c.status, c.instances))
+        .collect();
+    let total: u64 = s.instances.iter().map(|c| c.instances).sum();
+    println!(
+        "instances: {total}{}{}\n",
+        if counts.is_empty() { "" } else { " — " },
+        counts.join(", ")
+    );
+
+    let threshold = format!(">={} TRIES", s.health.attempts_threshold);
+    let mut q = Table::new(&[
+        "QUEUE", "READY", "DELAYED", "LEASED", "EXPIRED LEASES", "OLDEST READY", &threshold,
+        "DEAD TUPLES",
+    ]);
+    for h in &s.health.queues {
+        q.row(vec![
+            h.queue.as_str().to_string(),
+            h.ready.to_string(),
+            h.delayed.to_string(),
+            h.leased.to_string(),
+            h.expired_leases.to_string(),
+            age(h.oldest_ready_age_ms),
+            h.at_attempts.to_string(),
+            h.dead_tuples.to_string(),
+        ]);
+    }
+    print!("{}", q.render());
+
+    println!();
+    match &s.health.vacuum_holder {
+        None => println!("vacuum: no other session holds a snapshot"),
+        Some(h) => println!(
+            "vacuum: oldest snapshot held by pid {} ({}), transaction {} old, query started {}",
+            h.pid,
+            h.application.as_deref().filter(|a| !a.is_empty()).unwrap_or("?"),
+            age(h.transaction_age_ms),
+            opt_time(h.query_start_ms)
+        ),
+    }
+    println!(
+        "notifications: {:.2}% of the server's LISTEN/NOTIFY queue in use\n",
+        s.health.notification_queue_usage * 100.0
+    );
+
+    let mut t = Table::new(&["TABLE", "LIVE", "DEAD", "SIZE", "LAST VACUUM"]);
+    for table in &s.tables {
+        t.row(vec![
+            table.table.clone(),
+            table.live_tuples.to_string(),
+            table.dead_tuples.to_string(),
+            bytes(table.total_bytes),
+            opt_time(table.last_vacuum_ms),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+fn print_instance(d: &InstanceDetail) {
+    let version = d.orchestration_version.as_deref().unwrap_or("-");
+    println!("instance   {}", d.instance_id);
+    println!("orchestr.  {} (version {version})", d.orchestration_name);
+    println!(
+        "status     {} (execution {}), created {}, updated {}",
+        d.status,
+        d.current_execution_id,
+        time(d.created_at_ms),
+        time(d.updated_at_ms)
+    );
+    if let Some(p) = &d.parent_instance_id {
+        println!("parent     {p}");
+    }
+    if let Some(c) = &d.custom_status {
+        println!("custom     {} (v{})", render::cut(c, 88), d.custom_status_version);
+    }
+    if let Some(o) = &d.output {
+        println!("output     {}", render::cut(o, 88));
+    }
+
+    println!("\nEXECUTIONS");
+    let mut t = Table::new(&["ID", "STATUS", "STARTED", "COMPLETED", "EVENTS", "OUTPUT"]);
+    for e in &d.executions {
+        t.row(vec![
+            e.execution_id.to_string(),
+            e.status.clone(),
+            time(e.started_at_ms),
+            opt_time(e.completed_at_ms),
+            e.events.to_string(),
+            e.output.clone().unwrap_or_default(),
+        ]);
+    }
+    print!("{}", t.render());
+
+    println!(
+        "\nHISTORY{}",
+        if d.history_truncated { " (latest events only; --history N for more)" } else { "" }
+    );
+    let mut t = Table::new(&["TIME", "EXEC", "#", "KIND", "NAME", "DETAIL"]);
+    for h in &d.history {
+        let mut kind = h.kind.clone();
+        if h.failed {
+            kind.push_str(" !");
+        }
+        let detail = match (h.source_event_id, &h.summary) {
+            (Some(src), Some(s)) => format!("(#{src}) {s}"),
+            (Some(src), None) => format!("(#{src})"),
+            (None, s) => s.clone().unwrap_or_default(),
+        };
+        t.row(vec![
+            h.time_ms.map(|t| time(t as i64)).unwrap_or_default(),
+            h.execution_id.to_string(),
+            h.event_id.to_string(),
+            kind,
+            h.name.clone().unwrap_or_default(),
+            detail,
+        ]);
+    }
+    print!("{}", t.render());
+
+    println!("\nPENDING");
+    if d.pending.is_empty() {
+        println!("(nothing queued)");
+    } else {
+        let mut t = Table::new(&["QUEUE", "ID", "KIND", "VISIBLE", "TRIES", "LEASE"]);
+        for p in &d.pending {
+            let lease = match p.locked_until_ms {
+                Some(until) => format!("{:?} until {}", p.lease, time(until)).to_lowercase(),
+                None => format!("{:?}", p.lease).to_lowercase(),
+            };
+            t.row(vec![
+                p.queue.as_str().to_string(),
+                p.item_id.to_string(),
+                p.kind.clone(),
+                time(p.visible_at_ms),
+                p.attempt_count.to_string(),
+                lease,
+            ]);
+        }
+        print!("{}", t.render());
+    }
+
+    if !d.kv.is_empty() {
+        println!("\nKV");
+        let mut t = Table::new(&["KEY", "VALUE"]);
+        for (k, v) in &d.kv {
+            t.row(vec![k.clone(), v.clone()]);
+        }
+        print!("{}", t.render());
+    }
+    if !d.children.is_empty() {
+        println!("\nCHILDREN");
+        for c in &d.children {
+            println!("  {c}");
+        }
+    }
+}
+
+fn print_stuck(items: &Vec<StuckWork>) {
+    if items.is_empty() {
+        println!("nothing stuck");
+        return;
+    }
+    let mut t = Table::new(&["QUEUE", "INSTANCE", "KIND", "READY FOR", "TRIES", "LEASE EXPIRED"]);
+    for w in items {
+        t.row(vec![
+            w.queue.as_str().to_string(),
+            w.instance_id.clone(),
+            w.kind.clone(),
+            age(w.ready_age_ms),
+            w.attempt_count.to_string(),
+            w.lease_expired_ms.map(|m| format!("{} ago", human_ms(m))).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print!("{}", t.render());
+    println!();
+    for w in items {
+        let line = format!("{} {}: {}", w.queue.as_str(), w.instance_id, w.why);
+        println!("{}", render::wrap(&line, 4));
+    }
+}

@@ -1,0 +1,432 @@
+//! The store's metrics and spans, observed from outside: a real metrics
+//! recorder (metrics-util's `DebuggingRecorder`, installed once for this
+//! test binary) and a span-capturing `tracing` layer, after real provider
+//! calls and a real duroxide runtime.
+//!
+//! Every metric carries the store's `schema` label, so each test reads only
+//! its own store's values although the recorder is shared.
+
+#[allow(dead_code)]
+mod common;
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
+use duroxide_postgres::PostgresOptions;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type Metrics = HashMap<(String, Vec<(String, String)>), f64>;
+
+/// A recorder whose values can be read without resetting them (tests of
+/// this binary run concurrently and read the same recorder).
+#[derive(Default)]
+struct TestRecorder {
+    counters: Mutex<HashMap<metrics::Key, Arc<AtomicU64>>>,
+    gauges: Mutex<HashMap<metrics::Key, Arc<AtomicU64>>>,
+    histograms: Mutex<HashMap<metrics::Key, Arc<Samples>>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+impl metrics::Recorder for TestRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let c = self.counters.lock().unwrap().entry(key.clone()).or_default().clone();
+        metrics::Counter::from_arc(c)
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let g = self.gauges.lock().unwrap().entry(key.clone()).or_default().clone();
+        metrics::Gauge::from_arc(g)
+    }
+    fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        let h = self.histograms.lock().unwrap().entry(key.clone()).or_default().clone();
+        metrics::Histogram::from_arc(h)
+    }
+}
+
+fn recorder() -> &'static TestRecorder {
+    static RECORDER: OnceLock<&'static TestRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder: &'static TestRecorder = Box::leak(Box::default());
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        recorder
+    })
+}
+
+/// `key`'s name and labels other than `schema`, if its schema is `schema`.
+fn of_schema(key: &metrics::Key, schema: &str) -> Option<(String, Vec<(String, String)>)> {
+    let mut labels: Vec<(String, String)> = key
+        .labels()
+        .map(|l| (l.key().to_string(), l.value().to_string()))
+        .collect();
+    if !labels.iter().any(|(k, v)| k == "schema" && v == schema) {
+        return None;
+    }
+    labels.retain(|(k, _)| k != "schema");
+    labels.sort();
+    Some((key.name().to_string(), labels))
+}
+
+/// Current value of every metric of `schema`: (name, other labels sorted) →
+/// value. A histogram reads as its sample count.
+fn metrics_of(schema: &str) -> Metrics {
+    let r = recorder();
+    let mut out = HashMap::new();
+    for (key, c) in r.counters.lock().unwrap().iter() {
+        if let Some(k) = of_schema(key, schema) {
+            out.insert(k, c.load(Ordering::SeqCst) as f64);
+        }
+    }
+    for (key, g) in r.gauges.lock().unwrap().iter() {
+        if let Some(k) = of_schema(key, schema) {
+            out.insert(k, f64::from_bits(g.load(Ordering::SeqCst)));
+        }
+    }
+    for (key, h) in r.histograms.lock().unwrap().iter() {
+        if let Some(k) = of_schema(key, schema) {
+            out.insert(k, h.0.lock().unwrap().len() as f64);
+        }
+    }
+    out
+}
+
+fn get(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.sort();
+    m.get(&(name.to_string(), labels)).copied()
+}
+
+/// Waits (bounded) until `check` holds for the metrics of `schema`.
+async fn until(schema: &str, what: &str, check: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = metrics_of(schema);
+        if check(&m) {
+            return m;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: never observed; metrics of {schema}: {m:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_on_the_store_produces_pool_listener_wakeup_and_health_metrics() {
+    recorder();
+    let options = PostgresOptions::new().health_sample_interval(Some(Duration::from_millis(100)));
+    let (store, _schemas) = common::provider("tm_rt", options).await;
+    let schema = store.schema().to_string();
+
+    let activities = ActivityRegistry::builder()
+        .register("Echo", |_ctx: ActivityContext, input: String| async move { Ok(input) })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register("Twice", |ctx: OrchestrationContext, input: String| async move {
+            let a = ctx.schedule_activity("Echo", input).await?;
+            let b = ctx.schedule_activity("Echo", a).await?;
+            Ok(b)
+        })
+        .build();
+    let rt_options = RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let runtime =
+        Runtime::start_with_options(store.clone(), activities, orchestrations, rt_options).await;
+    let client = Client::new(store.clone());
+    // Let the dispatchers go idle on LISTEN first, so that the work below
+    // arrives as wake-ups.
+    until(&schema, "listener up", |m| {
+        get(m, "duroxide_postgres_listener_connected", &[]) == Some(1.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .start_orchestration("tm-1", "Twice", "x")
+        .await
+        .unwrap();
+    client.wait_for_orchestration("tm-1", WAIT).await.unwrap();
+
+    // An activity with a tag no worker fetches: ready, and ageing.
+    store
+        .enqueue_for_worker(common::items::tagged_activity("tm-orphan", 1, "in", "gpu"))
+        .await
+        .unwrap();
+
+    let m = until(&schema, "health sample with the tagged item", |m| {
+        get(m, "duroxide_postgres_queue_ready", &[("queue", "worker")]) == Some(1.0)
+            && get(
+                m,
+                "duroxide_postgres_queue_oldest_ready_age_seconds",
+                &[("queue", "worker")],
+            )
+            .is_some_and(|age| age > 0.0)
+    })
+    .await;
+    runtime.shutdown(None).await;
+
+    // Pool: every call acquired a connection.
+    assert!(get(&m, "duroxide_postgres_pool_acquire_seconds", &[]).unwrap_or(0.0) > 0.0);
+    let in_use = get(&m, "duroxide_postgres_pool_connections", &[("state", "in_use")]);
+    let idle = get(&m, "duroxide_postgres_pool_connections", &[("state", "idle")]);
+    assert!(
+        in_use.is_some() && idle.is_some(),
+        "pool gauges: {in_use:?} {idle:?}"
+    );
+    assert!(in_use.unwrap() + idle.unwrap() <= 10.0, "at most the pool size");
+    assert_eq!(get(&m, "duroxide_postgres_pool_waiting", &[]), Some(0.0));
+    // Idle fetchers were woken by the work they waited for.
+    let wakeups = get(&m, "duroxide_postgres_wakeups_total", &[("queue", "orchestrator")])
+        .unwrap_or(0.0)
+        + get(&m, "duroxide_postgres_wakeups_total", &[("queue", "worker")]).unwrap_or(0.0);
+    assert!(wakeups >= 1.0, "wake-ups: {wakeups}");
+    // Health: the orchestration finished, its queue is empty; the tagged
+    // item waits; nothing is leased or expired.
+    assert_eq!(
+        get(&m, "duroxide_postgres_queue_ready", &[("queue", "orchestrator")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&m, "duroxide_postgres_queue_expired_leases", &[("queue", "worker")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&m, "duroxide_postgres_queue_at_attempts", &[("queue", "worker")]),
+        Some(0.0)
+    );
+    assert!(get(&m, "duroxide_postgres_queue_dead_tuples", &[("queue", "worker")]).is_some());
+    assert!(get(&m, "duroxide_postgres_vacuum_horizon_age_seconds", &[]).is_some_and(|a| a >= 0.0));
+    let usage = get(&m, "duroxide_postgres_notification_queue_usage", &[]).unwrap();
+    assert!((0.0..=1.0).contains(&usage));
+    assert!(get(&m, "duroxide_postgres_health_sample_duration_seconds", &[]).unwrap_or(0.0) > 0.0);
+    assert_eq!(get(&m, "duroxide_postgres_health_sample_errors_total", &[]), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_takes_over_an_expired_lease_is_counted() {
+    recorder();
+    let options = PostgresOptions::new()
+        .long_poll(false)
+        .health_sample_interval(None);
+    let (store, _schemas) = common::provider("tm_take", options).await;
+    let schema = store.schema().to_string();
+    store
+        .enqueue_for_worker(common::items::activity("tk-1", 1, "in", None))
+        .await
+        .unwrap();
+    let (_, _token, attempts) = store
+        .fetch_work_item(Duration::from_millis(50), Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .unwrap()
+        .expect("the item");
+    assert_eq!(attempts, 1);
+    assert_eq!(
+        get(&metrics_of(&schema), "duroxide_postgres_lease_takeovers_total", &[("queue", "worker")]),
+        None,
+        "a first claim takes nothing over"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, _, attempts) = store
+        .fetch_work_item(Duration::from_secs(30), Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .unwrap()
+        .expect("the expired item again");
+    assert_eq!(attempts, 2);
+    assert_eq!(
+        get(&metrics_of(&schema), "duroxide_postgres_lease_takeovers_total", &[("queue", "worker")]),
+        Some(1.0)
+    );
+
+    // The orchestrator queue: the same through the instance's lease.
+    store
+        .enqueue_for_orchestrator(common::items::start("tk-o", "in"), None)
+        .await
+        .unwrap();
+    let first = store
+        .fetch_orchestration_item(Duration::from_millis(50), Duration::ZERO, None)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = store
+        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        .await
+        .unwrap();
+    assert!(again.is_some());
+    assert_eq!(
+        get(
+            &metrics_of(&schema),
+            "duroxide_postgres_lease_takeovers_total",
+            &[("queue", "orchestrator")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_sampling_is_off_when_disabled() {
+    recorder();
+    let options = PostgresOptions::new().health_sample_interval(None);
+    let (store, _schemas) = common::provider("tm_off", options).await;
+    store
+        .enqueue_for_worker(common::items::activity("off-1", 1, "in", None))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = metrics_of(store.schema());
+    assert_eq!(get(&m, "duroxide_postgres_queue_ready", &[("queue", "worker")]), None);
+    // The call itself was measured.
+    assert!(get(&m, "duroxide_postgres_pool_acquire_seconds", &[]).is_some());
+}
+
+// ---------------------------------------------------------------------------
+// Spans
+// ---------------------------------------------------------------------------
+
+/// Every field recorded on every span, per span.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<HashMap<u64, HashMap<String, String>>>>);
+
+struct Visitor<'a>(&'a mut HashMap<String, String>);
+
+impl tracing::field::Visit for Visitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}").trim_matches('"').to_string());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.to_string());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = HashMap::new();
+        fields.insert("span.name".to_string(), attrs.metadata().name().to_string());
+        attrs.record(&mut Visitor(&mut fields));
+        self.0.lock().unwrap().insert(id.into_u64(), fields);
+    }
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(fields) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
+            values.record(&mut Visitor(fields));
+        }
+    }
+}
+
+impl Captured {
+    fn calls(&self, function: &str) -> Vec<HashMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|f| f.get("db.operation.name").map(String::as_str) == Some(function))
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_call_has_a_database_span_with_the_instance_and_sqlstate_but_no_payload() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let options = PostgresOptions::new()
+        .long_poll(false)
+        .health_sample_interval(None);
+    let (store, _schemas) = common::provider("tm_span", options).await;
+    let schema = store.schema().to_string();
+    const SECRET: &str = "secret-payload-4711";
+
+    store
+        .enqueue_for_orchestrator(common::items::start("span-1", SECRET), None)
+        .await
+        .unwrap();
+    let (item, token, _) = store
+        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the start");
+    assert_eq!(item.instance, "span-1");
+    store.abandon_orchestration_item(&token, None, false).await.unwrap();
+    let error = store
+        .abandon_orchestration_item("lock_not-a-token", None, false)
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable());
+    store.read("span-1").await.unwrap();
+
+    let enqueue = captured.calls("enqueue_orchestrator");
+    assert_eq!(enqueue.len(), 1, "one span per call");
+    let e = &enqueue[0];
+    assert_eq!(e["span.name"], "db.call");
+    assert_eq!(e["db.system.name"], "postgresql");
+    assert!(
+        e["db.namespace"].ends_with(&format!("|{schema}")),
+        "namespace {}",
+        e["db.namespace"]
+    );
+    assert_eq!(e["duroxide.instance_id"], "span-1");
+    assert_eq!(e["duroxide.operation"], "enqueue_for_orchestrator");
+    assert!(e["db.stored_procedure.name"]
+        .starts_with(&format!("enqueue_orchestrator__{}", store.function_set())));
+    assert_eq!(e["server.address"], "127.0.0.1");
+    assert!(!e.contains_key("db.response.status_code"), "success: {e:?}");
+
+    // A claim learns its instance from the row it returns.
+    let fetch = captured.calls("fetch_orchestration_item");
+    assert_eq!(fetch.len(), 1);
+    assert_eq!(fetch[0]["duroxide.instance_id"], "span-1");
+    assert_eq!(fetch[0]["db.response.returned_rows"], "1");
+
+    // The failed abandon carries its SQLSTATE (DX001: unknown token).
+    let abandons = captured.calls("abandon_orchestration_item");
+    assert_eq!(abandons.len(), 2);
+    let failed: Vec<_> = abandons
+        .iter()
+        .filter(|a| a.contains_key("db.response.status_code"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{abandons:?}");
+    assert_eq!(failed[0]["db.response.status_code"], "DX001");
+    assert_eq!(failed[0]["error.type"], "DX001");
+    assert_eq!(failed[0]["otel.status_code"], "ERROR");
+
+    assert_eq!(captured.calls("read_history")[0]["duroxide.instance_id"], "span-1");
+
+    // Never a payload.
+    for fields in captured.0.lock().unwrap().values() {
+        for (name, value) in fields {
+            assert!(!value.contains(SECRET), "{name} carries the payload: {value}");
+        }
+    }
+}
