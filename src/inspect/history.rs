@@ -30,7 +30,8 @@ pub struct HistoryEntry {
 
 /// Fields that carry what an event is about, in order of preference.
 const SUMMARY_FIELDS: &[&str] = &[
-    "input", "output", "result", "data", "details", "error", "reason", "fire_at_ms",
+    "input", "output", "result", "data", "details", "error", "reason", "status", "value",
+    "fire_at_ms",
 ];
 
 impl HistoryEntry {
@@ -42,9 +43,9 @@ impl HistoryEntry {
             .and_then(|v| v.as_str())
             .unwrap_or("?")
             .to_string();
-        let name = value
-            .get("name")
-            .and_then(|v| v.as_str())
+        let name = ["name", "key"]
+            .iter()
+            .find_map(|f| value.get(*f).and_then(|v| v.as_str()))
             .map(str::to_string);
         let summary = SUMMARY_FIELDS
             .iter()

@@ -26,7 +26,7 @@
 mod render;
 
 use duroxide::Client;
-use duroxide_postgres::inspect::{human_ms, InstanceDetail, Status, StuckWork};
+use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
 use duroxide_postgres::{MigrationPolicy, PostgresOptions, PostgresProvider, DEFAULT_SCHEMA};
 use render::{bytes, opt_time, time, Table};
 use std::process::ExitCode;
@@ -340,13 +340,16 @@ fn print_status(s: &Status) {
     println!();
     match &s.health.vacuum_holder {
         None => println!("vacuum: no other session holds a snapshot"),
-        Some(h) => println!(
-            "vacuum: oldest snapshot held by pid {} ({}), transaction {} old, query started {}",
-            h.pid,
-            h.application.as_deref().filter(|a| !a.is_empty()).unwrap_or("?"),
-            age(h.transaction_age_ms),
-            opt_time(h.query_start_ms)
-        ),
+        Some(h) => {
+            let line = format!(
+                "vacuum: oldest snapshot held by pid {} ({}), transaction {} old, query started {}",
+                h.pid,
+                h.application.as_deref().filter(|a| !a.is_empty()).unwrap_or("?"),
+                age(h.transaction_age_ms),
+                opt_time(h.query_start_ms)
+            );
+            println!("{}", render::wrap(&line, 8));
+        }
     }
     println!(
         "notifications: {:.2}% of the server's LISTEN/NOTIFY queue in use\n",
@@ -433,9 +436,10 @@ fn print_instance(d: &InstanceDetail) {
     } else {
         let mut t = Table::new(&["QUEUE", "ID", "KIND", "VISIBLE", "TRIES", "LEASE"]);
         for p in &d.pending {
-            let lease = match p.locked_until_ms {
-                Some(until) => format!("{:?} until {}", p.lease, time(until)).to_lowercase(),
-                None => format!("{:?}", p.lease).to_lowercase(),
+            let lease = match (p.lease, p.locked_until_ms) {
+                (LeaseState::Held, Some(until)) => format!("held until {}", time(until)),
+                (LeaseState::Expired, Some(until)) => format!("expired at {}", time(until)),
+                _ => "none".to_string(),
             };
             t.row(vec![
                 p.queue.as_str().to_string(),

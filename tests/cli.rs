@@ -1,0 +1,306 @@
+//! The `duroxide-postgres` command-line tool against a store that a real
+//! duroxide runtime filled: what each command prints (text and `--json`),
+//! that text fits 100 columns, and its exit codes (0 ok, 1 error, 2 usage).
+
+#[allow(dead_code)]
+mod common;
+
+use duroxide::providers::{Provider, TagFilter};
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
+use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CLI: &str = env!("CARGO_BIN_EXE_duroxide-postgres");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs the CLI on `schema` (URL through `--url`) off the async runtime.
+async fn cli(schema: &str, args: &[&str]) -> Output {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend([
+        "--schema".to_string(),
+        schema.to_string(),
+        "--url".to_string(),
+        common::server::database_url(),
+    ]);
+    tokio::task::spawn_blocking(move || {
+        Command::new(CLI)
+            .args(&all)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run duroxide-postgres")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = stdout(o);
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "wider than 100 columns: {line:?}");
+    }
+    text
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("valid JSON")
+}
+
+/// A store with: a completed instance (two activities, custom status, KV),
+/// a failed one, a running one waiting for an event, and a worker item with
+/// a tag no worker fetches whose lease expired.
+async fn filled_store(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, Arc<Runtime>) {
+    let options = PostgresOptions::new().health_sample_interval(None);
+    let (store, schemas) = common::provider(prefix, options).await;
+    let activities = ActivityRegistry::builder()
+        .register("Hello", |_ctx: ActivityContext, input: String| async move {
+            Ok(format!("hello {input}"))
+        })
+        .register("Boom", |_ctx: ActivityContext, _input: String| async move {
+            Err::<String, _>("boom: disk on fire".to_string())
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register("Greet", |ctx: OrchestrationContext, input: String| async move {
+            let a = ctx.schedule_activity("Hello", input).await?;
+            ctx.set_custom_status("greeted once");
+            ctx.set_kv_value("greeting", a.clone());
+            let b = ctx.schedule_activity("Hello", a).await?;
+            Ok(b)
+        })
+        .register("Explode", |ctx: OrchestrationContext, input: String| async move {
+            ctx.schedule_activity("Boom", input).await
+        })
+        .register("Wait", |ctx: OrchestrationContext, _input: String| async move {
+            let data = ctx.schedule_wait("go").await;
+            Ok(format!("got {data}"))
+        })
+        .build();
+    let rt_options = RuntimeOptions {
+        dispatcher_min_poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let runtime =
+        Runtime::start_with_options(store.clone(), activities, orchestrations, rt_options).await;
+    let client = Client::new(store.clone());
+    client.start_orchestration("greet-1", "Greet", "world").await.unwrap();
+    client.start_orchestration("explode-1", "Explode", "x").await.unwrap();
+    client.start_orchestration("wait-1", "Wait", "").await.unwrap();
+    client.start_orchestration("wait-2", "Wait", "").await.unwrap();
+    client.wait_for_orchestration("greet-1", WAIT).await.unwrap();
+    client.wait_for_orchestration("explode-1", WAIT).await.unwrap();
+    for id in ["wait-1", "wait-2"] {
+        // Running once its first turn is committed.
+        let deadline = std::time::Instant::now() + WAIT;
+        while store.inspect().instance(id, 10).await.unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "{id} never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A tagged item nobody fetches, claimed once with a short lease that
+    // then expires (its "worker" died).
+    store
+        .enqueue_for_worker(common::items::tagged_activity("wait-1", 99, "in", "gpu"))
+        .await
+        .unwrap();
+    let tags = TagFilter::Tags(["gpu".to_string()].into_iter().collect());
+    store
+        .fetch_work_item(Duration::from_millis(1), Duration::ZERO, None, &tags)
+        .await
+        .unwrap()
+        .expect("the tagged item");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (store, schemas, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_commands_answer_from_a_filled_store() {
+    let (store, _schemas, runtime) = filled_store("cli_read").await;
+    let schema = store.schema().to_string();
+
+    // status
+    let text = ok(&cli(&schema, &["status"]).await);
+    assert!(text.contains(&format!("store {schema}")), "{text}");
+    assert!(text.contains("Completed 1"), "{text}");
+    assert!(text.contains("Failed 1"), "{text}");
+    assert!(text.contains("Running 2"), "{text}");
+    assert!(text.contains("orchestrator") && text.contains("worker"), "{text}");
+    assert!(text.contains("worker_queue") && text.contains("history"), "{text}");
+    assert!(text.contains("vacuum:") && text.contains("notifications:"), "{text}");
+    let status = json(&cli(&schema, &["status", "--json"]).await);
+    let worker = status["health"]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "worker")
+        .unwrap()
+        .clone();
+    assert_eq!(worker["expired_leases"], 1, "{worker}");
+    assert_eq!(worker["ready"], 1, "an expired lease is claimable: {worker}");
+    let counts = status["instances"].as_array().unwrap();
+    assert!(counts
+        .iter()
+        .any(|c| c["status"] == "Completed" && c["instances"] == 1));
+
+    // show: the timeline of the completed instance.
+    let text = ok(&cli(&schema, &["show", "greet-1"]).await);
+    assert!(text.contains("instance   greet-1"), "{text}");
+    assert!(text.contains("Greet"), "{text}");
+    assert!(text.contains("Completed"), "{text}");
+    assert!(text.contains("OrchestrationStarted"), "{text}");
+    assert!(text.contains("ActivityScheduled"), "{text}");
+    assert!(text.contains("ActivityCompleted"), "{text}");
+    assert!(text.contains("hello hello world"), "{text}");
+    assert!(text.contains("greeted once"), "{text}");
+    assert!(text.contains("greeting"), "the KV section: {text}");
+    let detail = json(&cli(&schema, &["show", "greet-1", "--json"]).await);
+    let kinds: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"OrchestrationStarted"));
+    assert_eq!(kinds.last(), Some(&"OrchestrationCompleted"));
+    assert_eq!(kinds.iter().filter(|k| **k == "ActivityCompleted").count(), 2);
+    assert_eq!(detail["kv"]["greeting"], "hello world");
+    assert_eq!(detail["executions"][0]["status"], "Completed");
+
+    // show: a failure is marked, and a running instance lists pending work.
+    let text = ok(&cli(&schema, &["show", "explode-1"]).await);
+    assert!(text.contains("ActivityFailed !"), "{text}");
+    assert!(text.contains("disk on fire"), "{text}");
+    let detail = json(&cli(&schema, &["show", "wait-1", "--json"]).await);
+    let pending = detail["pending"].as_array().unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|p| p["queue"] == "worker" && p["lease"] == "expired"),
+        "{pending:?}"
+    );
+    // show: an unknown instance is an error.
+    let missing = cli(&schema, &["show", "nope"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no instance \"nope\""));
+
+    // stuck: the tagged item, with why.
+    let text = ok(&cli(&schema, &["stuck", "--ready-for", "0", "--attempts", "1"]).await);
+    // The explanations wrap: compare with whitespace collapsed.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("wait-1"), "{text}");
+    assert!(text.contains("lease expired"), "{text}");
+    assert!(text.contains("tag \"gpu\""), "{text}");
+    assert!(text.contains("fetched 1 times"), "{text}");
+    let stuck = json(&cli(&schema, &["stuck", "--ready-for", "0", "--json"]).await);
+    let item = stuck
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["queue"] == "worker")
+        .expect("the worker item")
+        .clone();
+    assert_eq!(item["instance_id"], "wait-1");
+    assert_eq!(item["tag"], "gpu");
+    assert_eq!(item["kind"], "ActivityExecute");
+    let reasons = item["reasons"].as_array().unwrap();
+    assert!(reasons.contains(&"lease_expired".into()), "{reasons:?}");
+    assert!(reasons.contains(&"ready_too_long".into()), "{reasons:?}");
+    // With a long threshold and no attempt limit reached, only the expired
+    // lease is left.
+    let stuck = json(&cli(&schema, &["stuck", "--ready-for", "3600", "--attempts", "9", "--json"]).await);
+    let all = stuck.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["reasons"], serde_json::json!(["lease_expired"]));
+
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_commands_go_through_the_client() {
+    let (store, _schemas, runtime) = filled_store("cli_write").await;
+    let schema = store.schema().to_string();
+    let client = Client::new(store.clone());
+
+    // raise: the waiting instance completes with the event's data.
+    ok(&cli(&schema, &["raise", "wait-1", "go", "payload-7"]).await);
+    let status = client.wait_for_orchestration("wait-1", WAIT).await.unwrap();
+    assert!(format!("{status:?}").contains("got payload-7"), "{status:?}");
+
+    // cancel: the other one ends cancelled (duroxide reports it as failed).
+    ok(&cli(&schema, &["cancel", "wait-2", "--reason", "operator said so"]).await);
+    let status = client.wait_for_orchestration("wait-2", WAIT).await.unwrap();
+    assert!(format!("{status:?}").contains("operator said so"), "{status:?}");
+    // Cancelling what is no longer running is an error.
+    let again = cli(&schema, &["cancel", "wait-2"]).await;
+    assert_eq!(again.status.code(), Some(1));
+
+    // delete: gone afterwards.
+    let text = ok(&cli(&schema, &["delete", "greet-1"]).await);
+    assert!(text.contains("deleted greet-1: 1 instance(s)"), "{text}");
+    assert_eq!(cli(&schema, &["show", "greet-1"]).await.status.code(), Some(1));
+    assert!(store.inspect().instance("greet-1", 1).await.unwrap().is_none());
+    // Unknown instances are errors, and nothing is queued for them.
+    for args in [&["raise", "ghost", "go", "x"][..], &["cancel", "ghost"], &["delete", "ghost"]] {
+        let o = cli(&schema, args).await;
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+    }
+    assert!(store.inspect().instance("ghost", 1).await.unwrap().is_none());
+    let pending: Vec<_> = store
+        .inspect()
+        .stuck(Duration::ZERO, 1000, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.instance_id == "ghost")
+        .collect();
+    assert!(pending.is_empty(), "{pending:?}");
+
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_usage_exits_2_and_errors_exit_1() {
+    let usage = |args: &'static [&'static str]| async move {
+        tokio::task::spawn_blocking(move || {
+            Command::new(CLI)
+                .args(args)
+                .env_remove("DATABASE_URL")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["status", "--bogus"],
+        &["show"],
+        &["raise", "a", "b"],
+        &["stuck", "--attempts", "many"],
+        &["status"], // no URL at all
+    ] {
+        let o = usage(args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("usage:"), "{args:?}");
+    }
+    // A store that does not exist: an error, not usage.
+    let o = cli("cli_no_such_schema", &["status"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error:"));
+}
