@@ -430,3 +430,78 @@ async fn every_call_has_a_database_span_with_the_instance_and_sqlstate_but_no_pa
         }
     }
 }
+
+/// Holds a row lock on every worker_queue row of `schema` for `hold` from an
+/// administrator's connection, so that provider calls touching them wait
+/// and run into their statement timeout (a retryable error that commits
+/// nothing).
+async fn lock_worker_rows(schema: &str, hold: Duration) -> tokio::task::JoinHandle<()> {
+    let admin = common::admin_client().await;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM \"{schema}\".worker_queue FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        admin.batch_execute("COMMIT").await.unwrap();
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_retried_and_acks_resolved_after_a_failed_reply_are_counted() {
+    recorder();
+    let options = PostgresOptions::new()
+        .long_poll(false)
+        .health_sample_interval(None)
+        .statement_timeout(Some(Duration::from_millis(150)));
+    let (store, _schemas) = common::provider("tm_ack", options).await;
+    let schema = store.schema().to_string();
+    store
+        .enqueue_for_worker(common::items::activity("ack-1", 1, "in", None))
+        .await
+        .unwrap();
+    let (_, token, _) = store
+        .fetch_work_item(Duration::from_secs(60), Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .unwrap()
+        .expect("the item");
+
+    // The renewal waits on the lock, times out, and is retried until the
+    // lock is gone.
+    let release = lock_worker_rows(&schema, Duration::from_millis(600)).await;
+    store
+        .renew_work_item_lock(&token, Duration::from_secs(60))
+        .await
+        .unwrap();
+    release.await.unwrap();
+    let retries = get(
+        &metrics_of(&schema),
+        "duroxide_postgres_lease_renewal_retries_total",
+        &[("queue", "worker")],
+    );
+    assert!(retries.is_some_and(|n| n >= 1.0), "renewal retries: {retries:?}");
+
+    // The ack fails the same way; the store asks what became of the lease
+    // (still held, nothing committed) and acks again.
+    let release = lock_worker_rows(&schema, Duration::from_millis(600)).await;
+    store.ack_work_item(&token, None).await.unwrap();
+    release.await.unwrap();
+    let m = metrics_of(&schema);
+    assert_eq!(
+        get(
+            &m,
+            "duroxide_postgres_ack_resolutions_total",
+            &[("queue", "worker"), ("outcome", "retried")]
+        ),
+        Some(1.0),
+        "{m:#?}"
+    );
+    // The item is gone: the ack committed exactly once.
+    assert!(store
+        .fetch_work_item(Duration::from_secs(1), Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .unwrap()
+        .is_none());
+}
