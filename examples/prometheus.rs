@@ -70,9 +70,12 @@ async fn main() -> Result<(), BoxError> {
         })
         .build();
     let orchestrations = OrchestrationRegistry::builder()
-        .register("Hello", |ctx: OrchestrationContext, name: String| async move {
-            ctx.schedule_activity("Greet", name).await
-        })
+        .register(
+            "Hello",
+            |ctx: OrchestrationContext, name: String| async move {
+                ctx.schedule_activity("Greet", name).await
+            },
+        )
         .build();
     let runtime = Runtime::start_with_store(store.clone(), activities, orchestrations).await;
     let client = Client::new(store.clone());

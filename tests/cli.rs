@@ -51,13 +51,21 @@ fn ok(o: &Output) -> String {
     );
     let text = stdout(o);
     for line in text.lines() {
-        assert!(line.chars().count() <= 100, "wider than 100 columns: {line:?}");
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100 columns: {line:?}"
+        );
     }
     text
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("valid JSON")
 }
 
@@ -76,20 +84,29 @@ async fn filled_store(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, 
         })
         .build();
     let orchestrations = OrchestrationRegistry::builder()
-        .register("Greet", |ctx: OrchestrationContext, input: String| async move {
-            let a = ctx.schedule_activity("Hello", input).await?;
-            ctx.set_custom_status("greeted once");
-            ctx.set_kv_value("greeting", a.clone());
-            let b = ctx.schedule_activity("Hello", a).await?;
-            Ok(b)
-        })
-        .register("Explode", |ctx: OrchestrationContext, input: String| async move {
-            ctx.schedule_activity("Boom", input).await
-        })
-        .register("Wait", |ctx: OrchestrationContext, _input: String| async move {
-            let data = ctx.schedule_wait("go").await;
-            Ok(format!("got {data}"))
-        })
+        .register(
+            "Greet",
+            |ctx: OrchestrationContext, input: String| async move {
+                let a = ctx.schedule_activity("Hello", input).await?;
+                ctx.set_custom_status("greeted once");
+                ctx.set_kv_value("greeting", a.clone());
+                let b = ctx.schedule_activity("Hello", a).await?;
+                Ok(b)
+            },
+        )
+        .register(
+            "Explode",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_activity("Boom", input).await
+            },
+        )
+        .register(
+            "Wait",
+            |ctx: OrchestrationContext, _input: String| async move {
+                let data = ctx.schedule_wait("go").await;
+                Ok(format!("got {data}"))
+            },
+        )
         .build();
     let rt_options = RuntimeOptions {
         dispatcher_min_poll_interval: Duration::from_millis(10),
@@ -98,12 +115,30 @@ async fn filled_store(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, 
     let runtime =
         Runtime::start_with_options(store.clone(), activities, orchestrations, rt_options).await;
     let client = Client::new(store.clone());
-    client.start_orchestration("greet-1", "Greet", "world").await.unwrap();
-    client.start_orchestration("explode-1", "Explode", "x").await.unwrap();
-    client.start_orchestration("wait-1", "Wait", "").await.unwrap();
-    client.start_orchestration("wait-2", "Wait", "").await.unwrap();
-    client.wait_for_orchestration("greet-1", WAIT).await.unwrap();
-    client.wait_for_orchestration("explode-1", WAIT).await.unwrap();
+    client
+        .start_orchestration("greet-1", "Greet", "world")
+        .await
+        .unwrap();
+    client
+        .start_orchestration("explode-1", "Explode", "x")
+        .await
+        .unwrap();
+    client
+        .start_orchestration("wait-1", "Wait", "")
+        .await
+        .unwrap();
+    client
+        .start_orchestration("wait-2", "Wait", "")
+        .await
+        .unwrap();
+    client
+        .wait_for_orchestration("greet-1", WAIT)
+        .await
+        .unwrap();
+    client
+        .wait_for_orchestration("explode-1", WAIT)
+        .await
+        .unwrap();
     for id in ["wait-1", "wait-2"] {
         // Running once its first turn is committed.
         let deadline = std::time::Instant::now() + WAIT;
@@ -139,9 +174,18 @@ async fn read_commands_answer_from_a_filled_store() {
     assert!(text.contains("Completed 1"), "{text}");
     assert!(text.contains("Failed 1"), "{text}");
     assert!(text.contains("Running 2"), "{text}");
-    assert!(text.contains("orchestrator") && text.contains("worker"), "{text}");
-    assert!(text.contains("worker_queue") && text.contains("history"), "{text}");
-    assert!(text.contains("vacuum:") && text.contains("notifications:"), "{text}");
+    assert!(
+        text.contains("orchestrator") && text.contains("worker"),
+        "{text}"
+    );
+    assert!(
+        text.contains("worker_queue") && text.contains("history"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vacuum:") && text.contains("notifications:"),
+        "{text}"
+    );
     let status = json(&cli(&schema, &["status", "--json"]).await);
     let worker = status["health"]["queues"]
         .as_array()
@@ -151,7 +195,10 @@ async fn read_commands_answer_from_a_filled_store() {
         .unwrap()
         .clone();
     assert_eq!(worker["expired_leases"], 1, "{worker}");
-    assert_eq!(worker["ready"], 1, "an expired lease is claimable: {worker}");
+    assert_eq!(
+        worker["ready"], 1,
+        "an expired lease is claimable: {worker}"
+    );
     let counts = status["instances"].as_array().unwrap();
     assert!(counts
         .iter()
@@ -177,7 +224,10 @@ async fn read_commands_answer_from_a_filled_store() {
         .collect();
     assert_eq!(kinds.first(), Some(&"OrchestrationStarted"));
     assert_eq!(kinds.last(), Some(&"OrchestrationCompleted"));
-    assert_eq!(kinds.iter().filter(|k| **k == "ActivityCompleted").count(), 2);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "ActivityCompleted").count(),
+        2
+    );
     assert_eq!(detail["kv"]["greeting"], "hello world");
     assert_eq!(detail["executions"][0]["status"], "Completed");
 
@@ -222,7 +272,13 @@ async fn read_commands_answer_from_a_filled_store() {
     assert!(reasons.contains(&"ready_too_long".into()), "{reasons:?}");
     // With a long threshold and no attempt limit reached, only the expired
     // lease is left.
-    let stuck = json(&cli(&schema, &["stuck", "--ready-for", "3600", "--attempts", "9", "--json"]).await);
+    let stuck = json(
+        &cli(
+            &schema,
+            &["stuck", "--ready-for", "3600", "--attempts", "9", "--json"],
+        )
+        .await,
+    );
     let all = stuck.as_array().unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["reasons"], serde_json::json!(["lease_expired"]));
@@ -239,12 +295,22 @@ async fn write_commands_go_through_the_client() {
     // raise: the waiting instance completes with the event's data.
     ok(&cli(&schema, &["raise", "wait-1", "go", "payload-7"]).await);
     let status = client.wait_for_orchestration("wait-1", WAIT).await.unwrap();
-    assert!(format!("{status:?}").contains("got payload-7"), "{status:?}");
+    assert!(
+        format!("{status:?}").contains("got payload-7"),
+        "{status:?}"
+    );
 
     // cancel: the other one ends cancelled (duroxide reports it as failed).
-    ok(&cli(&schema, &["cancel", "wait-2", "--reason", "operator said so"]).await);
+    ok(&cli(
+        &schema,
+        &["cancel", "wait-2", "--reason", "operator said so"],
+    )
+    .await);
     let status = client.wait_for_orchestration("wait-2", WAIT).await.unwrap();
-    assert!(format!("{status:?}").contains("operator said so"), "{status:?}");
+    assert!(
+        format!("{status:?}").contains("operator said so"),
+        "{status:?}"
+    );
     // Cancelling what is no longer running is an error.
     let again = cli(&schema, &["cancel", "wait-2"]).await;
     assert_eq!(again.status.code(), Some(1));
@@ -252,14 +318,31 @@ async fn write_commands_go_through_the_client() {
     // delete: gone afterwards.
     let text = ok(&cli(&schema, &["delete", "greet-1"]).await);
     assert!(text.contains("deleted greet-1: 1 instance(s)"), "{text}");
-    assert_eq!(cli(&schema, &["show", "greet-1"]).await.status.code(), Some(1));
-    assert!(store.inspect().instance("greet-1", 1).await.unwrap().is_none());
+    assert_eq!(
+        cli(&schema, &["show", "greet-1"]).await.status.code(),
+        Some(1)
+    );
+    assert!(store
+        .inspect()
+        .instance("greet-1", 1)
+        .await
+        .unwrap()
+        .is_none());
     // Unknown instances are errors, and nothing is queued for them.
-    for args in [&["raise", "ghost", "go", "x"][..], &["cancel", "ghost"], &["delete", "ghost"]] {
+    for args in [
+        &["raise", "ghost", "go", "x"][..],
+        &["cancel", "ghost"],
+        &["delete", "ghost"],
+    ] {
         let o = cli(&schema, args).await;
         assert_eq!(o.status.code(), Some(1), "{args:?}");
     }
-    assert!(store.inspect().instance("ghost", 1).await.unwrap().is_none());
+    assert!(store
+        .inspect()
+        .instance("ghost", 1)
+        .await
+        .unwrap()
+        .is_none());
     let pending: Vec<_> = store
         .inspect()
         .stuck(Duration::ZERO, 1000, 100)
@@ -297,7 +380,10 @@ async fn bad_usage_exits_2_and_errors_exit_1() {
     ] {
         let o = usage(args).await;
         assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&o.stderr).contains("usage:"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("usage:"),
+            "{args:?}"
+        );
     }
     // A store that does not exist: an error, not usage.
     let o = cli("cli_no_such_schema", &["status"]).await;

@@ -42,19 +42,59 @@ impl metrics::HistogramFn for Samples {
 }
 
 impl metrics::Recorder for TestRecorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let c = self.counters.lock().unwrap().entry(key.clone()).or_default().clone();
+        let c = self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
         metrics::Counter::from_arc(c)
     }
     fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let g = self.gauges.lock().unwrap().entry(key.clone()).or_default().clone();
+        let g = self
+            .gauges
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
         metrics::Gauge::from_arc(g)
     }
-    fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        let h = self.histograms.lock().unwrap().entry(key.clone()).or_default().clone();
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        let h = self
+            .histograms
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
         metrics::Histogram::from_arc(h)
     }
 }
@@ -137,14 +177,19 @@ async fn a_runtime_on_the_store_produces_pool_listener_wakeup_and_health_metrics
     let schema = store.schema().to_string();
 
     let activities = ActivityRegistry::builder()
-        .register("Echo", |_ctx: ActivityContext, input: String| async move { Ok(input) })
+        .register("Echo", |_ctx: ActivityContext, input: String| async move {
+            Ok(input)
+        })
         .build();
     let orchestrations = OrchestrationRegistry::builder()
-        .register("Twice", |ctx: OrchestrationContext, input: String| async move {
-            let a = ctx.schedule_activity("Echo", input).await?;
-            let b = ctx.schedule_activity("Echo", a).await?;
-            Ok(b)
-        })
+        .register(
+            "Twice",
+            |ctx: OrchestrationContext, input: String| async move {
+                let a = ctx.schedule_activity("Echo", input).await?;
+                let b = ctx.schedule_activity("Echo", a).await?;
+                Ok(b)
+            },
+        )
         .build();
     let rt_options = RuntimeOptions {
         dispatcher_min_poll_interval: Duration::from_millis(10),
@@ -186,39 +231,79 @@ async fn a_runtime_on_the_store_produces_pool_listener_wakeup_and_health_metrics
 
     // Pool: every call acquired a connection.
     assert!(get(&m, "duroxide_postgres_pool_acquire_seconds", &[]).unwrap_or(0.0) > 0.0);
-    let in_use = get(&m, "duroxide_postgres_pool_connections", &[("state", "in_use")]);
-    let idle = get(&m, "duroxide_postgres_pool_connections", &[("state", "idle")]);
+    let in_use = get(
+        &m,
+        "duroxide_postgres_pool_connections",
+        &[("state", "in_use")],
+    );
+    let idle = get(
+        &m,
+        "duroxide_postgres_pool_connections",
+        &[("state", "idle")],
+    );
     assert!(
         in_use.is_some() && idle.is_some(),
         "pool gauges: {in_use:?} {idle:?}"
     );
-    assert!(in_use.unwrap() + idle.unwrap() <= 10.0, "at most the pool size");
+    assert!(
+        in_use.unwrap() + idle.unwrap() <= 10.0,
+        "at most the pool size"
+    );
     assert_eq!(get(&m, "duroxide_postgres_pool_waiting", &[]), Some(0.0));
     // Idle fetchers were woken by the work they waited for.
-    let wakeups = get(&m, "duroxide_postgres_wakeups_total", &[("queue", "orchestrator")])
-        .unwrap_or(0.0)
-        + get(&m, "duroxide_postgres_wakeups_total", &[("queue", "worker")]).unwrap_or(0.0);
+    let wakeups = get(
+        &m,
+        "duroxide_postgres_wakeups_total",
+        &[("queue", "orchestrator")],
+    )
+    .unwrap_or(0.0)
+        + get(
+            &m,
+            "duroxide_postgres_wakeups_total",
+            &[("queue", "worker")],
+        )
+        .unwrap_or(0.0);
     assert!(wakeups >= 1.0, "wake-ups: {wakeups}");
     // Health: the orchestration finished, its queue is empty; the tagged
     // item waits; nothing is leased or expired.
     assert_eq!(
-        get(&m, "duroxide_postgres_queue_ready", &[("queue", "orchestrator")]),
+        get(
+            &m,
+            "duroxide_postgres_queue_ready",
+            &[("queue", "orchestrator")]
+        ),
         Some(0.0)
     );
     assert_eq!(
-        get(&m, "duroxide_postgres_queue_expired_leases", &[("queue", "worker")]),
+        get(
+            &m,
+            "duroxide_postgres_queue_expired_leases",
+            &[("queue", "worker")]
+        ),
         Some(0.0)
     );
     assert_eq!(
-        get(&m, "duroxide_postgres_queue_at_attempts", &[("queue", "worker")]),
+        get(
+            &m,
+            "duroxide_postgres_queue_at_attempts",
+            &[("queue", "worker")]
+        ),
         Some(0.0)
     );
-    assert!(get(&m, "duroxide_postgres_queue_dead_tuples", &[("queue", "worker")]).is_some());
+    assert!(get(
+        &m,
+        "duroxide_postgres_queue_dead_tuples",
+        &[("queue", "worker")]
+    )
+    .is_some());
     assert!(get(&m, "duroxide_postgres_vacuum_horizon_age_seconds", &[]).is_some_and(|a| a >= 0.0));
     let usage = get(&m, "duroxide_postgres_notification_queue_usage", &[]).unwrap();
     assert!((0.0..=1.0).contains(&usage));
     assert!(get(&m, "duroxide_postgres_health_sample_duration_seconds", &[]).unwrap_or(0.0) > 0.0);
-    assert_eq!(get(&m, "duroxide_postgres_health_sample_errors_total", &[]), None);
+    assert_eq!(
+        get(&m, "duroxide_postgres_health_sample_errors_total", &[]),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,25 +319,43 @@ async fn a_fetch_that_takes_over_an_expired_lease_is_counted() {
         .await
         .unwrap();
     let (_, _token, attempts) = store
-        .fetch_work_item(Duration::from_millis(50), Duration::ZERO, None, &TagFilter::Any)
+        .fetch_work_item(
+            Duration::from_millis(50),
+            Duration::ZERO,
+            None,
+            &TagFilter::Any,
+        )
         .await
         .unwrap()
         .expect("the item");
     assert_eq!(attempts, 1);
     assert_eq!(
-        get(&metrics_of(&schema), "duroxide_postgres_lease_takeovers_total", &[("queue", "worker")]),
+        get(
+            &metrics_of(&schema),
+            "duroxide_postgres_lease_takeovers_total",
+            &[("queue", "worker")]
+        ),
         None,
         "a first claim takes nothing over"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, _, attempts) = store
-        .fetch_work_item(Duration::from_secs(30), Duration::ZERO, None, &TagFilter::Any)
+        .fetch_work_item(
+            Duration::from_secs(30),
+            Duration::ZERO,
+            None,
+            &TagFilter::Any,
+        )
         .await
         .unwrap()
         .expect("the expired item again");
     assert_eq!(attempts, 2);
     assert_eq!(
-        get(&metrics_of(&schema), "duroxide_postgres_lease_takeovers_total", &[("queue", "worker")]),
+        get(
+            &metrics_of(&schema),
+            "duroxide_postgres_lease_takeovers_total",
+            &[("queue", "worker")]
+        ),
         Some(1.0)
     );
 
@@ -293,7 +396,10 @@ async fn health_sampling_is_off_when_disabled() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = metrics_of(store.schema());
-    assert_eq!(get(&m, "duroxide_postgres_queue_ready", &[("queue", "worker")]), None);
+    assert_eq!(
+        get(&m, "duroxide_postgres_queue_ready", &[("queue", "worker")]),
+        None
+    );
     // The call itself was measured.
     assert!(get(&m, "duroxide_postgres_pool_acquire_seconds", &[]).is_some());
 }
@@ -310,8 +416,10 @@ struct Visitor<'a>(&'a mut HashMap<String, String>);
 
 impl tracing::field::Visit for Visitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}").trim_matches('"').to_string());
+        self.0.insert(
+            field.name().to_string(),
+            format!("{value:?}").trim_matches('"').to_string(),
+        );
     }
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.0.insert(field.name().to_string(), value.to_string());
@@ -378,7 +486,10 @@ async fn every_call_has_a_database_span_with_the_instance_and_sqlstate_but_no_pa
         .unwrap()
         .expect("the start");
     assert_eq!(item.instance, "span-1");
-    store.abandon_orchestration_item(&token, None, false).await.unwrap();
+    store
+        .abandon_orchestration_item(&token, None, false)
+        .await
+        .unwrap();
     let error = store
         .abandon_orchestration_item("lock_not-a-token", None, false)
         .await
@@ -421,12 +532,18 @@ async fn every_call_has_a_database_span_with_the_instance_and_sqlstate_but_no_pa
     assert_eq!(failed[0]["error.type"], "DX001");
     assert_eq!(failed[0]["otel.status_code"], "ERROR");
 
-    assert_eq!(captured.calls("read_history")[0]["duroxide.instance_id"], "span-1");
+    assert_eq!(
+        captured.calls("read_history")[0]["duroxide.instance_id"],
+        "span-1"
+    );
 
     // Never a payload.
     for fields in captured.0.lock().unwrap().values() {
         for (name, value) in fields {
-            assert!(!value.contains(SECRET), "{name} carries the payload: {value}");
+            assert!(
+                !value.contains(SECRET),
+                "{name} carries the payload: {value}"
+            );
         }
     }
 }
@@ -463,7 +580,12 @@ async fn renewals_retried_and_acks_resolved_after_a_failed_reply_are_counted() {
         .await
         .unwrap();
     let (_, token, _) = store
-        .fetch_work_item(Duration::from_secs(60), Duration::ZERO, None, &TagFilter::Any)
+        .fetch_work_item(
+            Duration::from_secs(60),
+            Duration::ZERO,
+            None,
+            &TagFilter::Any,
+        )
         .await
         .unwrap()
         .expect("the item");
@@ -481,7 +603,10 @@ async fn renewals_retried_and_acks_resolved_after_a_failed_reply_are_counted() {
         "duroxide_postgres_lease_renewal_retries_total",
         &[("queue", "worker")],
     );
-    assert!(retries.is_some_and(|n| n >= 1.0), "renewal retries: {retries:?}");
+    assert!(
+        retries.is_some_and(|n| n >= 1.0),
+        "renewal retries: {retries:?}"
+    );
 
     // The ack fails the same way; the store asks what became of the lease
     // (still held, nothing committed) and acks again.
@@ -500,7 +625,12 @@ async fn renewals_retried_and_acks_resolved_after_a_failed_reply_are_counted() {
     );
     // The item is gone: the ack committed exactly once.
     assert!(store
-        .fetch_work_item(Duration::from_secs(1), Duration::ZERO, None, &TagFilter::Any)
+        .fetch_work_item(
+            Duration::from_secs(1),
+            Duration::ZERO,
+            None,
+            &TagFilter::Any
+        )
         .await
         .unwrap()
         .is_none());

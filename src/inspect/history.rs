@@ -30,7 +30,15 @@ pub struct HistoryEntry {
 
 /// Fields that carry what an event is about, in order of preference.
 const SUMMARY_FIELDS: &[&str] = &[
-    "input", "output", "result", "data", "details", "error", "reason", "status", "value",
+    "input",
+    "output",
+    "result",
+    "data",
+    "details",
+    "error",
+    "reason",
+    "status",
+    "value",
     "fire_at_ms",
 ];
 

@@ -36,7 +36,10 @@ impl QueueName {
         match s {
             "orchestrator" => Ok(QueueName::Orchestrator),
             "worker" => Ok(QueueName::Worker),
-            other => Err(ProviderError::permanent(op, format!("unknown queue {other:?}"))),
+            other => Err(ProviderError::permanent(
+                op,
+                format!("unknown queue {other:?}"),
+            )),
         }
     }
 
@@ -67,7 +70,10 @@ impl LeaseState {
             "none" => Ok(LeaseState::None),
             "held" => Ok(LeaseState::Held),
             "expired" => Ok(LeaseState::Expired),
-            other => Err(ProviderError::permanent(op, format!("unknown lease state {other:?}"))),
+            other => Err(ProviderError::permanent(
+                op,
+                format!("unknown lease state {other:?}"),
+            )),
         }
     }
 }
@@ -347,9 +353,7 @@ pub(crate) fn parse_health(
 }
 
 fn text(op: &str, what: &str, bytes: Option<Vec<u8>>) -> Result<Option<String>, ProviderError> {
-    bytes
-        .map(|b| crate::codec::utf8(op, what, b))
-        .transpose()
+    bytes.map(|b| crate::codec::utf8(op, what, b)).transpose()
 }
 
 /// The kind of a stored work item (its variant name), or `?` if it does not

@@ -125,9 +125,7 @@ impl PostgresProvider {
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            let rows = run_call(&db, &call, op, &refs)
-                .await
-                .map_err(|(e, _)| e)?;
+            let rows = run_call(&db, &call, op, &refs).await.map_err(|(e, _)| e)?;
             let token = match rows.first() {
                 Some(row) => row
                     .try_get::<_, Option<String>>("lock_token")

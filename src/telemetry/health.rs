@@ -85,8 +85,7 @@ fn publish(schema: &str, health: &Health) {
         .and_then(|h| h.transaction_age_ms)
         .unwrap_or(0) as f64
         / 1000.0;
-    metrics::gauge!(names::VACUUM_HORIZON_AGE_SECONDS, "schema" => schema.to_string())
-        .set(horizon);
+    metrics::gauge!(names::VACUUM_HORIZON_AGE_SECONDS, "schema" => schema.to_string()).set(horizon);
     metrics::gauge!(names::NOTIFICATION_QUEUE_USAGE, "schema" => schema.to_string())
         .set(health.notification_queue_usage);
 }

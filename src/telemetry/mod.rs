@@ -284,14 +284,16 @@ impl Target {
 
     /// The LISTEN connection is up (`true`) or down.
     pub(crate) fn listener_connected(&self, up: bool) {
-        metrics::gauge!(names::LISTENER_CONNECTED, "schema" => self.schema.clone())
-            .set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!(names::LISTENER_CONNECTED, "schema" => self.schema.clone()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// The LISTEN connection was re-established after a loss.
     pub(crate) fn listener_reconnected(&self) {
-        metrics::counter!(names::LISTENER_RECONNECTS, "schema" => self.schema.clone())
-            .increment(1);
+        metrics::counter!(names::LISTENER_RECONNECTS, "schema" => self.schema.clone()).increment(1);
     }
 }
 

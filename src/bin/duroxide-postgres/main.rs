@@ -170,7 +170,11 @@ async fn run(mut args: Args) -> Outcome {
             "--retire-other-function-sets belongs to migrate".into(),
         ));
     }
-    let pos = positionals(&mut args, names, matches!(verb.as_str(), "migrate" | "verify"))?;
+    let pos = positionals(
+        &mut args,
+        names,
+        matches!(verb.as_str(), "migrate" | "verify"),
+    )?;
     let url = args
         .url
         .clone()
@@ -198,7 +202,11 @@ async fn run(mut args: Args) -> Outcome {
         }
         "show" => {
             let limit = args.history.unwrap_or(200);
-            let detail = store.inspect().instance(&pos[0], limit).await.map_err(error)?;
+            let detail = store
+                .inspect()
+                .instance(&pos[0], limit)
+                .await
+                .map_err(error)?;
             let detail = detail.ok_or_else(|| error(format!("no instance {:?}", pos[0])))?;
             emit(args.json, &detail, print_instance)
         }
@@ -216,7 +224,12 @@ async fn run(mut args: Args) -> Outcome {
     }
 }
 
-async fn schema_command(store: &PostgresProvider, verb: &str, schema: &str, retire: bool) -> Outcome {
+async fn schema_command(
+    store: &PostgresProvider,
+    verb: &str,
+    schema: &str,
+    retire: bool,
+) -> Outcome {
     if retire {
         let dropped = store.retire_other_function_sets().await.map_err(error)?;
         for signature in &dropped {
@@ -224,7 +237,11 @@ async fn schema_command(store: &PostgresProvider, verb: &str, schema: &str, reti
         }
         println!("{} function(s) of other builds retired", dropped.len());
     }
-    let verb = if verb == "migrate" { "is up to date" } else { "verified" };
+    let verb = if verb == "migrate" {
+        "is up to date"
+    } else {
+        "verified"
+    };
     println!(
         "schema {schema} {verb} (migration {:04}, function set {})",
         PostgresProvider::schema_version(),
@@ -236,7 +253,12 @@ async fn schema_command(store: &PostgresProvider, verb: &str, schema: &str, reti
 /// cancel, raise, delete: through duroxide's `Client`, after checking that
 /// the instance exists (the client would otherwise queue a message for an
 /// instance that may never start).
-async fn client_command(store: PostgresProvider, verb: &str, pos: &[String], args: &Args) -> Outcome {
+async fn client_command(
+    store: PostgresProvider,
+    verb: &str,
+    pos: &[String],
+    args: &Args,
+) -> Outcome {
     let id = &pos[0];
     let exists = store.inspect().instance(id, 0).await.map_err(error)?;
     let Some(instance) = exists else {
@@ -251,8 +273,14 @@ async fn client_command(store: PostgresProvider, verb: &str, pos: &[String], arg
                     instance.status
                 )));
             }
-            let reason = args.reason.clone().unwrap_or_else(|| "cancelled by operator".into());
-            client.cancel_instance(id.as_str(), reason.as_str()).await.map_err(error)?;
+            let reason = args
+                .reason
+                .clone()
+                .unwrap_or_else(|| "cancelled by operator".into());
+            client
+                .cancel_instance(id.as_str(), reason.as_str())
+                .await
+                .map_err(error)?;
             serde_json::json!({"instance_id": id, "cancel_requested": true, "reason": reason})
         }
         "raise" => {
@@ -263,7 +291,10 @@ async fn client_command(store: PostgresProvider, verb: &str, pos: &[String], arg
             serde_json::json!({"instance_id": id, "event_raised": pos[1]})
         }
         _ => {
-            let r = client.delete_instance(id, args.force).await.map_err(error)?;
+            let r = client
+                .delete_instance(id, args.force)
+                .await
+                .map_err(error)?;
             serde_json::json!({
                 "instance_id": id,
                 "instances_deleted": r.instances_deleted,
@@ -320,7 +351,13 @@ fn print_status(s: &Status) {
 
     let threshold = format!(">={} TRIES", s.health.attempts_threshold);
     let mut q = Table::new(&[
-        "QUEUE", "READY", "DELAYED", "LEASED", "EXPIRED LEASES", "OLDEST READY", &threshold,
+        "QUEUE",
+        "READY",
+        "DELAYED",
+        "LEASED",
+        "EXPIRED LEASES",
+        "OLDEST READY",
+        &threshold,
         "DEAD TUPLES",
     ]);
     for h in &s.health.queues {
@@ -341,7 +378,8 @@ fn print_status(s: &Status) {
     match &s.health.vacuum_holder {
         None => println!("vacuum: no other session holds a snapshot"),
         Some(h) => {
-            let line = format!(
+            let line =
+                format!(
                 "vacuum: oldest snapshot held by pid {} ({}), transaction {} old, query started {}",
                 h.pid,
                 h.application.as_deref().filter(|a| !a.is_empty()).unwrap_or("?"),
@@ -384,7 +422,11 @@ fn print_instance(d: &InstanceDetail) {
         println!("parent     {p}");
     }
     if let Some(c) = &d.custom_status {
-        println!("custom     {} (v{})", render::cut(c, 88), d.custom_status_version);
+        println!(
+            "custom     {} (v{})",
+            render::cut(c, 88),
+            d.custom_status_version
+        );
     }
     if let Some(o) = &d.output {
         println!("output     {}", render::cut(o, 88));
@@ -406,7 +448,11 @@ fn print_instance(d: &InstanceDetail) {
 
     println!(
         "\nHISTORY{}",
-        if d.history_truncated { " (latest events only; --history N for more)" } else { "" }
+        if d.history_truncated {
+            " (latest events only; --history N for more)"
+        } else {
+            ""
+        }
     );
     let mut t = Table::new(&["TIME", "EXEC", "#", "KIND", "NAME", "DETAIL"]);
     for h in &d.history {
@@ -474,7 +520,14 @@ fn print_stuck(items: &Vec<StuckWork>) {
         println!("nothing stuck");
         return;
     }
-    let mut t = Table::new(&["QUEUE", "INSTANCE", "KIND", "READY FOR", "TRIES", "LEASE EXPIRED"]);
+    let mut t = Table::new(&[
+        "QUEUE",
+        "INSTANCE",
+        "KIND",
+        "READY FOR",
+        "TRIES",
+        "LEASE EXPIRED",
+    ]);
     for w in items {
         t.row(vec![
             w.queue.as_str().to_string(),
@@ -482,7 +535,9 @@ fn print_stuck(items: &Vec<StuckWork>) {
             w.kind.clone(),
             age(w.ready_age_ms),
             w.attempt_count.to_string(),
-            w.lease_expired_ms.map(|m| format!("{} ago", human_ms(m))).unwrap_or_else(|| "-".into()),
+            w.lease_expired_ms
+                .map(|m| format!("{} ago", human_ms(m)))
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     print!("{}", t.render());
