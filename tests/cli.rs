@@ -390,3 +390,145 @@ async fn bad_usage_exits_2_and_errors_exit_1() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error:"));
 }
+
+// ---------------------------------------------------------------------------
+// `duroxide-postgres ui`: the dashboard's pages and JSON over HTTP.
+// ---------------------------------------------------------------------------
+
+/// A running `ui` process, killed when dropped.
+struct Dashboard {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ui` on a free loopback port and waits for its "listening on" line.
+fn dashboard(schema: &str, extra: &[&str]) -> Dashboard {
+    use std::io::BufRead;
+    let mut child = Command::new(CLI)
+        .args(["ui", "--listen", "127.0.0.1:0", "--schema", schema])
+        .args(["--url", &common::server::database_url()])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn duroxide-postgres ui");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Dashboard { child, addr }
+}
+
+/// GET `path` (HTTP/1.0 on loopback): status code and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{}\r\n",
+        token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        let status = reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_serves_each_page_and_json_endpoint() {
+    let (store, _schemas, runtime) = filled_store("cli_ui").await;
+    let schema = store.schema().to_string();
+    let ui = dashboard(&schema, &[]);
+
+    let (code, html) = http_get(ui.addr, "/", None).await;
+    assert_eq!(code, 200, "{html}");
+    assert!(html.contains(&format!("store {schema}")), "{html}");
+    assert!(html.contains("<td>Completed</td><td>1</td>"), "{html}");
+    assert!(
+        html.contains("<tr class=\"failed\"><td>Failed</td><td>1</td>"),
+        "{html}"
+    );
+    assert!(html.contains("worker_queue"), "{html}");
+
+    let (code, html) = http_get(ui.addr, "/instances/greet-1", None).await;
+    assert_eq!(code, 200, "{html}");
+    assert!(
+        html.contains("ActivityCompleted") && html.contains("hello hello world"),
+        "{html}"
+    );
+    assert!(html.contains("greeted once"), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances/explode-1", None).await;
+    assert!(
+        html.contains("<tr class=\"failed\">") && html.contains("ActivityFailed"),
+        "failures highlighted: {html}"
+    );
+    let (code, _) = http_get(ui.addr, "/instances/nope", None).await;
+    assert_eq!(code, 404);
+
+    let (code, html) = http_get(ui.addr, "/stuck?ready_for=0", None).await;
+    assert_eq!(code, 200);
+    assert!(html.contains("href=\"/instances/wait-1\""), "{html}");
+    assert!(html.contains("tag &quot;gpu&quot;"), "escaped: {html}");
+
+    let (code, body) = http_get(ui.addr, "/api/status", None).await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["schema"], schema.as_str());
+    let (_, body) = http_get(ui.addr, "/api/instances/greet-1", None).await;
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["status"], "Completed");
+    let (_, body) = http_get(ui.addr, "/api/stuck?ready_for=0", None).await;
+    let stuck: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(stuck
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["instance_id"] == "wait-1"));
+    let (code, css) = http_get(ui.addr, "/style.css", None).await;
+    assert_eq!(code, 200);
+    assert!(css.contains("tr.failed"));
+
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_requires_its_token_when_given_one() {
+    let options = PostgresOptions::new().health_sample_interval(None);
+    let (store, _schemas) = common::provider("cli_token", options).await;
+    let ui = dashboard(store.schema(), &["--token", "s3cret"]);
+    assert_eq!(http_get(ui.addr, "/", None).await.0, 401);
+    assert_eq!(http_get(ui.addr, "/api/status", Some("wrong")).await.0, 401);
+    assert_eq!(
+        http_get(ui.addr, "/api/status", Some("s3cret")).await.0,
+        200
+    );
+    assert_eq!(http_get(ui.addr, "/", Some("s3cret")).await.0, 200);
+}

@@ -26,6 +26,8 @@ pub struct HistoryEntry {
     pub summary: Option<String>,
     /// Whether it reports a failure.
     pub failed: bool,
+    /// The sub-orchestration it starts (`SubOrchestrationScheduled`).
+    pub child_instance: Option<String>,
 }
 
 /// Fields that carry what an event is about, in order of preference.
@@ -71,6 +73,10 @@ impl HistoryEntry {
             kind,
             name,
             source_event_id: value.get("source_event_id").and_then(|v| v.as_u64()),
+            child_instance: value
+                .get("instance")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
             summary,
         }
     }

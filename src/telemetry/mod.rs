@@ -304,3 +304,67 @@ impl Target {
 pub(crate) fn recorder_installed() -> bool {
     metrics::with_recorder(|r| std::mem::size_of_val(r) != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::recorder_installed;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A recorder with state, as every real one has.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl metrics::Recorder for Counting {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn the_facade_tells_whether_a_recorder_is_installed() {
+        // This unit-test binary installs no global recorder.
+        assert!(!recorder_installed());
+        assert!(!metrics::with_local_recorder(
+            &metrics::NoopRecorder,
+            recorder_installed
+        ));
+        let recorder = Counting::default();
+        assert!(metrics::with_local_recorder(&recorder, recorder_installed));
+    }
+}

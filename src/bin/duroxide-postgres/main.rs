@@ -9,6 +9,7 @@
 //! duroxide-postgres cancel ID [--reason TEXT]
 //! duroxide-postgres raise ID NAME DATA
 //! duroxide-postgres delete ID [--force]
+//! duroxide-postgres ui [--listen 127.0.0.1:8080] [--token T]   read-only web dashboard
 //!
 //! common: [--url URL | URL] [--schema NAME] [--json]
 //! ```
@@ -24,6 +25,8 @@
 //! through `duroxide_postgres::inspect` like the commands here.)
 
 mod render;
+#[cfg(feature = "ui")]
+mod ui;
 
 use duroxide::Client;
 use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
@@ -44,6 +47,7 @@ usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
   cancel ID [--reason TEXT]                cancel an instance
   raise ID NAME DATA                       raise an external event
   delete ID [--force]                      delete an instance (and its children)
+  ui [--listen ADDR] [--token T]           read-only web dashboard (default 127.0.0.1:8080)
 URL defaults to $DATABASE_URL, NAME to duroxide.";
 
 /// A failed command: exit status 1 with a message, or 2 with the usage.
@@ -73,6 +77,8 @@ struct Args {
     limit: Option<u32>,
     history: Option<u32>,
     reason: Option<String>,
+    listen: Option<String>,
+    token: Option<String>,
 }
 
 fn parse(raw: Vec<String>) -> Result<Args, Failure> {
@@ -103,6 +109,8 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--limit" => args.limit = Some(number(value(&mut it, &arg)?, &arg)?),
             "--history" => args.history = Some(number(value(&mut it, &arg)?, &arg)?),
             "--reason" => args.reason = Some(value(&mut it, &arg)?),
+            "--listen" => args.listen = Some(value(&mut it, &arg)?),
+            "--token" => args.token = Some(value(&mut it, &arg)?),
             "--" => args.positional.extend(it.by_ref()),
             _ if arg.starts_with("--") => {
                 return Err(Failure::Usage(format!("unknown option {arg}")))
@@ -156,7 +164,7 @@ async fn run(mut args: Args) -> Outcome {
     let verb = args.command.clone();
     let (policy, names): (MigrationPolicy, &[&str]) = match verb.as_str() {
         "migrate" => (MigrationPolicy::Apply, &[]),
-        "verify" | "status" | "stuck" => (MigrationPolicy::VerifyOnly, &[]),
+        "verify" | "status" | "stuck" | "ui" => (MigrationPolicy::VerifyOnly, &[]),
         "show" | "cancel" | "delete" => (MigrationPolicy::VerifyOnly, &["ID"]),
         "raise" => (MigrationPolicy::VerifyOnly, &["ID", "NAME", "DATA"]),
         "help" | "--help" | "-h" => {
@@ -220,8 +228,24 @@ async fn run(mut args: Args) -> Outcome {
                 .map_err(error)?;
             emit(args.json, &stuck, print_stuck)
         }
+        "ui" => serve(store, &args).await,
         _ => client_command(store, &verb, &pos, &args).await,
     }
+}
+
+#[cfg(feature = "ui")]
+async fn serve(store: PostgresProvider, args: &Args) -> Outcome {
+    let listen = args.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    ui::serve(store, listen, args.token.clone())
+        .await
+        .map_err(error)
+}
+
+#[cfg(not(feature = "ui"))]
+async fn serve(_store: PostgresProvider, _args: &Args) -> Outcome {
+    Err(error(
+        "this build has no dashboard (built without the \"ui\" feature)",
+    ))
 }
 
 async fn schema_command(
