@@ -8,6 +8,7 @@ mod history;
 mod kv;
 mod management;
 mod orchestrator;
+mod reclaim;
 mod retry;
 mod rows;
 mod sessions;
@@ -66,6 +67,8 @@ pub struct PostgresProvider {
     /// How long Read and Write calls ride out transient failures (retry.rs).
     retry_budget: Duration,
     _listener: Option<Listener>,
+    /// When this process next reclaims a queue segment.
+    reclaimer: reclaim::Reclaimer,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -171,6 +174,7 @@ impl PostgresProvider {
             recheck_interval: options.listener_reconnect_delay,
             retry_budget: options.client_retry_budget,
             _listener: listener,
+            reclaimer: reclaim::Reclaimer::default(),
         })
     }
 

@@ -59,6 +59,8 @@ impl PostgresProvider {
         };
         let lock_ms = millis(lock_timeout);
         self.poll(poll_timeout, &self.signals.orchestrator, || async {
+            self.reclaim_if_due(super::reclaim::QueueKind::Orchestrator)
+                .await;
             let params: Vec<Param> = vec![
                 Box::new(lock_ms),
                 Box::new(min.clone()),

@@ -61,6 +61,7 @@ impl PostgresProvider {
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
         self.poll(poll_timeout, &self.signals.worker, || async {
+            self.reclaim_if_due(super::reclaim::QueueKind::Worker).await;
             // Loops only past corrupt items, which are set aside first.
             loop {
                 let params: Vec<Param> = vec![
