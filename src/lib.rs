@@ -58,6 +58,7 @@ mod options;
 mod provider;
 mod schema;
 mod tls;
+mod wakeups;
 
 pub use error::{is_retryable_sqlstate, Error};
 #[doc(hidden)]

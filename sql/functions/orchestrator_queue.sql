@@ -94,7 +94,7 @@ BEGIN
 
     -- Delayed messages notify too: an idle fetcher's wake-up time may be
     -- later than this message's.
-    PERFORM pg_notify('__CHANNEL__', 'o');
+    PERFORM pg_notify('__CHANNEL__', 'o:1');
 END
 $$;
 
@@ -123,7 +123,8 @@ CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
     kv_keys TEXT[],
     kv_values BYTEA[],
     kv_updated_at_ms BIGINT[],
-    next_visible_in_ms BIGINT
+    next_visible_in_ms BIGINT,
+    more_ready BOOLEAN
 )
 LANGUAGE plpgsql
 -- The candidate query's custom plans are re-planned on every call (about
@@ -179,7 +180,8 @@ BEGIN
                     -- without ready messages free nothing when they end).
                     (SELECT min(l.locked_until_ms) FROM __SCHEMA__.orchestrator_queue q
                      JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
-                     WHERE q.visible_at_ms <= v_now AND l.locked_until_ms > v_now)) - v_now;
+                     WHERE q.visible_at_ms <= v_now AND l.locked_until_ms > v_now)) - v_now,
+                FALSE;
             RETURN;
         END IF;
 
@@ -272,7 +274,15 @@ BEGIN
         SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
             (SELECT array_agg(h.event_data ORDER BY h.event_id) FROM __SCHEMA__.history h
              WHERE h.instance_id = v_instance AND h.execution_id = v_execution),
-            kv.keys, kv.vals, kv.updated, NULL::BIGINT
+            kv.keys, kv.vals, kv.updated, NULL::BIGINT,
+            -- Whether another instance was ready (claimed by someone or
+            -- not): false lets this process's next fetch wait without
+            -- looking until something is committed (src/wakeups.rs). Locked
+            -- rows are seen, so false is never wrong; true may be.
+            EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                    JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+                    WHERE q.visible_at_ms <= v_now AND l.locked_until_ms <= v_now
+                      AND q.instance_id <> v_instance)
         FROM (SELECT array_agg(s.key ORDER BY s.key) AS keys,
                      array_agg(s.value ORDER BY s.key) AS vals,
                      array_agg(s.last_updated_at_ms ORDER BY s.key) AS updated
@@ -537,7 +547,7 @@ BEGIN
     WHERE l.instance_id = v_instance;
 
     IF p_notify THEN
-        PERFORM pg_notify('__CHANNEL__', 'o');
+        PERFORM pg_notify('__CHANNEL__', 'o:1');
     END IF;
 END
 $$;

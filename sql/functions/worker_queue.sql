@@ -44,7 +44,9 @@ BEGIN
     INSERT INTO __SCHEMA__.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
         activity_id, session_id, tag, created_at_ms)
     VALUES (p_work_item, v_now, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, v_now);
-    PERFORM pg_notify('__CHANNEL__', 'w');
+    -- Payload: how many waiters to wake (src/wakeups.rs); a session item
+    -- wakes every worker, only the session's owner may take it.
+    PERFORM pg_notify('__CHANNEL__', CASE WHEN p_session_id IS NULL THEN 'w:1' ELSE 'w:*' END);
 END
 $$;
 
@@ -196,7 +198,7 @@ BEGIN
         INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
         VALUES (p_target_instance, p_kind, p_completion, v_now, v_now);
         IF p_notify THEN
-            PERFORM pg_notify('__CHANNEL__', 'o');
+            PERFORM pg_notify('__CHANNEL__', 'o:1');
         END IF;
     END IF;
 

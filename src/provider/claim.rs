@@ -10,7 +10,7 @@
 
 use super::functions::SqlFn;
 use super::{run_call, PostgresProvider};
-use crate::notifier::{Queue, Signals};
+use crate::wakeups::{Queue, Signals, Wake};
 use deadpool_postgres::Pool;
 use duroxide::providers::ProviderError;
 use std::sync::Arc;
@@ -82,7 +82,12 @@ impl Drop for Release {
                     tracing::debug!(target: "duroxide_postgres", %token,
                         "released a claim whose fetch was dropped");
                     if let Some(signals) = signals {
-                        signals.committed(queue);
+                        // A worker item may be bound to a session.
+                        let wake = match queue {
+                            Queue::Orchestrator => Wake::Count(1),
+                            Queue::Worker => Wake::All,
+                        };
+                        signals.committed(queue, wake);
                     }
                 }
                 Err((e, _)) => tracing::warn!(target: "duroxide_postgres", %token, error = %e,
