@@ -60,6 +60,7 @@ mod provider;
 mod schema;
 mod telemetry;
 mod tls;
+mod wakeups;
 
 pub use error::{is_retryable_sqlstate, Error};
 #[doc(hidden)]

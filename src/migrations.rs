@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "request_ids",
         sql: include_str!("../sql/migrations/0002_request_ids.sql"),
     },
+    Migration {
+        version: 3,
+        name: "vacuum_proof_queues",
+        sql: include_str!("../sql/migrations/0003_vacuum_proof_queues.sql"),
+    },
 ];
 
 /// Tables the provider needs; checked after migrating and in verify-only mode.
@@ -63,6 +68,7 @@ const TABLES: &[&str] = &[
     "history",
     "instance_locks",
     "orchestrator_queue",
+    "orchestrator_held",
     "worker_queue",
     "sessions",
     "kv_store",

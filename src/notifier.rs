@@ -10,7 +10,8 @@
 //! fetchers of its own process directly and asks this task to tell other
 //! processes; the task coalesces those requests into one `NOTIFY` at a time
 //! on its own connection. Notifications it sent itself are ignored when they
-//! come back. Payload `o` is the orchestrator queue, `w` the worker queue.
+//! come back. The payload names the queue and how many waiters to wake
+//! (`wakeups.rs`).
 //! (Enqueues from clients, which may run without a listener, still notify
 //! inside their transaction.)
 //!
@@ -20,72 +21,12 @@
 //! is woken once and pending notifications are sent, so nothing is missed.
 
 use crate::telemetry::Target;
+use crate::wakeups::Signals;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
-
-/// Wake-up signals shared by the listener task and the fetchers.
-#[derive(Debug, Default)]
-pub(crate) struct Signals {
-    pub(crate) orchestrator: Notify,
-    pub(crate) worker: Notify,
-    connected: AtomicBool,
-    /// Notifications to send to other processes, and the task's doorbell.
-    outgoing_orchestrator: AtomicBool,
-    outgoing_worker: AtomicBool,
-    outgoing: Notify,
-}
-
-/// A queue that received work.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Queue {
-    Orchestrator,
-    Worker,
-}
-
-impl Signals {
-    /// Whether the LISTEN connection is up (notifications will arrive).
-    pub(crate) fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
-
-    fn wake_all(&self) {
-        self.orchestrator.notify_waiters();
-        self.worker.notify_waiters();
-    }
-
-    /// Work was committed to `queue`: wake this process's fetchers now and
-    /// have the listener task tell the other processes.
-    pub(crate) fn committed(&self, queue: Queue) {
-        match queue {
-            Queue::Orchestrator => {
-                self.orchestrator.notify_waiters();
-                self.outgoing_orchestrator.store(true, Ordering::Release);
-            }
-            Queue::Worker => {
-                self.worker.notify_waiters();
-                self.outgoing_worker.store(true, Ordering::Release);
-            }
-        }
-        self.outgoing.notify_one();
-    }
-
-    /// The NOTIFY statement for what is pending, if anything.
-    fn take_outgoing(&self, channel: &str) -> Option<String> {
-        let o = self.outgoing_orchestrator.swap(false, Ordering::AcqRel);
-        let w = self.outgoing_worker.swap(false, Ordering::AcqRel);
-        match (o, w) {
-            (false, false) => None,
-            (true, false) => Some(format!("NOTIFY {channel}, 'o'")),
-            (false, true) => Some(format!("NOTIFY {channel}, 'w'")),
-            (true, true) => Some(format!("NOTIFY {channel}, 'o'; NOTIFY {channel}, 'w'")),
-        }
-    }
-}
 
 /// The running listener; aborts its task on drop.
 #[derive(Debug)]
@@ -124,7 +65,7 @@ pub(crate) fn start(
                 tracing::warn!(target: "duroxide_postgres", error = %e, "LISTEN connection lost; reconnecting");
             }
             target.listener_connected(false);
-            signals.connected.store(false, Ordering::Release);
+            signals.set_connected(false);
             signals.wake_all();
             tokio::time::sleep(reconnect_delay).await;
         }
@@ -151,7 +92,7 @@ async fn listen_once(
         tokio::select! {
             result = &mut subscribe, if own_pid.is_none() => {
                 own_pid = Some(backend_pid(&result?));
-                signals.connected.store(true, Ordering::Release);
+                signals.set_connected(true);
                 on_listening();
                 // Work may have been committed while we were not listening,
                 // and notifications may be waiting to go out.
@@ -172,11 +113,7 @@ async fn listen_once(
                     if Some(n.process_id()) == own_pid {
                         continue; // ours: this process was woken when it committed
                     }
-                    match n.payload() {
-                        "o" => signals.orchestrator.notify_waiters(),
-                        "w" => signals.worker.notify_waiters(),
-                        _ => signals.wake_all(),
-                    }
+                    signals.received(n.payload());
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),

@@ -591,9 +591,17 @@ async fn takeover_then_late_ack_commits_nothing() {
         .unwrap();
     assert_eq!(rows.len(), 1, "exactly one completion enqueued");
     assert_eq!(rows[0].get::<_, String>(0), "ActivityCompleted");
+    // i2 was never started: its completion waits for the start (held
+    // messages, issue 7 item 1) and comes with it.
+    p.enqueue_for_orchestrator(start_item("i2"), None)
+        .await
+        .unwrap();
     let (item, _, _) = fetch_orch(&p, LONG).await.expect("the completion");
     assert_eq!(item.instance, "i2");
-    assert_eq!(item.messages, vec![completed("i2", 7, "B")]);
+    assert_eq!(
+        item.messages,
+        vec![completed("i2", 7, "B"), start_item("i2")]
+    );
     let work = row_count(&admin, &p, "worker_queue").await;
     assert_eq!(work, 0, "the activity row is gone");
 }
@@ -1130,7 +1138,8 @@ fn ghost_messages() -> Vec<WorkItem> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orphan_events_for_never_started_instances_do_not_stall_others() {
-    // --- Provider level: the ghost batch is returned and does not block. ---
+    // --- Provider level: the ghost batch is held, not returned, and does
+    // not block the started instance. ---
     {
         let (p, _guard) = common::provider("races_ghost_p", PostgresOptions::new()).await;
         for m in ghost_messages() {
@@ -1140,21 +1149,9 @@ async fn orphan_events_for_never_started_instances_do_not_stall_others() {
             .await
             .unwrap();
         let (a, b) = tokio::join!(fetch_orch(&p, LONG), fetch_orch(&p, LONG));
-        let (a, _, _) = a.expect("first concurrent fetch");
-        let (b, _, _) = b.expect("second concurrent fetch");
-        let (ghost, real) = if a.instance == "ghost" {
-            (a, b)
-        } else {
-            (b, a)
-        };
-        assert_eq!(ghost.instance, "ghost");
-        assert_eq!(
-            ghost.messages,
-            ghost_messages(),
-            "ghost messages as enqueued"
-        );
-        assert_eq!(ghost.orchestration_name, "unknown");
-        assert!(ghost.history.is_empty());
+        let mut fetched: Vec<_> = [a, b].into_iter().flatten().collect();
+        assert_eq!(fetched.len(), 1, "only the started instance is deliverable");
+        let (real, _, _) = fetched.remove(0);
         assert_eq!(real.instance, "real", "real is fetched while ghost is held");
         assert_eq!(real.messages, vec![start_item("real")]);
         assert_eq!(real.orchestration_name, ORCH);
@@ -1206,6 +1203,11 @@ async fn orphan_events_for_never_started_instances_do_not_stall_others() {
     rt.shutdown(None).await;
 
     assert_eq!(remaining, 0, "ghost messages still queued after 10 s");
+    assert_eq!(
+        row_count_of(&admin, &p, "orchestrator_held", "ghost").await,
+        ghost_messages().len() as i64,
+        "the ghost's messages are held for a start, not consumed"
+    );
     for table in ["instances", "executions", "history"] {
         assert_eq!(
             row_count_of(&admin, &p, table, "ghost").await,

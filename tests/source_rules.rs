@@ -41,6 +41,10 @@ const ALLOWED: &[(&str, &str)] = &[
         "derived from a SHA-256 of the schema name: hex digits",
     ),
     ("ms", "an integer number of milliseconds"),
+    (
+        "payload",
+        "Wake::payload(): a queue letter and an integer or `*`, built from enums",
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

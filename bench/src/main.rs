@@ -20,6 +20,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod soak;
 mod stores;
 mod stress;
 mod turns;
@@ -30,6 +31,10 @@ use std::time::{Duration, Instant};
 use util::{heading, Result};
 
 const SECTIONS: &[&str] = &[
+    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "soak",
+];
+/// Sections run without `--only` (the soak takes 20 minutes: on request only).
+const DEFAULT_SECTIONS: &[&str] = &[
     "floor", "turns", "stress", "latency", "history", "idle", "chaos",
 ];
 
@@ -42,10 +47,11 @@ USAGE:
 OPTIONS:
     --quick             ~1 minute smoke run (fewer samples, 3 s stress runs, 2:2 only)
     --stress-secs N     duration of each stress run (default 10, quick 3)
+    --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
-                        floor, turns, stress, latency, history, idle, chaos
-                        (chaos restarts a private server of its own, never
-                        DATABASE_URL's)
+                        floor, turns, stress, latency, history, idle, chaos, soak
+                        (default: all but soak; chaos restarts a private server
+                        of its own, never DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
                         reference for the other sections)
     -h, --help          this text
@@ -61,6 +67,8 @@ pub struct Ctx {
     pub postmaster: Option<i64>,
     /// `--stress-secs`, if given.
     pub stress_secs: Option<u64>,
+    /// `--soak-minutes`, if given.
+    pub soak_minutes: Option<u64>,
     /// Directory for the SQLite files.
     pub tmpdir: PathBuf,
     /// Filled by the floor section.
@@ -70,6 +78,7 @@ pub struct Ctx {
 struct Args {
     quick: bool,
     stress_secs: Option<u64>,
+    soak_minutes: Option<u64>,
     only: Vec<String>,
 }
 
@@ -77,7 +86,8 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         quick: false,
         stress_secs: None,
-        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        soak_minutes: None,
+        only: DEFAULT_SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -91,6 +101,15 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .filter(|n| *n > 0)
                     .ok_or(format!("--stress-secs: not a positive number: {v:?}"))?;
                 args.stress_secs = Some(n);
+            }
+            "--soak-minutes" => {
+                let v = it.next().ok_or("--soak-minutes needs a number")?;
+                let n = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("--soak-minutes: not a positive number: {v:?}"))?;
+                args.soak_minutes = Some(n);
             }
             "-h" | "--help" => return Err(String::new()),
             "--only" => {
@@ -198,6 +217,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
         admin,
         quick: args.quick,
         stress_secs: args.stress_secs,
+        soak_minutes: args.soak_minutes,
         tmpdir,
         floor: None,
     };
@@ -235,6 +255,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
                 "chaos" => chaos::run(&c).await,
+                "soak" => soak::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

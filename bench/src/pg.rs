@@ -146,10 +146,15 @@ impl Admin {
             let name = match query.find(&prefix) {
                 Some(i) => {
                     let rest = &query[i + prefix.len()..];
-                    rest.split(|c: char| c == '(' || c.is_whitespace())
+                    let installed = rest
+                        .split(|c: char| c == '(' || c.is_whitespace())
                         .next()
-                        .unwrap_or(rest)
-                        .to_string()
+                        .unwrap_or(rest);
+                    // Functions are installed as `<name>__<set tag>`.
+                    match installed.rsplit_once("__") {
+                        Some((base, _tag)) => base.to_string(),
+                        None => installed.to_string(),
+                    }
                 }
                 None => query.chars().take(60).collect(),
             };

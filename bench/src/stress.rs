@@ -303,6 +303,30 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             verdict(Some(r < 1.005))
         );
     }
+    // Issue 11: fetch statements (pg_stat_statements) per completed turn
+    // (acks through the provider), per queue and run.
+    let sql_of = |row: &Row, f: &str| -> i64 {
+        row.by_function
+            .iter()
+            .filter(|(n, _)| n == f)
+            .map(|(_, c)| *c)
+            .sum()
+    };
+    println!("  fetch statements per completed turn (target <= 1.2 each):");
+    for row in rows
+        .iter()
+        .filter(|r| r.kind == Kind::Postgres && r.result.is_ok() && r.statements.is_some())
+    {
+        let (name, conc) = label(row.test);
+        let per =
+            |fetch: &str, ack: &str| sql_of(row, fetch) as f64 / row.calls.get(ack).max(1) as f64;
+        let o = per("fetch_orchestration_item", "ack_orchestration_item");
+        let w = per("fetch_work_item", "ack_work_item");
+        println!(
+            "    {name} {conc}: orchestrator {o:.2}, worker {w:.2} -> {}",
+            verdict(Some(o <= 1.2 && w <= 1.2))
+        );
+    }
     crate::logcap::report(
         &rows
             .iter()

@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-const ORCH_NAME: &str = "BenchOrchestration";
-const ORCH_VERSION: &str = "1.0.0";
-const ACTIVITY_NAME: &str = "BenchActivity";
-const ACTIVITY_INPUT: &str =
+pub const ORCH_NAME: &str = "BenchOrchestration";
+pub const ORCH_VERSION: &str = "1.0.0";
+pub const ACTIVITY_NAME: &str = "BenchActivity";
+pub const ACTIVITY_INPUT: &str =
     "{\"order\":12345,\"items\":[\"a\",\"b\",\"c\"],\"note\":\"benchmark payload\"}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

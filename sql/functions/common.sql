@@ -74,3 +74,33 @@ BEGIN
     RETURN TRUE;
 END
 $$;
+
+-- Lease tokens name the row they lease, so that acks, renewals and abandons
+-- find it through an immutable key (no index on a column a turn changes):
+-- 'lock_' || uuid || ':' || key, where key is the instance id of an
+-- orchestration lease or the item id of a worker lease.
+CREATE FUNCTION __SCHEMA__.new_token(p_key TEXT) RETURNS TEXT
+LANGUAGE sql VOLATILE AS $$
+    SELECT 'lock_' || gen_random_uuid()::TEXT || ':' || p_key
+$$;
+
+-- The key a token names, or NULL for a string that is not such a token.
+CREATE FUNCTION __SCHEMA__.token_key(p_token TEXT) RETURNS TEXT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN left(p_token, 5) = 'lock_' AND substr(p_token, 42, 1) = ':'
+                THEN substr(p_token, 43) END
+$$;
+
+-- The worker item id a token names, or NULL.
+CREATE FUNCTION __SCHEMA__.token_item_id(p_token TEXT) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN __SCHEMA__.token_key(p_token) ~ '^[0-9]{1,18}$'
+                THEN __SCHEMA__.token_key(p_token)::BIGINT END
+$$;
+
+-- The segment (partition) rows inserted now go to: the epoch second mod 3,
+-- as the queue tables' `seg` default (migration 0003).
+CREATE FUNCTION __SCHEMA__.current_segment() RETURNS SMALLINT
+LANGUAGE sql VOLATILE AS $$
+    SELECT (floor(extract(epoch FROM clock_timestamp()))::BIGINT % 3)::SMALLINT
+$$;

@@ -2,10 +2,12 @@
 --
 -- Guarantees
 -- * Deletion locks the lease rows (instance_locks) of every instance it
---   deletes, in instance_id order, before touching anything else: the same
---   order as fetch and ack, so it cannot deadlock with them. Deleting the
---   lease row is what makes an in-flight ack of a deleted instance fail
---   instead of recreating its state.
+--   deletes, in instance_id order, FOR UPDATE, before touching anything
+--   else: the same order as fetch and ack, so it cannot deadlock with them,
+--   and a lock that waits for every enqueue and worker ack holding the row
+--   FOR KEY SHARE (orchestrator_queue.sql): nothing they write survives
+--   the deletion. Deleting the lease row is what makes an in-flight ack of
+--   a deleted instance fail instead of recreating its state.
 -- * delete_instances_atomic is all-or-nothing: it deletes every listed
 --   instance or, on any refusal (still running without force, a child not in
 --   the list), nothing.
@@ -129,6 +131,7 @@ DECLARE
     v_events BIGINT;
     v_orchestrator BIGINT;
     v_worker BIGINT;
+    v_held BIGINT;
 BEGIN
     DELETE FROM __SCHEMA__.history h WHERE h.instance_id = ANY (p_ids);
     GET DIAGNOSTICS v_events = ROW_COUNT;
@@ -136,6 +139,8 @@ BEGIN
     GET DIAGNOSTICS v_executions = ROW_COUNT;
     DELETE FROM __SCHEMA__.orchestrator_queue q WHERE q.instance_id = ANY (p_ids);
     GET DIAGNOSTICS v_orchestrator = ROW_COUNT;
+    DELETE FROM __SCHEMA__.orchestrator_held h WHERE h.instance_id = ANY (p_ids);
+    GET DIAGNOSTICS v_held = ROW_COUNT;
     DELETE FROM __SCHEMA__.worker_queue w WHERE w.instance_id = ANY (p_ids);
     GET DIAGNOSTICS v_worker = ROW_COUNT;
     DELETE FROM __SCHEMA__.kv_store s WHERE s.instance_id = ANY (p_ids);
@@ -143,7 +148,7 @@ BEGIN
     DELETE FROM __SCHEMA__.instance_locks l WHERE l.instance_id = ANY (p_ids);
     DELETE FROM __SCHEMA__.instances i WHERE i.instance_id = ANY (p_ids);
     GET DIAGNOSTICS v_instances = ROW_COUNT;
-    RETURN QUERY SELECT v_instances, v_executions, v_events, v_orchestrator + v_worker;
+    RETURN QUERY SELECT v_instances, v_executions, v_events, v_orchestrator + v_held + v_worker;
 END
 $$;
 

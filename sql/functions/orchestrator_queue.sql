@@ -3,10 +3,26 @@
 --
 -- Guarantees
 -- * Lock order: every function that touches an instance's turn locks its
---   `instance_locks` row first and its queue rows second. Rows of several
---   instances are locked in instance_id order. Enqueues never lock an existing
---   lease row (INSERT ... ON CONFLICT DO NOTHING does not wait on row locks),
---   so they cannot take part in a cycle.
+--   `instance_locks` row first (FOR NO KEY UPDATE) and its queue rows second.
+--   Rows of several instances are locked in instance_id order.
+-- * Every writer of an instance serializes with its deletion on the lease
+--   row: enqueues (and the acks' enqueues to other instances) hold it
+--   FOR KEY SHARE (hold_instances), which never waits on a fetch, ack or
+--   renewal (FOR NO KEY UPDATE), so enqueues cannot take part in a cycle;
+--   deletion locks it FOR UPDATE, which waits for them and makes them wait.
+--   A message is therefore either deleted with its instance or enqueued
+--   after the deletion, to a new lease row.
+-- * Lease rows are found by primary key (tokens name their instance,
+--   common.sql): no index on a column a turn changes, so lease updates are
+--   HOT and a fetch never walks dead index entries of lease rows.
+-- * Messages of an instance that has no instance row, no history and no
+--   start among its ready messages are not handed to the runtime (it would
+--   ack them away): QueueMessage-only batches are dropped (with the lease
+--   row, if nothing else is left), any other batch is moved unchanged to
+--   orchestrator_held (no attempt counted, no lease) and the lease row is
+--   marked parked. The next message for that instance makes it a candidate
+--   again; its fetch moves the held messages back first, so they come in
+--   the same batch as the start.
 -- * Fetch never waits on another fetcher: candidates are claimed with
 --   FOR UPDATE SKIP LOCKED, and a fetch that loses a candidate keeps looking
 --   within the same call; it returns no instance only when nothing is ready.
@@ -24,6 +40,30 @@
 -- * Only messages tagged by the fetch (lock_token) are returned, deleted by
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
+
+-- The lease rows of p_ids, created if absent, held FOR KEY SHARE until
+-- commit (see the header). Loops if a concurrent deletion removed a row
+-- between its insert and its lock: the next insert creates a new one.
+CREATE FUNCTION __SCHEMA__.hold_instances(p_ids TEXT[]) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_want BIGINT;
+    v_got BIGINT;
+BEGIN
+    SELECT count(DISTINCT t.id) INTO v_want FROM unnest(p_ids) AS t(id);
+    LOOP
+        INSERT INTO __SCHEMA__.instance_locks (instance_id)
+        SELECT DISTINCT t.id FROM unnest(p_ids) AS t(id) ORDER BY t.id
+        ON CONFLICT (instance_id) DO NOTHING;
+        SELECT count(*) INTO v_got FROM (
+            SELECT 1 FROM __SCHEMA__.instance_locks l
+            WHERE l.instance_id = ANY (p_ids)
+            ORDER BY l.instance_id
+            FOR KEY SHARE) k;
+        EXIT WHEN v_got >= v_want;
+    END LOOP;
+END
+$$;
 
 -- Enqueue one message (a client's start, event or cancel, or a direct
 -- enqueue). A StartOrchestration does not create the instance; it only makes
@@ -47,15 +87,14 @@ BEGIN
     IF NOT __SCHEMA__.first_request(p_request_id) THEN
         RETURN;
     END IF;
-    INSERT INTO __SCHEMA__.instance_locks (instance_id) VALUES (p_instance_id)
-    ON CONFLICT (instance_id) DO NOTHING;
+    PERFORM __SCHEMA__.hold_instances(ARRAY[p_instance_id]);
 
     INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
     VALUES (p_instance_id, p_kind, p_work_item, v_visible, v_now);
 
     -- Delayed messages notify too: an idle fetcher's wake-up time may be
     -- later than this message's.
-    PERFORM pg_notify('__CHANNEL__', 'o');
+    PERFORM pg_notify('__CHANNEL__', 'o:1');
 END
 $$;
 
@@ -85,7 +124,8 @@ CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
     kv_values BYTEA[],
     kv_updated_at_ms BIGINT[],
     next_visible_in_ms BIGINT,
-    took_over BOOLEAN
+    took_over BOOLEAN,
+    more_ready BOOLEAN
 )
 LANGUAGE plpgsql
 -- The candidate query's custom plans are re-planned on every call (about
@@ -105,6 +145,10 @@ DECLARE
     v_version TEXT;
     v_execution BIGINT;
     v_took_over BOOLEAN;
+    v_parked BOOLEAN;
+    v_ready BIGINT;
+    v_starts BIGINT;
+    v_others BIGINT;
 BEGIN
     LOOP
         v_now := __SCHEMA__.now_ms();
@@ -112,7 +156,7 @@ BEGIN
 
         -- A candidate whose lease row still carries a token had a lease that
         -- expired without an ack or abandon: this fetch takes it over.
-        SELECT l.instance_id, l.lock_token IS NOT NULL INTO v_instance, v_took_over
+        SELECT l.instance_id, l.lock_token IS NOT NULL, l.parked INTO v_instance, v_took_over, v_parked
         FROM __SCHEMA__.orchestrator_queue q
         JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
         LEFT JOIN __SCHEMA__.instances i ON i.instance_id = q.instance_id
@@ -127,7 +171,7 @@ BEGIN
                    AND (e.pinned_major, e.pinned_minor, e.pinned_patch) <= (p_max[1], p_max[2], p_max[3])))
         ORDER BY q.visible_at_ms, q.id
         LIMIT 1
-        FOR UPDATE OF l SKIP LOCKED;
+        FOR NO KEY UPDATE OF l SKIP LOCKED;
 
         IF v_instance IS NULL THEN
             RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER, NULL::BOOLEAN, NULL::TEXT,
@@ -136,16 +180,80 @@ BEGIN
                 LEAST(
                     (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
                      WHERE q.visible_at_ms > v_now),
-                    (SELECT min(l.locked_until_ms) FROM __SCHEMA__.instance_locks l
-                     WHERE l.lock_token IS NOT NULL AND l.locked_until_ms > v_now)) - v_now,
-                NULL::BOOLEAN;
+                    -- Leases that hold ready messages back (held leases
+                    -- without ready messages free nothing when they end).
+                    (SELECT min(l.locked_until_ms) FROM __SCHEMA__.orchestrator_queue q
+                     JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+                     WHERE q.visible_at_ms <= v_now AND l.locked_until_ms > v_now)) - v_now,
+                NULL::BOOLEAN, FALSE;
             RETURN;
+        END IF;
+
+        -- Messages set aside until a start arrived come back unchanged.
+        IF v_parked THEN
+            WITH back AS (
+                DELETE FROM __SCHEMA__.orchestrator_held h WHERE h.instance_id = v_instance
+                RETURNING h.id, h.instance_id, h.kind, h.work_item, h.visible_at_ms, h.attempt_count,
+                          h.created_at_ms
+            )
+            INSERT INTO __SCHEMA__.orchestrator_queue (id, instance_id, kind, work_item, visible_at_ms,
+                attempt_count, created_at_ms)
+            SELECT b.id, b.instance_id, b.kind, b.work_item, b.visible_at_ms, b.attempt_count, b.created_at_ms
+            FROM back b;
+            UPDATE __SCHEMA__.instance_locks l SET parked = FALSE WHERE l.instance_id = v_instance;
+        END IF;
+
+        SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
+        INTO v_name, v_version, v_execution
+        FROM __SCHEMA__.instances i WHERE i.instance_id = v_instance;
+        v_exists := FOUND;
+        IF NOT v_exists THEN
+            SELECT max(h.execution_id) INTO v_execution
+            FROM __SCHEMA__.history h WHERE h.instance_id = v_instance;
+        END IF;
+
+        -- Never started: the batch goes to the runtime only with a start in
+        -- it (see the header). Decided before tagging: nothing is counted.
+        IF NOT v_exists AND v_execution IS NULL THEN
+            SELECT count(*),
+                   count(*) FILTER (WHERE q.kind IN ('StartOrchestration', 'ContinueAsNew')),
+                   count(*) FILTER (WHERE q.kind <> 'QueueMessage')
+            INTO v_ready, v_starts, v_others
+            FROM __SCHEMA__.orchestrator_queue q
+            WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now;
+            IF v_ready = 0 THEN
+                -- Consumed by another turn after our snapshot: look further.
+                v_skip := v_skip || v_instance;
+                CONTINUE;
+            ELSIF v_starts = 0 AND v_others = 0 THEN
+                DELETE FROM __SCHEMA__.orchestrator_queue q
+                WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now;
+                RAISE WARNING 'duroxide-postgres: dropped % QueueMessage(s) for never-started instance %',
+                    v_ready, v_instance;
+                PERFORM __SCHEMA__.forget_lease(v_instance);
+                v_skip := v_skip || v_instance;
+                CONTINUE;
+            ELSIF v_starts = 0 THEN
+                WITH held AS (
+                    DELETE FROM __SCHEMA__.orchestrator_queue q
+                    WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now
+                    RETURNING q.id, q.instance_id, q.kind, q.work_item, q.visible_at_ms, q.attempt_count,
+                              q.created_at_ms
+                )
+                INSERT INTO __SCHEMA__.orchestrator_held (id, instance_id, kind, work_item, visible_at_ms,
+                    attempt_count, created_at_ms)
+                SELECT h.id, h.instance_id, h.kind, h.work_item, h.visible_at_ms, h.attempt_count, h.created_at_ms
+                FROM held h;
+                UPDATE __SCHEMA__.instance_locks l SET parked = TRUE WHERE l.instance_id = v_instance;
+                v_skip := v_skip || v_instance;
+                CONTINUE;
+            END IF;
         END IF;
 
         -- Tag every message visible now. Our snapshot may be older than the
         -- lease row we locked: if another turn consumed them meanwhile,
         -- nothing is tagged and we look further.
-        v_token := 'lock_' || gen_random_uuid()::TEXT;
+        v_token := __SCHEMA__.new_token(v_instance);
         WITH tagged AS (
             UPDATE __SCHEMA__.orchestrator_queue q
             SET lock_token = v_token, attempt_count = q.attempt_count + 1
@@ -161,29 +269,6 @@ BEGIN
             CONTINUE;
         END IF;
 
-        SELECT i.orchestration_name, i.orchestration_version, i.current_execution_id
-        INTO v_name, v_version, v_execution
-        FROM __SCHEMA__.instances i WHERE i.instance_id = v_instance;
-        v_exists := FOUND;
-        IF NOT v_exists THEN
-            SELECT max(h.execution_id) INTO v_execution
-            FROM __SCHEMA__.history h WHERE h.instance_id = v_instance;
-        END IF;
-
-        -- A batch of only QueueMessages for an instance that was never
-        -- started can never be processed: drop it (with its lease) and look
-        -- further. Other kinds may race with a start and go to the runtime.
-        IF NOT v_exists AND v_execution IS NULL AND NOT EXISTS (
-            SELECT 1 FROM __SCHEMA__.orchestrator_queue q
-            WHERE q.lock_token = v_token AND q.kind <> 'QueueMessage'
-        ) THEN
-            DELETE FROM __SCHEMA__.orchestrator_queue q WHERE q.lock_token = v_token;
-            RAISE WARNING 'duroxide-postgres: dropped % QueueMessage(s) for never-started instance %',
-                cardinality(v_messages), v_instance;
-            v_skip := v_skip || v_instance;
-            CONTINUE;
-        END IF;
-
         -- The lease starts now, after every wait of this call.
         UPDATE __SCHEMA__.instance_locks l
         SET lock_token = v_token, locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms
@@ -193,7 +278,15 @@ BEGIN
         SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
             (SELECT array_agg(h.event_data ORDER BY h.event_id) FROM __SCHEMA__.history h
              WHERE h.instance_id = v_instance AND h.execution_id = v_execution),
-            kv.keys, kv.vals, kv.updated, NULL::BIGINT, v_took_over
+            kv.keys, kv.vals, kv.updated, NULL::BIGINT, v_took_over,
+            -- Whether another instance was ready (claimed by someone or
+            -- not): false lets this process's next fetch wait without
+            -- looking until something is committed (src/wakeups.rs). Locked
+            -- rows are seen, so false is never wrong; true may be.
+            EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                    JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+                    WHERE q.visible_at_ms <= v_now AND l.locked_until_ms <= v_now
+                      AND q.instance_id <> v_instance)
         FROM (SELECT array_agg(s.key ORDER BY s.key) AS keys,
                      array_agg(s.value ORDER BY s.key) AS vals,
                      array_agg(s.last_updated_at_ms ORDER BY s.key) AS updated
@@ -249,8 +342,15 @@ DECLARE
     v_now BIGINT;
 BEGIN
     SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_locked_until
-    FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token
-    FOR UPDATE;
+    FROM __SCHEMA__.instance_locks l
+    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+    FOR NO KEY UPDATE;
+    -- The row is locked first and its token checked on the version we hold:
+    -- a takeover that committed while we waited is seen.
+    IF FOUND THEN
+        PERFORM 1 FROM __SCHEMA__.instance_locks l
+        WHERE l.instance_id = v_instance AND l.lock_token = p_lock_token;
+    END IF;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, FALSE);
     END IF;
@@ -362,11 +462,8 @@ BEGIN
     END IF;
 
     IF cardinality(p_orch_items) > 0 THEN
-        -- Lease rows for new targets, in one order (see header).
-        INSERT INTO __SCHEMA__.instance_locks (instance_id)
-        SELECT DISTINCT t.instance_id FROM unnest(p_orch_instances) AS t(instance_id)
-        ORDER BY t.instance_id
-        ON CONFLICT (instance_id) DO NOTHING;
+        -- Lease rows of the targets, held against their deletion (header).
+        PERFORM __SCHEMA__.hold_instances(p_orch_instances);
 
         INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
         SELECT o.instance_id, o.kind, o.item, COALESCE(o.visible_at, v_now), v_now
@@ -405,10 +502,13 @@ CREATE FUNCTION __SCHEMA__.ack_outcome(p_lock_token TEXT)
 RETURNS TEXT
 LANGUAGE sql STABLE AS $$
     SELECT CASE
-        WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l WHERE l.last_acked_token = p_lock_token)
+        WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
+                     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+                       AND l.last_acked_token = p_lock_token)
             THEN 'done'
         WHEN EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
-                     WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.now_ms())
+                     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+                       AND l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.now_ms())
             THEN 'held'
         ELSE 'lost'
     END
@@ -428,8 +528,13 @@ DECLARE
     v_instance TEXT;
 BEGIN
     SELECT l.instance_id INTO v_instance
-    FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token
-    FOR UPDATE;
+    FROM __SCHEMA__.instance_locks l
+    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+    FOR NO KEY UPDATE;
+    IF FOUND THEN
+        PERFORM 1 FROM __SCHEMA__.instance_locks l
+        WHERE l.instance_id = v_instance AND l.lock_token = p_lock_token;
+    END IF;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('abandon_orchestration_item', p_lock_token, FALSE);
     END IF;
@@ -446,7 +551,7 @@ BEGIN
     WHERE l.instance_id = v_instance;
 
     IF p_notify THEN
-        PERFORM pg_notify('__CHANNEL__', 'o');
+        PERFORM pg_notify('__CHANNEL__', 'o:1');
     END IF;
 END
 $$;
@@ -461,10 +566,76 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE __SCHEMA__.instance_locks l
     SET locked_until_ms = GREATEST(l.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
-    WHERE l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms();
+    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+      AND l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms();
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('renew_orchestration_item_lock', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l WHERE l.lock_token = p_lock_token));
+            EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
+                    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+                      AND l.lock_token = p_lock_token));
     END IF;
+END
+$$;
+
+-- Removes the lease row of an instance that has nothing left (no instance
+-- row, no message queued or held, no worker item), unless an enqueue holds
+-- it right now (then that enqueue's message keeps it). Called with the row
+-- already locked by this transaction's fetch.
+CREATE FUNCTION __SCHEMA__.forget_lease(p_instance_id TEXT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM __SCHEMA__.instance_locks l WHERE l.instance_id = p_instance_id
+    FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- Statements after the lock see every enqueue that committed before it.
+    DELETE FROM __SCHEMA__.instance_locks l
+    WHERE l.instance_id = p_instance_id
+      AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.instances i WHERE i.instance_id = p_instance_id)
+      AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q WHERE q.instance_id = p_instance_id)
+      AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_held h WHERE h.instance_id = p_instance_id)
+      AND NOT EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.instance_id = p_instance_id);
+END
+$$;
+
+-- Reclaims the queue segment that inserts reach next (decision 0005): its
+-- live rows (timers, leased or delayed messages) move to the current
+-- segment unchanged, then the segment is truncated, which frees its dead
+-- rows and index entries even while an old snapshot keeps vacuum from
+-- removing them. Returns the rows moved, 0 when the segment was already
+-- empty, -1 when a lock was not granted within lock_timeout (someone holds
+-- the segment: a long transaction or pg_dump); the next call tries again.
+-- The segment's ACCESS EXCLUSIVE lock is taken before reading it, so no
+-- transaction touches its rows between the move and the truncation.
+-- SECURITY DEFINER: TRUNCATE needs a privilege the runtime role need not
+-- have (every object below is schema-qualified).
+CREATE FUNCTION __SCHEMA__.reclaim_orchestrator_queue() RETURNS BIGINT
+LANGUAGE plpgsql SECURITY DEFINER
+SET lock_timeout = '50ms'
+AS $$
+DECLARE
+    v_cur SMALLINT := __SCHEMA__.current_segment();
+    v_part REGCLASS := ('__SCHEMA__.orchestrator_queue_s' || ((v_cur + 1) % 3))::REGCLASS;
+    v_moved BIGINT;
+BEGIN
+    BEGIN
+        -- Inside the block: reading the size takes a lock too.
+        IF pg_relation_size(v_part) = 0 THEN
+            RETURN 0;
+        END IF;
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
+        EXECUTE format(
+            'WITH m AS (DELETE FROM %s q RETURNING q.*)
+             INSERT INTO __SCHEMA__.orchestrator_queue (id, instance_id, kind, work_item, visible_at_ms,
+                 lock_token, attempt_count, created_at_ms, seg)
+             SELECT m.id, m.instance_id, m.kind, m.work_item, m.visible_at_ms, m.lock_token,
+                 m.attempt_count, m.created_at_ms, $1 FROM m', v_part) USING v_cur;
+        GET DIAGNOSTICS v_moved = ROW_COUNT;
+        EXECUTE format('TRUNCATE %s', v_part);
+        RETURN v_moved;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN -1;
+    END;
 END
 $$;

@@ -13,6 +13,13 @@
 --   (request_ms(), see common.sql) and was not taken over meanwhile; a lost
 --   or expired lease fails the ack (DX001/DX002) and commits nothing, which
 --   is how the runtime learns an activity was cancelled or taken over.
+-- * Tokens name their item (common.sql): acks, renewals and abandons find
+--   the row by id; no index on a column a lease changes (HOT updates).
+-- * Writers serialize with the deletion of the item's instance on its lease
+--   row (see orchestrator_queue.sql): enqueue_worker, and ack_work_item for
+--   the instance its completion goes to, hold it FOR KEY SHARE before
+--   touching any queue row, so a deletion either removes what they wrote
+--   or happens first (then an ack finds its item gone and fails).
 
 -- Enqueue one item, visible now. Idempotent per p_request_id (see
 -- first_request in common.sql): a retry of a call whose first attempt
@@ -33,10 +40,13 @@ BEGIN
     IF NOT __SCHEMA__.first_request(p_request_id) THEN
         RETURN;
     END IF;
+    PERFORM 1 FROM __SCHEMA__.instance_locks l WHERE l.instance_id = p_instance_id FOR KEY SHARE;
     INSERT INTO __SCHEMA__.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
         activity_id, session_id, tag, created_at_ms)
     VALUES (p_work_item, v_now, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, v_now);
-    PERFORM pg_notify('__CHANNEL__', 'w');
+    -- Payload: how many waiters to wake (src/wakeups.rs); a session item
+    -- wakes every worker, only the session's owner may take it.
+    PERFORM pg_notify('__CHANNEL__', CASE WHEN p_session_id IS NULL THEN 'w:1' ELSE 'w:*' END);
 END
 $$;
 
@@ -112,7 +122,8 @@ BEGIN
                     (SELECT min(w.visible_at_ms) FROM __SCHEMA__.worker_queue w
                      WHERE w.visible_at_ms > v_now),
                     (SELECT min(w.locked_until_ms) FROM __SCHEMA__.worker_queue w
-                     WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > v_now),
+                     WHERE w.visible_at_ms <= v_now AND w.lock_token IS NOT NULL
+                       AND w.locked_until_ms > v_now),
                     (SELECT min(s.locked_until_ms) FROM __SCHEMA__.sessions s
                      WHERE p_owner_id IS NOT NULL AND s.worker_id <> p_owner_id
                        AND s.locked_until_ms > v_now
@@ -149,7 +160,7 @@ BEGIN
 
         RETURN QUERY
         UPDATE __SCHEMA__.worker_queue w SET
-            lock_token = 'lock_' || gen_random_uuid()::TEXT,
+            lock_token = __SCHEMA__.new_token(v_id::TEXT),
             locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms,
             attempt_count = w.attempt_count + 1
         WHERE w.id = v_id
@@ -173,23 +184,26 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_session TEXT;
     v_now BIGINT;
+    v_id BIGINT := __SCHEMA__.token_item_id(p_lock_token);
 BEGIN
+    -- Lease row first (lock order; header).
+    IF p_completion IS NOT NULL THEN
+        PERFORM __SCHEMA__.hold_instances(ARRAY[p_target_instance]);
+    END IF;
     DELETE FROM __SCHEMA__.worker_queue w
-    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
+    WHERE w.id = v_id AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('ack_work_item', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.lock_token = p_lock_token));
+            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.id = v_id AND w.lock_token = p_lock_token));
     END IF;
     v_now := __SCHEMA__.now_ms();
 
     IF p_completion IS NOT NULL THEN
-        INSERT INTO __SCHEMA__.instance_locks (instance_id) VALUES (p_target_instance)
-        ON CONFLICT (instance_id) DO NOTHING;
         INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
         VALUES (p_target_instance, p_kind, p_completion, v_now, v_now);
         IF p_notify THEN
-            PERFORM pg_notify('__CHANNEL__', 'o');
+            PERFORM pg_notify('__CHANNEL__', 'o:1');
         END IF;
     END IF;
 
@@ -210,7 +224,8 @@ RETURNS TEXT
 LANGUAGE sql STABLE AS $$
     SELECT COALESCE(
         (SELECT CASE WHEN w.locked_until_ms > __SCHEMA__.now_ms() THEN 'held' ELSE 'lost' END
-         FROM __SCHEMA__.worker_queue w WHERE w.lock_token = p_lock_token),
+         FROM __SCHEMA__.worker_queue w
+         WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token),
         'done')
 $$;
 
@@ -226,11 +241,13 @@ DECLARE
 BEGIN
     UPDATE __SCHEMA__.worker_queue w
     SET locked_until_ms = GREATEST(w.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
-    WHERE w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
+    WHERE w.id = __SCHEMA__.token_item_id(p_lock_token)
+      AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('renew_work_item_lock', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.lock_token = p_lock_token));
+            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w
+                    WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token));
     END IF;
     IF v_session IS NOT NULL THEN
         UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = __SCHEMA__.now_ms()
@@ -256,12 +273,46 @@ BEGIN
                              ELSE __SCHEMA__.now_ms() + p_delay_ms END,
         attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(w.attempt_count - 1, 0)
                              ELSE w.attempt_count END
-    WHERE w.lock_token = p_lock_token;
+    WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('abandon_work_item', p_lock_token, FALSE);
     END IF;
     IF p_notify THEN
         PERFORM pg_notify('__CHANNEL__', 'w');
     END IF;
+END
+$$;
+
+-- Reclaims the worker queue segment that inserts reach next; see
+-- reclaim_orchestrator_queue (orchestrator_queue.sql) for how and why.
+CREATE FUNCTION __SCHEMA__.reclaim_worker_queue() RETURNS BIGINT
+LANGUAGE plpgsql SECURITY DEFINER
+SET lock_timeout = '50ms'
+AS $$
+DECLARE
+    v_cur SMALLINT := __SCHEMA__.current_segment();
+    v_part REGCLASS := ('__SCHEMA__.worker_queue_s' || ((v_cur + 1) % 3))::REGCLASS;
+    v_moved BIGINT;
+BEGIN
+    BEGIN
+        -- Inside the block: reading the size takes a lock too.
+        IF pg_relation_size(v_part) = 0 THEN
+            RETURN 0;
+        END IF;
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
+        EXECUTE format(
+            'WITH m AS (DELETE FROM %s w RETURNING w.*)
+             INSERT INTO __SCHEMA__.worker_queue (id, work_item, visible_at_ms, lock_token,
+                 locked_until_ms, attempt_count, instance_id, execution_id, activity_id, session_id,
+                 tag, created_at_ms, seg)
+             SELECT m.id, m.work_item, m.visible_at_ms, m.lock_token, m.locked_until_ms,
+                 m.attempt_count, m.instance_id, m.execution_id, m.activity_id, m.session_id, m.tag,
+                 m.created_at_ms, $1 FROM m', v_part) USING v_cur;
+        GET DIAGNOSTICS v_moved = ROW_COUNT;
+        EXECUTE format('TRUNCATE %s', v_part);
+        RETURN v_moved;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN -1;
+    END;
 END
 $$;

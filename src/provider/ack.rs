@@ -16,8 +16,8 @@
 use super::functions::SqlFn;
 use super::rows::get;
 use super::PostgresProvider;
-use crate::notifier::Queue;
 use crate::telemetry::AckOutcome;
+use crate::wakeups::Queue;
 use duroxide::providers::ProviderError;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;

@@ -10,7 +10,7 @@
 
 use super::functions::SqlFn;
 use super::{run_call, Call, Db, PostgresProvider};
-use crate::notifier::{Queue, Signals};
+use crate::wakeups::{Queue, Signals, Wake};
 use duroxide::providers::ProviderError;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
@@ -80,7 +80,12 @@ impl Drop for Release {
                     tracing::debug!(target: "duroxide_postgres", %token,
                         "released a claim whose fetch was dropped");
                     if let Some(signals) = signals {
-                        signals.committed(queue);
+                        // A worker item may be bound to a session.
+                        let wake = match queue {
+                            Queue::Orchestrator => Wake::Count(1),
+                            Queue::Worker => Wake::All,
+                        };
+                        signals.committed(queue, wake);
                     }
                 }
                 Err((e, _)) => tracing::warn!(target: "duroxide_postgres", %token, error = %e,

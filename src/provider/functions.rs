@@ -70,6 +70,7 @@ functions! {
     RENEW_ORCHESTRATION_ITEM_LOCK = "renew_orchestration_item_lock", Runtime, [
         "p_lock_token": TEXT, "p_extend_ms": INT8,
     ];
+    RECLAIM_ORCHESTRATOR_QUEUE = "reclaim_orchestrator_queue", Runtime, [];
 
     // Worker queue and sessions.
     ENQUEUE_WORKER = "enqueue_worker", Write, [
@@ -95,6 +96,7 @@ functions! {
         "p_owner_ids": TEXT_ARRAY, "p_extend_ms": INT8, "p_idle_timeout_ms": INT8,
     ];
     CLEANUP_ORPHANED_SESSIONS = "cleanup_orphaned_sessions", Runtime, [];
+    RECLAIM_WORKER_QUEUE = "reclaim_worker_queue", Runtime, [];
 
     // History, status, KV.
     READ_HISTORY = "read_history", Read, ["p_instance_id": TEXT, "p_execution_id": INT8];

@@ -8,6 +8,7 @@ mod history;
 mod kv;
 mod management;
 mod orchestrator;
+mod reclaim;
 mod retry;
 pub(crate) mod rows;
 mod sessions;
@@ -19,11 +20,12 @@ pub use functions::signatures as __sql_function_signatures;
 use crate::error::{from_pg, from_pool, Error};
 use crate::function_set::FunctionSet;
 use crate::migrations;
-use crate::notifier::{self, Listener, Queue, Signals};
+use crate::notifier::{self, Listener};
 use crate::options::PostgresOptions;
 use crate::schema::SchemaName;
 use crate::telemetry::{self, Target};
 use crate::tls;
+use crate::wakeups::{self, deadline_after, Polled, Queue, Signals, WaitSpec, Wake};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use duroxide::providers::{
@@ -34,7 +36,6 @@ use duroxide::Event;
 use functions::SqlFn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
@@ -70,6 +71,8 @@ pub struct PostgresProvider {
     retry_budget: Duration,
     _listener: Option<Listener>,
     _health: Option<telemetry::health::Sampler>,
+    /// When this process next reclaims a queue segment.
+    reclaimer: reclaim::Reclaimer,
 }
 
 /// What a call runs on: the pool, and the labels and span attributes of the
@@ -206,6 +209,7 @@ impl PostgresProvider {
             retry_budget: options.client_retry_budget,
             _listener: listener,
             _health: health,
+            reclaimer: reclaim::Reclaimer::default(),
         })
     }
 
@@ -305,58 +309,30 @@ impl PostgresProvider {
             .ok_or_else(|| ProviderError::permanent(op, format!("{} returned no row", f.name)))
     }
 
-    /// Runs `attempt` until it yields something or `poll_timeout` runs out.
-    ///
-    /// With long polling off, or a zero timeout, `attempt` runs once. Otherwise
-    /// an empty attempt waits for a notification on `signal`, for the next
-    /// delayed item (`attempt` says in how long), or for the deadline,
-    /// whichever comes first. The wait is registered before each attempt, so a
-    /// notification sent while the query runs is not lost. Dropping the
-    /// future at any await point leaves nothing behind.
+    /// Runs `attempt` until it yields something or `poll_timeout` runs out,
+    /// waiting between attempts as `wakeups.rs` describes (see
+    /// [`WaitSpec`] for the two keys).
     async fn poll<T, F, Fut>(
         &self,
-        poll_timeout: Duration,
         queue: Queue,
-        mut attempt: F,
+        (filter_key, fetcher_key): (&str, &str),
+        poll_timeout: Duration,
+        attempt: F,
     ) -> Result<Option<T>, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
     {
-        let deadline = deadline_after(poll_timeout);
-        let signal: &Notify = match queue {
-            Queue::Orchestrator => &self.signals.orchestrator,
-            Queue::Worker => &self.signals.worker,
+        let spec = WaitSpec {
+            queue,
+            filter_key,
+            fetcher_key,
+            poll_timeout,
+            long_poll: self.long_poll,
+            recheck: self.recheck_interval,
+            on_wake: &|| self.db.target.wakeup(queue),
         };
-        loop {
-            let notified = signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let next_in = match attempt().await? {
-                Polled::Ready(value) => return Ok(Some(value)),
-                Polled::Empty { next_visible_in } => next_visible_in,
-                Polled::Skipped => return Ok(None),
-            };
-            let now = Instant::now();
-            if !self.long_poll || now >= deadline {
-                return Ok(None);
-            }
-            let mut wake = deadline;
-            if let Some(d) = next_in {
-                wake = wake.min(now + d);
-            }
-            if !self.signals.connected() {
-                wake = wake.min(now + self.recheck_interval);
-            }
-            tokio::select! {
-                _ = &mut notified => self.db.target.wakeup(queue),
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    if wake >= deadline {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
+        wakeups::poll(&self.signals, spec, attempt).await
     }
 
     /// Whether the SQL functions must notify other processes themselves:
@@ -367,9 +343,9 @@ impl PostgresProvider {
 
     /// Work committed to `queue`: wake this process's fetchers and, through
     /// the listener task, other processes (see `notifier`).
-    fn committed(&self, queue: Queue) {
+    fn committed(&self, queue: Queue, wake: Wake) {
         if self.long_poll {
-            self.signals.committed(queue);
+            self.signals.committed(queue, wake);
         }
     }
 
@@ -513,33 +489,6 @@ async fn connection(db: &Db, op: &str) -> Result<deadpool_postgres::Object, Prov
         op,
         "connection error: every pooled connection was closed",
     ))
-}
-
-/// The outcome of one fetch attempt.
-enum Polled<T> {
-    Ready(T),
-    Empty {
-        next_visible_in: Option<Duration>,
-    },
-    /// Ready work exists that this fetch's filter excluded, and only the
-    /// caller can change the filter (the runtime fetches without a session
-    /// while its session capacity is full): return now instead of waiting.
-    Skipped,
-}
-
-impl<T> Polled<T> {
-    fn empty(next_visible_in_ms: Option<i64>) -> Self {
-        Polled::Empty {
-            next_visible_in: next_visible_in_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
-        }
-    }
-}
-
-/// `Instant::now() + d`, saturating (a caller may pass `Duration::MAX`).
-fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 #[async_trait]

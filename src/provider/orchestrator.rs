@@ -3,9 +3,9 @@
 use super::claim::Param;
 use super::functions as sql;
 use super::rows::get;
-use super::{Polled, PostgresProvider};
+use super::PostgresProvider;
 use crate::codec::{self, millis};
-use crate::notifier::Queue;
+use crate::wakeups::{Polled, Queue, Wake};
 use duroxide::providers::{
     DispatcherCapabilityFilter, ExecutionMetadata, KvEntry, OrchestrationItem, ProviderError,
     ScheduledActivityIdentifier, WorkItem,
@@ -58,7 +58,11 @@ impl PostgresProvider {
             },
         };
         let lock_ms = millis(lock_timeout);
-        self.poll(poll_timeout, Queue::Orchestrator, || async {
+        let filter_key = format!("{min:?}..{max:?}");
+        let keys = (filter_key.as_str(), filter_key.as_str());
+        self.poll(Queue::Orchestrator, keys, poll_timeout, || async {
+            self.reclaim_if_due(super::reclaim::QueueKind::Orchestrator)
+                .await;
             let params: Vec<Param> = vec![
                 Box::new(lock_ms),
                 Box::new(min.clone()),
@@ -85,7 +89,10 @@ impl PostgresProvider {
                     if get::<Option<bool>, _>(OP, &row, "took_over")? == Some(true) {
                         self.db.target.lease_taken_over(Queue::Orchestrator);
                     }
-                    Ok(Polled::Ready(item))
+                    Ok(match get::<Option<bool>, _>(OP, &row, "more_ready")? {
+                        Some(false) => Polled::ReadyLast(item),
+                        _ => Polled::Ready(item),
+                    })
                 }
             }
         })
@@ -216,11 +223,24 @@ impl PostgresProvider {
             None => true,
             Some(r) => get::<bool, _>(OP, r, 0)?,
         };
-        if !orchestrator_items.is_empty() || more {
-            self.committed(Queue::Orchestrator);
+        // One wake per instance that now has ready messages; any worker
+        // item bound to a session wakes every worker (only the session's
+        // owner may take it).
+        let ready_instances = o_instances
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            + usize::from(more);
+        if ready_instances > 0 {
+            self.committed(Queue::Orchestrator, Wake::Count(ready_instances as u32));
         }
         if !worker_items.is_empty() {
-            self.committed(Queue::Worker);
+            let wake = if w_sessions.iter().any(Option::is_some) {
+                Wake::All
+            } else {
+                Wake::Count(worker_items.len() as u32)
+            };
+            self.committed(Queue::Worker, wake);
         }
         Ok(())
     }
@@ -243,7 +263,7 @@ impl PostgresProvider {
             ],
         )
         .await?;
-        self.committed(Queue::Orchestrator);
+        self.committed(Queue::Orchestrator, Wake::Count(1));
         Ok(())
     }
 

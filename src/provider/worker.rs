@@ -3,9 +3,9 @@
 use super::claim::Param;
 use super::functions as sql;
 use super::rows::{count, get};
-use super::{Polled, PostgresProvider};
+use super::PostgresProvider;
 use crate::codec::{self, millis};
-use crate::notifier::Queue;
+use crate::wakeups::{Polled, Queue, Wake};
 use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
 use duroxide::ErrorDetails;
 use std::time::Duration;
@@ -60,7 +60,12 @@ impl PostgresProvider {
         let lock_ms = millis(lock_timeout);
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
-        self.poll(poll_timeout, Queue::Worker, || async {
+        // A session owner also sees its own sessions' work.
+        let filter_key = format!("{tag_mode}:{tags:?}:session={}", owner.is_some());
+        let fetcher_key = format!("{filter_key}:owner={owner:?}");
+        let keys = (filter_key.as_str(), fetcher_key.as_str());
+        self.poll(Queue::Worker, keys, poll_timeout, || async {
+            self.reclaim_if_due(super::reclaim::QueueKind::Worker).await;
             // Loops only past corrupt items, which are set aside first.
             loop {
                 let params: Vec<Param> = vec![
@@ -173,7 +178,7 @@ impl PostgresProvider {
         )
         .await?;
         if completion.is_some() {
-            self.committed(Queue::Orchestrator);
+            self.committed(Queue::Orchestrator, Wake::Count(1));
         }
         Ok(())
     }
@@ -209,7 +214,8 @@ impl PostgresProvider {
             &[&token, &delay_ms, &ignore_attempt, &self.notify_in_sql()],
         )
         .await?;
-        self.committed(Queue::Worker);
+        // The item may be bound to a session only its owner may take.
+        self.committed(Queue::Worker, Wake::All);
         Ok(())
     }
 }

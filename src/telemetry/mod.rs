@@ -15,7 +15,7 @@
 
 pub(crate) mod health;
 
-use crate::notifier::Queue;
+use crate::wakeups::Queue;
 use deadpool_postgres::Pool;
 use duroxide::providers::ProviderError;
 use std::time::Duration;

@@ -1,0 +1,534 @@
+//! How an idle fetch waits, and what wakes it: the one place that decides.
+//!
+//! A fetch that finds nothing waits (long polling) until one of three things:
+//!
+//! * **Committed work.** Whoever commits work says how many waiters it may
+//!   wake ([`Wake::Count`]: one per ready instance or work item) or that
+//!   every waiter must look ([`Wake::All`]: work only some waiters may take,
+//!   such as an item of a session another worker owns). A count wakes that
+//!   many waiters, not all of them: with four idle dispatchers, one commit
+//!   costs one fetch instead of four (issue 11). This process's commits wake
+//!   its waiters at once; other processes learn the same through the
+//!   listener (`notifier.rs`), whose payload carries the count (`o:3`, `w:*`;
+//!   a bare `o` or `w`, as older builds send, means all).
+//! * **A due time.** An empty fetch reports when delayed work becomes
+//!   visible, or a lease holding ready work expires. That time is kept per
+//!   group of waiters, not per waiter, so it is not forgotten when the waiter
+//!   that learned it leaves with other work; exactly one waiter of the group
+//!   claims it when it comes, and if that waiter finds work it wakes one more
+//!   (several items may fall due together).
+//! * **Its deadline** (the caller's poll timeout), or, while the listener is
+//!   disconnected, the re-check interval.
+//!
+//! A fetch looks before it waits, except when nothing can have changed: every
+//! wake of a group advances its epoch, and while the epoch is the one at
+//! which a fetch of the group last found nothing, or claimed the only ready
+//! instance ([`Polled::ReadyLast`]), (and the listener is up),
+//! a dispatcher coming back from a turn waits without a statement; should
+//! nothing wake it, it looks once at its deadline, so a fetch never reports
+//! "nothing" without having looked. Work written behind the provider's back
+//! (by hand, without a notification) is therefore found at the latest when
+//! a waiting fetch's poll timeout ends.
+//!
+//! Waiters are grouped by what they may take (the fetch's filter): a wake
+//! goes to every group, so a waiter whose filter excludes the work never
+//! stands between the work and a waiter that could take it. A waiter is
+//! registered before its fetch runs, so work committed while the fetch's
+//! statement runs wakes it; a waiter that is woken but leaves with other
+//! work passes its wake on (tokio's `Notify` forwards an unreceived
+//! `notify_one` when its future is dropped).
+
+use duroxide::providers::ProviderError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A queue that received work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// The orchestrator queue (payload prefix `o`).
+    Orchestrator,
+    /// The worker queue (payload prefix `w`).
+    Worker,
+}
+
+/// How many waiters of each group committed work may wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// As many as ready units of work were committed (instances for the
+    /// orchestrator queue, items for the worker queue).
+    Count(u32),
+    /// Every waiter: work that not every waiter of a group may take.
+    All,
+}
+
+/// More wakes than this per group and commit only cost fetches: no process
+/// runs that many idle dispatchers of one kind.
+const MAX_COUNT: u32 = 64;
+
+/// `Count(ALL_COUNT)` in the outgoing accumulator means [`Wake::All`].
+const ALL_COUNT: u64 = u64::MAX;
+
+impl Wake {
+    /// The payload of a notification for `queue`.
+    pub(crate) fn payload(self, queue: Queue) -> String {
+        let q = match queue {
+            Queue::Orchestrator => 'o',
+            Queue::Worker => 'w',
+        };
+        match self {
+            Wake::Count(n) => format!("{q}:{n}"),
+            Wake::All => format!("{q}:*"),
+        }
+    }
+
+    /// The queue and wake a payload asks for; `None` for a payload this
+    /// build does not know (the caller then wakes everything).
+    pub(crate) fn parse(payload: &str) -> Option<(Queue, Wake)> {
+        let (q, rest) = payload.split_at_checked(1)?;
+        let queue = match q {
+            "o" => Queue::Orchestrator,
+            "w" => Queue::Worker,
+            _ => return None,
+        };
+        let wake = match rest {
+            "" | ":*" => Wake::All,
+            _ => Wake::Count(rest.strip_prefix(':')?.parse().ok()?),
+        };
+        Some((queue, wake))
+    }
+}
+
+/// The waiters of one queue with one filter.
+#[derive(Debug)]
+struct Group {
+    /// Wakes for committed work.
+    notify: Notify,
+    /// The earliest time some work this group may be waiting for becomes
+    /// claimable without a commit (a delay or a lease ends).
+    due: Mutex<Option<Instant>>,
+    /// Rung when `due` moves earlier, so sleepers re-arm their timers.
+    due_changed: Notify,
+    /// Counts every wake of the group (commits, notifications, due times,
+    /// reconnects).
+    epoch: AtomicU64,
+    /// Per fetcher identity (the filter and anything else that changes
+    /// what a fetch may take, such as its session owner): the epoch at
+    /// which an attempt that found nothing started. While it equals
+    /// `epoch`, nothing was committed since, so such a fetch coming back
+    /// from a turn waits without looking first.
+    quiet_at: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            due: Mutex::new(None),
+            due_changed: Notify::new(),
+            epoch: AtomicU64::new(0),
+            quiet_at: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Group {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An attempt of `fetcher` that started at `epoch` found nothing.
+    fn mark_quiet(&self, fetcher: &str, epoch: u64) {
+        let mut quiet = self.quiet_at.lock().expect("quiet lock");
+        match quiet.get_mut(fetcher) {
+            Some(q) => *q = (*q).max(epoch),
+            None => {
+                quiet.insert(fetcher.to_string(), epoch);
+            }
+        }
+    }
+
+    /// Nothing woke the group since an attempt of `fetcher` found nothing.
+    fn quiet(&self, fetcher: &str) -> bool {
+        let epoch = self.epoch();
+        self.quiet_at
+            .lock()
+            .expect("quiet lock")
+            .get(fetcher)
+            .is_some_and(|q| *q == epoch)
+    }
+
+    fn due(&self) -> Option<Instant> {
+        *self.due.lock().expect("due lock")
+    }
+
+    fn lower_due(&self, at: Instant) {
+        let mut due = self.due.lock().expect("due lock");
+        if due.is_none_or(|d| at < d) {
+            *due = Some(at);
+            drop(due);
+            self.due_changed.notify_waiters();
+        }
+    }
+
+    /// Takes the due time if it has come (one waiter of the group does).
+    fn take_due(&self) -> bool {
+        let mut due = self.due.lock().expect("due lock");
+        if due.is_some_and(|d| d <= Instant::now()) {
+            *due = None;
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The waiter groups of one queue, by filter key.
+#[derive(Debug, Default)]
+struct Waiters {
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+}
+
+impl Waiters {
+    fn group(&self, key: &str) -> Arc<Group> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        groups.entry(key.to_string()).or_default().clone()
+    }
+
+    fn wake(&self, wake: Wake) {
+        let groups: Vec<Arc<Group>> = self
+            .groups
+            .lock()
+            .expect("groups lock")
+            .values()
+            .cloned()
+            .collect();
+        for g in groups {
+            g.bump();
+            match wake {
+                Wake::All => g.notify.notify_waiters(),
+                Wake::Count(n) => {
+                    for _ in 0..n.min(MAX_COUNT) {
+                        g.notify.notify_one();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Wake-up state shared by the listener task and the fetchers of one
+/// provider.
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    orchestrator: Waiters,
+    worker: Waiters,
+    connected: AtomicBool,
+    /// Wakes to send to other processes (a count, or [`ALL_COUNT`]), and
+    /// the listener task's doorbell.
+    outgoing_orchestrator: AtomicU64,
+    outgoing_worker: AtomicU64,
+    pub(crate) outgoing: Notify,
+}
+
+impl Signals {
+    fn waiters(&self, queue: Queue) -> &Waiters {
+        match queue {
+            Queue::Orchestrator => &self.orchestrator,
+            Queue::Worker => &self.worker,
+        }
+    }
+
+    fn outgoing(&self, queue: Queue) -> &AtomicU64 {
+        match queue {
+            Queue::Orchestrator => &self.outgoing_orchestrator,
+            Queue::Worker => &self.outgoing_worker,
+        }
+    }
+
+    /// Whether the LISTEN connection is up (notifications will arrive).
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Called by the listener task when it (dis)connects.
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Release);
+    }
+
+    /// Wakes every waiter (the listener (re)connected: work may have been
+    /// committed while nobody listened).
+    pub(crate) fn wake_all(&self) {
+        self.orchestrator.wake(Wake::All);
+        self.worker.wake(Wake::All);
+    }
+
+    /// Work was committed to `queue` by this process: wake its waiters now
+    /// and have the listener task tell the other processes.
+    pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
+        self.waiters(queue).wake(wake);
+        let add = match wake {
+            Wake::All => ALL_COUNT,
+            Wake::Count(n) => u64::from(n),
+        };
+        // Saturating: ALL_COUNT stays all.
+        let _ = self
+            .outgoing(queue)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_add(add))
+            });
+        self.outgoing.notify_one();
+    }
+
+    /// A notification from another process (or a SQL function).
+    pub(crate) fn received(&self, payload: &str) {
+        match Wake::parse(payload) {
+            Some((queue, wake)) => self.waiters(queue).wake(wake),
+            None => self.wake_all(),
+        }
+    }
+
+    /// The NOTIFY statements for what is pending, if anything.
+    pub(crate) fn take_outgoing(&self, channel: &str) -> Option<String> {
+        let mut statements = Vec::new();
+        for queue in [Queue::Orchestrator, Queue::Worker] {
+            let n = self.outgoing(queue).swap(0, Ordering::AcqRel);
+            if n == 0 {
+                continue;
+            }
+            let wake = match u32::try_from(n) {
+                Ok(n) if n < u32::MAX => Wake::Count(n),
+                _ => Wake::All,
+            };
+            let payload = wake.payload(queue);
+            statements.push(format!("NOTIFY {channel}, '{payload}'"));
+        }
+        (!statements.is_empty()).then(|| statements.join("; "))
+    }
+}
+
+/// The outcome of one fetch attempt.
+pub(crate) enum Polled<T> {
+    Ready(T),
+    /// Claimed, and nothing else was ready when the claim ran.
+    ReadyLast(T),
+    Empty {
+        next_visible_in: Option<Duration>,
+    },
+    /// Ready work exists that this fetch's filter excluded, and only the
+    /// caller can change the filter (the runtime fetches without a session
+    /// while its session capacity is full): return now instead of waiting.
+    Skipped,
+}
+
+impl<T> Polled<T> {
+    pub(crate) fn empty(next_visible_in_ms: Option<i64>) -> Self {
+        Polled::Empty {
+            next_visible_in: next_visible_in_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        }
+    }
+}
+
+/// How a fetch waits: its queue, its filter and its limits.
+pub(crate) struct WaitSpec<'a> {
+    pub queue: Queue,
+    /// Fetches with equal keys may take the same work, unless their
+    /// `fetcher_key`s differ only in what only that fetcher may take (a
+    /// session owner's own sessions): wakes go to groups of equal
+    /// `filter_key`, "nothing new" is remembered per `fetcher_key`.
+    pub filter_key: &'a str,
+    /// `filter_key` plus whatever else changes what a fetch may take.
+    pub fetcher_key: &'a str,
+    pub poll_timeout: Duration,
+    /// Off: one attempt, no waiting.
+    pub long_poll: bool,
+    /// How often to re-check while the listener is disconnected.
+    pub recheck: Duration,
+    /// Called when a commit or notification wakes this fetch (a metric).
+    pub on_wake: &'a (dyn Fn() + Sync),
+}
+
+/// Runs `attempt` until it yields something or the poll timeout runs out,
+/// waiting between attempts as the module docs describe. Dropping the
+/// future at any await point leaves nothing behind.
+pub(crate) async fn poll<T, F, Fut>(
+    signals: &Signals,
+    spec: WaitSpec<'_>,
+    mut attempt: F,
+) -> Result<Option<T>, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
+{
+    let group = signals.waiters(spec.queue).group(spec.filter_key);
+    let deadline = deadline_after(spec.poll_timeout);
+    let mut took_due = false;
+    // Nothing was committed since a fetch of this group last found nothing:
+    // wait first. A fetch that never looked looks once at its deadline.
+    let mut skip = spec.long_poll
+        && !spec.poll_timeout.is_zero()
+        && signals.connected()
+        && group.quiet(spec.fetcher_key);
+    let mut looked = false;
+    loop {
+        let notified = group.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let epoch = group.epoch();
+        let polled = if std::mem::take(&mut skip) {
+            Polled::Empty {
+                next_visible_in: None,
+            }
+        } else {
+            looked = true;
+            attempt().await?
+        };
+        match polled {
+            Polled::ReadyLast(value) => {
+                group.mark_quiet(spec.fetcher_key, epoch);
+                return Ok(Some(value));
+            }
+            Polled::Ready(value) => {
+                if took_due {
+                    // More may have fallen due at the same time.
+                    group.notify.notify_one();
+                }
+                return Ok(Some(value));
+            }
+            Polled::Skipped => return Ok(None),
+            Polled::Empty { next_visible_in } => {
+                if looked {
+                    group.mark_quiet(spec.fetcher_key, epoch);
+                }
+                if let Some(d) = next_visible_in {
+                    group.lower_due(Instant::now() + d);
+                }
+            }
+        }
+        if !spec.long_poll || Instant::now() >= deadline {
+            if !looked {
+                match attempt().await? {
+                    Polled::Ready(value) | Polled::ReadyLast(value) => return Ok(Some(value)),
+                    _ => return Ok(None),
+                }
+            }
+            return Ok(None);
+        }
+        took_due = false;
+        loop {
+            let changed = group.due_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let mut wake = deadline;
+            if let Some(due) = group.due() {
+                wake = wake.min(due);
+            }
+            let disconnected = !signals.connected();
+            if disconnected {
+                wake = wake.min(Instant::now() + spec.recheck);
+            }
+            tokio::select! {
+                _ = &mut notified => {
+                    (spec.on_wake)();
+                    break;
+                }
+                _ = &mut changed => continue,
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    if Instant::now() >= deadline {
+                        if !looked {
+                            // Look once before reporting nothing.
+                            return match attempt().await? {
+                                Polled::Ready(value) | Polled::ReadyLast(value) => {
+                                    Ok(Some(value))
+                                }
+                                _ => Ok(None),
+                            };
+                        }
+                        return Ok(None);
+                    }
+                    if group.take_due() {
+                        took_due = true;
+                        break;
+                    }
+                    if disconnected {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Instant::now() + d`, saturating (a caller may pass `Duration::MAX`).
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_old_payloads_mean_all() {
+        for queue in [Queue::Orchestrator, Queue::Worker] {
+            for wake in [Wake::Count(1), Wake::Count(7), Wake::All] {
+                assert_eq!(Wake::parse(&wake.payload(queue)), Some((queue, wake)));
+            }
+        }
+        assert_eq!(Wake::parse("o"), Some((Queue::Orchestrator, Wake::All)));
+        assert_eq!(Wake::parse("w"), Some((Queue::Worker, Wake::All)));
+        assert_eq!(Wake::parse("x:1"), None);
+        assert_eq!(Wake::parse("o:-1"), None);
+        assert_eq!(Wake::parse(""), None);
+    }
+
+    #[test]
+    fn outgoing_counts_add_up_and_all_wins() {
+        let s = Signals::default();
+        s.committed(Queue::Orchestrator, Wake::Count(2));
+        s.committed(Queue::Orchestrator, Wake::Count(3));
+        s.committed(Queue::Worker, Wake::Count(1));
+        s.committed(Queue::Worker, Wake::All);
+        assert_eq!(
+            s.take_outgoing("ch").as_deref(),
+            Some("NOTIFY ch, 'o:5'; NOTIFY ch, 'w:*'")
+        );
+        assert_eq!(s.take_outgoing("ch"), None);
+    }
+
+    #[tokio::test]
+    async fn a_count_wakes_that_many_waiters_of_each_group() {
+        let s = Arc::new(Signals::default());
+        let a = s.waiters(Queue::Orchestrator).group("a");
+        let b = s.waiters(Queue::Orchestrator).group("b");
+        let mut futures = Vec::new();
+        for g in [&a, &a, &a, &b] {
+            let mut f = Box::pin(g.notify.notified());
+            f.as_mut().enable();
+            futures.push(f);
+        }
+        s.committed(Queue::Orchestrator, Wake::Count(2));
+        let woken: Vec<bool> = futures
+            .iter_mut()
+            .map(|f| futures_ready(f.as_mut()))
+            .collect();
+        // Two of group a's three waiters, and group b's one.
+        assert_eq!(woken.iter().filter(|w| **w).count(), 3);
+        assert!(woken[3]);
+    }
+
+    fn futures_ready(f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        std::future::Future::poll(f, &mut cx).is_ready()
+    }
+}
