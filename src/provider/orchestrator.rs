@@ -87,7 +87,9 @@ impl PostgresProvider {
                 Some(instance) => {
                     let item = build_item(instance, &row)?;
                     Ok(match get::<Option<bool>, _>(OP, &row, "more_ready")? {
-                        Some(false) => Polled::ReadyLast(item),
+                        Some(false) => {
+                            Polled::ready_last(item, get(OP, &row, "next_visible_in_ms")?)
+                        }
                         _ => Polled::Ready(item),
                     })
                 }
