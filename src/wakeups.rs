@@ -317,8 +317,12 @@ impl Signals {
 /// The outcome of one fetch attempt.
 pub(crate) enum Polled<T> {
     Ready(T),
-    /// Claimed, and nothing else was ready when the claim ran.
-    ReadyLast(T),
+    /// Claimed, and nothing else was ready when the claim ran; like
+    /// `Empty`, says when something may become claimable.
+    ReadyLast {
+        value: T,
+        next_visible_in: Option<Duration>,
+    },
     Empty {
         next_visible_in: Option<Duration>,
     },
@@ -331,9 +335,20 @@ pub(crate) enum Polled<T> {
 impl<T> Polled<T> {
     pub(crate) fn empty(next_visible_in_ms: Option<i64>) -> Self {
         Polled::Empty {
-            next_visible_in: next_visible_in_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            next_visible_in: in_ms(next_visible_in_ms),
         }
     }
+
+    pub(crate) fn ready_last(value: T, next_visible_in_ms: Option<i64>) -> Self {
+        Polled::ReadyLast {
+            value,
+            next_visible_in: in_ms(next_visible_in_ms),
+        }
+    }
+}
+
+fn in_ms(ms: Option<i64>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(ms.max(0) as u64))
 }
 
 /// How a fetch waits: its queue, its filter and its limits.
@@ -391,8 +406,14 @@ where
             attempt().await?
         };
         match polled {
-            Polled::ReadyLast(value) => {
+            Polled::ReadyLast {
+                value,
+                next_visible_in,
+            } => {
                 group.mark_quiet(spec.fetcher_key, epoch);
+                if let Some(d) = next_visible_in {
+                    group.lower_due(Instant::now() + d);
+                }
                 return Ok(Some(value));
             }
             Polled::Ready(value) => {
@@ -415,7 +436,9 @@ where
         if !spec.long_poll || Instant::now() >= deadline {
             if !looked {
                 match attempt().await? {
-                    Polled::Ready(value) | Polled::ReadyLast(value) => return Ok(Some(value)),
+                    Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
+                        return Ok(Some(value))
+                    }
                     _ => return Ok(None),
                 }
             }
@@ -445,7 +468,7 @@ where
                         if !looked {
                             // Look once before reporting nothing.
                             return match attempt().await? {
-                                Polled::Ready(value) | Polled::ReadyLast(value) => {
+                                Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                                     Ok(Some(value))
                                 }
                                 _ => Ok(None),

@@ -146,6 +146,8 @@ DECLARE
     v_execution BIGINT;
     v_took_over BOOLEAN;
     v_parked BOOLEAN;
+    v_more BOOLEAN;
+    v_next BIGINT;
     v_ready BIGINT;
     v_starts BIGINT;
     v_others BIGINT;
@@ -274,19 +276,30 @@ BEGIN
         SET lock_token = v_token, locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms
         WHERE l.instance_id = v_instance;
 
+        -- Whether another instance was ready (claimed by someone or not).
+        -- If not, this process's next fetch may wait without looking until
+        -- something is committed or falls due (src/wakeups.rs), so then the
+        -- row also says when something falls due, as an empty fetch would.
+        -- Locked rows are seen: "none" is never wrong, "some" may be.
+        v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                          JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+                          WHERE q.visible_at_ms <= v_now AND l.locked_until_ms <= v_now
+                            AND q.instance_id <> v_instance);
+        IF NOT v_more THEN
+            v_next := LEAST(
+                (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
+                 WHERE q.visible_at_ms > v_now),
+                (SELECT min(l.locked_until_ms) FROM __SCHEMA__.orchestrator_queue q
+                 JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+                 WHERE q.visible_at_ms <= v_now AND l.locked_until_ms > v_now
+                   AND q.instance_id <> v_instance)) - v_now;
+        END IF;
+
         RETURN QUERY
         SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
             (SELECT array_agg(h.event_data ORDER BY h.event_id) FROM __SCHEMA__.history h
              WHERE h.instance_id = v_instance AND h.execution_id = v_execution),
-            kv.keys, kv.vals, kv.updated, NULL::BIGINT, v_took_over,
-            -- Whether another instance was ready (claimed by someone or
-            -- not): false lets this process's next fetch wait without
-            -- looking until something is committed (src/wakeups.rs). Locked
-            -- rows are seen, so false is never wrong; true may be.
-            EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
-                    JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
-                    WHERE q.visible_at_ms <= v_now AND l.locked_until_ms <= v_now
-                      AND q.instance_id <> v_instance)
+            kv.keys, kv.vals, kv.updated, v_next, v_took_over, v_more
         FROM (SELECT array_agg(s.key ORDER BY s.key) AS keys,
                      array_agg(s.value ORDER BY s.key) AS vals,
                      array_agg(s.last_updated_at_ms ORDER BY s.key) AS updated

@@ -90,7 +90,9 @@ impl PostgresProvider {
                         self.db.target.lease_taken_over(Queue::Orchestrator);
                     }
                     Ok(match get::<Option<bool>, _>(OP, &row, "more_ready")? {
-                        Some(false) => Polled::ReadyLast(item),
+                        Some(false) => {
+                            Polled::ready_last(item, get(OP, &row, "next_visible_in_ms")?)
+                        }
                         _ => Polled::Ready(item),
                     })
                 }
