@@ -56,6 +56,7 @@ mod migrations;
 mod notifier;
 mod options;
 mod provider;
+mod retention;
 mod schema;
 mod tls;
 
@@ -66,5 +67,7 @@ pub use migrations::MigrationPolicy;
 pub use options::PostgresOptions;
 #[doc(hidden)]
 pub use provider::__sql_function_signatures;
+pub use provider::listing::{InstanceCursor, InstancePage, InstanceQuery, InstanceSummary};
 pub use provider::PostgresProvider;
+pub use retention::{PurgeProgress, PurgeRequest, RetentionPolicy, TerminalStatus};
 pub use schema::DEFAULT_SCHEMA;

@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "request_ids",
         sql: include_str!("../sql/migrations/0002_request_ids.sql"),
     },
+    Migration {
+        version: 3,
+        name: "longevity",
+        sql: include_str!("../sql/migrations/0003_longevity.sql"),
+    },
 ];
 
 /// Tables the provider needs; checked after migrating and in verify-only mode.
@@ -68,6 +73,9 @@ const TABLES: &[&str] = &[
     "kv_store",
     "kv_delta",
     "request_ids",
+    "stat_totals",
+    "stat_deltas",
+    "maintenance_leases",
 ];
 
 /// First key of the start-up advisory lock ("dxpg"); the second is a hash of

@@ -1,6 +1,7 @@
 //! Connection, pool, timeout and polling options.
 
 use crate::migrations::MigrationPolicy;
+use crate::retention::RetentionPolicy;
 use crate::schema::DEFAULT_SCHEMA;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub struct PostgresOptions {
     /// Function files installed and called instead of the embedded ones.
     pub(crate) function_files: Option<Vec<(String, String)>>,
     pub(crate) client_retry_budget: Duration,
+    pub(crate) retention: Option<RetentionPolicy>,
 }
 
 impl Default for PostgresOptions {
@@ -48,6 +50,7 @@ impl Default for PostgresOptions {
             listener_reconnect_delay: Duration::from_millis(500),
             function_files: None,
             client_retry_budget: Duration::from_secs(30),
+            retention: None,
         }
     }
 }
@@ -141,6 +144,14 @@ impl PostgresOptions {
     /// ack, abandon, renew) are not affected: the runtime retries those.
     pub fn client_retry_budget(mut self, budget: Duration) -> Self {
         self.client_retry_budget = budget;
+        self
+    }
+
+    /// Retention run by a background maintenance task (default: none, the
+    /// store keeps everything). See [`RetentionPolicy`]; exactly one process
+    /// per schema runs it at a time.
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
         self
     }
 }

@@ -20,6 +20,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod scale;
 mod stores;
 mod stress;
 mod turns;
@@ -30,6 +31,10 @@ use std::time::{Duration, Instant};
 use util::{heading, Result};
 
 const SECTIONS: &[&str] = &[
+    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "scale",
+];
+/// Sections run without --only (scale loads 1,000,000 instances: on demand).
+const DEFAULT_SECTIONS: &[&str] = &[
     "floor", "turns", "stress", "latency", "history", "idle", "chaos",
 ];
 
@@ -43,11 +48,12 @@ OPTIONS:
     --quick             ~1 minute smoke run (fewer samples, 3 s stress runs, 2:2 only)
     --stress-secs N     duration of each stress run (default 10, quick 3)
     --only LIST         comma-separated sections to run, of:
-                        floor, turns, stress, latency, history, idle, chaos
-                        (chaos restarts a private server of its own, never
-                        DATABASE_URL's)
+                        floor, turns, stress, latency, history, idle, chaos,
+                        scale (chaos restarts a private server of its own,
+                        never DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
-                        reference for the other sections)
+                        reference for the other sections; scale runs only
+                        when named: 1,000,000 instances, --quick 100,000)
     -h, --help          this text
 
 PostgreSQL: DATABASE_URL if set, else a throwaway local server (initdb/pg_ctl).";
@@ -77,7 +83,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         quick: false,
         stress_secs: None,
-        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        only: DEFAULT_SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -235,6 +241,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
                 "chaos" => chaos::run(&c).await,
+                "scale" => scale::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -6,6 +6,8 @@ mod claim;
 mod functions;
 mod history;
 mod kv;
+pub mod listing;
+mod maintenance;
 mod management;
 mod orchestrator;
 mod retry;
@@ -66,6 +68,7 @@ pub struct PostgresProvider {
     /// How long Read and Write calls ride out transient failures (retry.rs).
     retry_budget: Duration,
     _listener: Option<Listener>,
+    _maintenance: Option<maintenance::MaintenanceHandle>,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -161,7 +164,7 @@ impl PostgresProvider {
                 options.listener_reconnect_delay,
             )
         });
-        Ok(Self {
+        let mut provider = Self {
             pool,
             quoted: schema.quoted(),
             functions,
@@ -171,7 +174,12 @@ impl PostgresProvider {
             recheck_interval: options.listener_reconnect_delay,
             retry_budget: options.client_retry_budget,
             _listener: listener,
-        })
+            _maintenance: None,
+        };
+        if let Some(policy) = options.retention {
+            provider._maintenance = maintenance::spawn(maintenance::Runner::of(&provider), policy);
+        }
+        Ok(provider)
     }
 
     /// The schema this store lives in.
@@ -255,11 +263,7 @@ impl PostgresProvider {
     /// parameter names from this crate, and `$n` placeholders. Values are
     /// parameters.
     fn call_sql(&self, f: &SqlFn) -> String {
-        format!(
-            "SELECT * FROM {quoted}.{invocation}",
-            quoted = self.quoted,
-            invocation = f.invocation_as(&self.functions.function(f.name))
-        )
+        call_sql(&self.quoted, &self.functions, f)
     }
 
     /// Like [`call`](Self::call), for functions returning one row.
@@ -367,6 +371,15 @@ impl PostgresProvider {
             }
         }
     }
+}
+
+/// The statement that calls `f` of the function set `functions` in the
+/// schema `quoted` (see [`PostgresProvider::call_sql`]).
+fn call_sql(quoted: &str, functions: &FunctionSet, f: &SqlFn) -> String {
+    format!(
+        "SELECT * FROM {quoted}.{invocation}",
+        invocation = f.invocation_as(&functions.function(f.name))
+    )
 }
 
 /// Runs the statement `sql` on a pooled connection (the prepared statement
