@@ -254,7 +254,7 @@ async fn one_lease_holder_at_a_time_and_batches_need_the_lease() {
          -1, '', false)",
     );
     let a: bool = c
-        .query_one(&acquire, &[&"a", &600i64])
+        .query_one(&acquire, &[&"a", &3000i64])
         .await
         .unwrap()
         .get(0);
@@ -278,7 +278,7 @@ async fn one_lease_holder_at_a_time_and_batches_need_the_lease() {
             .get(0);
         assert_eq!(holder, "a");
     });
-    // a's 600 ms lease ran out; the purge took it over and released it.
+    // a's 3 s lease ran out; the purge took it over and released it.
     purge.unwrap();
     assert_eq!(
         count(&p, "SELECT count(*) FROM {s}.maintenance_leases").await,
@@ -303,13 +303,13 @@ async fn a_dead_maintenance_holder_is_taken_over() {
     for i in 0..20 {
         turn(&setup, &format!("f{i}"), 1, None, Some("Completed")).await;
     }
-    // A process died holding the lease for 1.5 s more.
-    common::admin_client()
-        .await
+    // A process died holding the lease for ten minutes more.
+    let admin = common::admin_client().await;
+    admin
         .execute(
             &sql(
                 &setup,
-                "SELECT {s}.maintenance_acquire__{t}('retention', 'dead', 1500)",
+                "SELECT {s}.maintenance_acquire__{t}('retention', 'dead', 600000)",
             ),
             &[],
         )
@@ -334,6 +334,19 @@ async fn a_dead_maintenance_holder_is_taken_over() {
         20,
         "nothing is purged while the dead holder's lease lives"
     );
+    // Its lease runs out (moved back rather than waited for, so the test
+    // does not depend on how fast this machine is).
+    admin
+        .execute(
+            &sql(
+                &setup,
+                "UPDATE {s}.maintenance_leases SET leased_until_ms = leased_until_ms - 600000 \
+                 WHERE owner = 'dead'",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count(&setup, "SELECT count(*) FROM {s}.instances").await > 0 {
         assert!(
