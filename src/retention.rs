@@ -158,13 +158,14 @@ pub struct PurgeRequest {
 
 impl PurgeRequest {
     /// Completed and failed trees older than `older_than`, batches of up to
-    /// 500 roots, no pause between batches.
+    /// 2,000 roots (sized to take about 200 ms each), no pause between
+    /// batches.
     pub fn older_than(older_than: Duration) -> Self {
         Self {
             older_than,
             statuses: TerminalStatus::ALL.to_vec(),
             dry_run: false,
-            batch_size: 500,
+            batch_size: 2000,
             throttle: 0.0,
         }
     }

@@ -82,7 +82,10 @@ CREATE FUNCTION __SCHEMA__.retention_purge_batch(
     p_after_completed_ms BIGINT, p_after_id TEXT, p_dry_run BOOLEAN)
 RETURNS TABLE (roots_seen BIGINT, roots_deleted BIGINT, instances BIGINT, executions BIGINT,
                events BIGINT, queue_messages BIGINT, cursor_completed_ms BIGINT, cursor_id TEXT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- A bounded batch never repays JIT compiling (~20 ms per statement).
+SET jit = off
+AS $$
 #variable_conflict use_column
 DECLARE
     v_roots TEXT[];
@@ -121,11 +124,15 @@ BEGIN
     END IF;
 
     -- Every member of every tree, tagged with its root.
+    -- Children by index per member: OFFSET 0 keeps the lookup a nested
+    -- loop (planned as a join, it merged over every child of the store).
     WITH RECURSIVE tree(root_id, instance_id) AS (
         SELECT r, r FROM unnest(v_roots) AS r
         UNION
         SELECT t.root_id, c.instance_id
-        FROM __SCHEMA__.instances c JOIN tree t ON c.parent_instance_id = t.instance_id
+        FROM tree t
+        CROSS JOIN LATERAL (SELECT c.instance_id FROM __SCHEMA__.instances c
+                            WHERE c.parent_instance_id = t.instance_id OFFSET 0) c
     )
     SELECT array_agg(t.root_id), array_agg(t.instance_id) INTO v_pairs_root, v_pairs_id FROM tree t;
 
