@@ -232,6 +232,7 @@ mod tests {
             ("DX003", false, "not found"),
             ("DX004", false, "still running"),
             ("DX005", false, "would orphan a sub-orchestration"),
+            ("DX006", false, "maintenance lease not held"),
             ("23505", false, "unique_violation"),
             ("23503", false, "foreign_key_violation"),
             ("23502", false, "not_null_violation"),

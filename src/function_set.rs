@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 /// Function files in the order they are created (common helpers first).
 const EMBEDDED: &[(&str, &str)] = &[
     ("common", include_str!("../sql/functions/common.sql")),
+    ("stats", include_str!("../sql/functions/stats.sql")),
     (
         "orchestrator_queue",
         include_str!("../sql/functions/orchestrator_queue.sql"),
@@ -36,6 +37,8 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../sql/functions/management.sql"),
     ),
     ("inspect", include_str!("../sql/functions/inspect.sql")),
+    ("listing", include_str!("../sql/functions/listing.sql")),
+    ("retention", include_str!("../sql/functions/retention.sql")),
 ];
 
 /// Hex digits of the set checksum in the suffix: 64 bits, so that two

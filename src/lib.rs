@@ -57,6 +57,7 @@ mod migrations;
 mod notifier;
 mod options;
 mod provider;
+mod retention;
 mod schema;
 mod telemetry;
 mod tls;
@@ -69,7 +70,9 @@ pub use migrations::MigrationPolicy;
 pub use options::PostgresOptions;
 #[doc(hidden)]
 pub use provider::__sql_function_signatures;
+pub use provider::listing::{InstanceCursor, InstancePage, InstanceQuery, InstanceSummary};
 pub use provider::PostgresProvider;
+pub use retention::{PurgeProgress, PurgeRequest, RetentionPolicy, TerminalStatus};
 pub use schema::DEFAULT_SCHEMA;
 #[doc(hidden)]
 pub use telemetry::metric_names;

@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "vacuum_proof_queues",
         sql: include_str!("../sql/migrations/0003_vacuum_proof_queues.sql"),
     },
+    Migration {
+        version: 4,
+        name: "longevity",
+        sql: include_str!("../sql/migrations/0004_longevity.sql"),
+    },
 ];
 
 /// Tables the provider needs; checked after migrating and in verify-only mode.
@@ -74,6 +79,9 @@ const TABLES: &[&str] = &[
     "kv_store",
     "kv_delta",
     "request_ids",
+    "stat_totals",
+    "stat_deltas",
+    "maintenance_leases",
 ];
 
 /// First key of the start-up advisory lock ("dxpg"); the second is a hash of

@@ -1,6 +1,7 @@
 //! Connection, pool, timeout and polling options.
 
 use crate::migrations::MigrationPolicy;
+use crate::retention::RetentionPolicy;
 use crate::schema::DEFAULT_SCHEMA;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub struct PostgresOptions {
     pub(crate) client_retry_budget: Duration,
     pub(crate) health_sample_interval: Option<Duration>,
     pub(crate) health_attempts: u32,
+    pub(crate) retention: Option<RetentionPolicy>,
 }
 
 impl Default for PostgresOptions {
@@ -52,6 +54,7 @@ impl Default for PostgresOptions {
             client_retry_budget: Duration::from_secs(30),
             health_sample_interval: Some(Duration::from_secs(15)),
             health_attempts: 5,
+            retention: None,
         }
     }
 }
@@ -164,6 +167,14 @@ impl PostgresOptions {
     /// poison candidate (`duroxide_postgres_queue_at_attempts`; default 5).
     pub fn health_attempts(mut self, attempts: u32) -> Self {
         self.health_attempts = attempts.max(1);
+        self
+    }
+
+    /// Retention run by a background maintenance task (default: none, the
+    /// store keeps everything). See [`RetentionPolicy`]; exactly one process
+    /// per schema runs it at a time.
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
         self
     }
 }

@@ -532,3 +532,35 @@ async fn the_dashboard_requires_its_token_when_given_one() {
     );
     assert_eq!(http_get(ui.addr, "/", Some("s3cret")).await.0, 200);
 }
+
+/// `purge`: a dry run deletes nothing; a purge of completed trees deletes
+/// the completed instance and keeps the failed and the running ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_finished_trees_and_a_dry_run_nothing() {
+    let (store, _schemas, runtime) = filled_store("cli_purge").await;
+    let schema = store.schema().to_string();
+    let args = ["purge", "--older-than", "0s", "--status", "completed"];
+
+    let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
+    let out = ok(&cli(&schema, &dry).await);
+    assert!(
+        out.contains("1 trees / 1 instances would be deleted"),
+        "{out}"
+    );
+    ok(&cli(&schema, &["show", "greet-1"]).await);
+
+    let out = ok(&cli(&schema, &args).await);
+    assert!(out.contains("1 trees / 1 instances deleted"), "{out}");
+    let gone = cli(&schema, &["show", "greet-1"]).await;
+    assert_eq!(gone.status.code(), Some(1), "greet-1 is gone");
+    ok(&cli(&schema, &["show", "explode-1"]).await);
+    ok(&cli(&schema, &["show", "wait-1"]).await);
+
+    let bad = cli(&schema, &["purge", "--older-than", "soon"]).await;
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an age without a unit is bad usage"
+    );
+    runtime.shutdown(None).await;
+}

@@ -155,4 +155,3 @@ async fn every_call_has_a_database_span_with_the_instance_and_sqlstate_but_no_pa
         }
     }
 }
-

@@ -20,6 +20,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod scale;
 mod soak;
 mod stores;
 mod stress;
@@ -31,9 +32,10 @@ use std::time::{Duration, Instant};
 use util::{heading, Result};
 
 const SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "soak",
+    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "soak", "scale",
 ];
-/// Sections run without `--only` (the soak takes 20 minutes: on request only).
+/// Sections run without `--only` (the soak takes 20 minutes, scale loads
+/// 1,000,000 instances: on request only).
 const DEFAULT_SECTIONS: &[&str] = &[
     "floor", "turns", "stress", "latency", "history", "idle", "chaos",
 ];
@@ -49,11 +51,13 @@ OPTIONS:
     --stress-secs N     duration of each stress run (default 10, quick 3)
     --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
-                        floor, turns, stress, latency, history, idle, chaos, soak
-                        (default: all but soak; chaos restarts a private server
-                        of its own, never DATABASE_URL's)
+                        floor, turns, stress, latency, history, idle, chaos,
+                        soak, scale (default: all but soak and scale; chaos
+                        restarts a private server of its own, never
+                        DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
-                        reference for the other sections)
+                        reference for the other sections; scale runs only
+                        when named: 1,000,000 instances, --quick 100,000)
     -h, --help          this text
 
 PostgreSQL: DATABASE_URL if set, else a throwaway local server (initdb/pg_ctl).";
@@ -256,6 +260,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "idle" => idle::run(&c).await,
                 "chaos" => chaos::run(&c).await,
                 "soak" => soak::run(&c).await,
+                "scale" => scale::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -10,6 +10,7 @@
 --   DX003 instance or execution not found
 --   DX004 instance still running
 --   DX005 delete would orphan a sub-orchestration / not a root
+--   DX006 the caller does not hold the maintenance lease (retention.sql)
 
 CREATE FUNCTION __SCHEMA__.now_ms() RETURNS BIGINT
 LANGUAGE sql VOLATILE AS $$

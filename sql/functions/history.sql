@@ -40,5 +40,6 @@ BEGIN
     INSERT INTO __SCHEMA__.history (instance_id, execution_id, event_id, event_data)
     SELECT p_instance_id, p_execution_id, e.event_id, e.event_data
     FROM unnest(p_event_ids, p_events) AS e(event_id, event_data);
+    PERFORM __SCHEMA__.add_stats(0, 0, cardinality(p_event_ids), ARRAY[0, 0, 0, 0]::BIGINT[]);
 END
 $$;

@@ -13,7 +13,11 @@
 --   the list), nothing.
 -- * Pruning never deletes an instance's current execution nor a running one,
 --   and never touches KV state.
--- * An instance's status is the status of its current execution.
+-- * An instance's status is the status of its current execution, mirrored
+--   on the instance row by the ack (stats.sql), so status filters, counts
+--   and bulk selections are answered from indexes, not by scanning.
+-- * Every deletion and pruning records what it removed in the totals
+--   (stat deltas), so get_system_metrics stays exact without counting.
 
 CREATE FUNCTION __SCHEMA__.list_instances()
 RETURNS TABLE (instance_id TEXT)
@@ -27,9 +31,7 @@ RETURNS TABLE (instance_id TEXT)
 LANGUAGE sql STABLE AS $$
     SELECT i.instance_id
     FROM __SCHEMA__.instances i
-    LEFT JOIN __SCHEMA__.executions e
-           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-    WHERE COALESCE(e.status, 'Running') = p_status
+    WHERE i.status = p_status
     ORDER BY i.created_at_ms DESC, i.instance_id
 $$;
 
@@ -57,7 +59,7 @@ RETURNS TABLE (instance_id TEXT, orchestration_name TEXT, orchestration_version 
                created_at_ms BIGINT, updated_at_ms BIGINT, parent_instance_id TEXT)
 LANGUAGE sql STABLE AS $$
     SELECT i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
-           COALESCE(e.status, 'Running'), e.output, i.created_at_ms, i.updated_at_ms,
+           i.status, e.output, i.created_at_ms, i.updated_at_ms,
            i.parent_instance_id
     FROM __SCHEMA__.instances i
     LEFT JOIN __SCHEMA__.executions e
@@ -76,34 +78,31 @@ LANGUAGE sql STABLE AS $$
     WHERE e.instance_id = p_instance_id AND e.execution_id = p_execution_id
 $$;
 
+-- From the maintained totals (stats.sql): executions are those of existing
+-- instances.
 CREATE FUNCTION __SCHEMA__.get_system_metrics()
 RETURNS TABLE (total_instances BIGINT, total_executions BIGINT, running BIGINT,
                completed BIGINT, failed BIGINT, total_events BIGINT)
-LANGUAGE sql STABLE AS $$
-    SELECT
-        (SELECT count(*) FROM __SCHEMA__.instances),
-        (SELECT count(*) FROM __SCHEMA__.executions),
-        count(*) FILTER (WHERE s.status = 'Running'),
-        count(*) FILTER (WHERE s.status = 'Completed'),
-        count(*) FILTER (WHERE s.status = 'Failed'),
-        (SELECT count(*) FROM __SCHEMA__.history)
-    FROM (SELECT COALESCE(e.status, 'Running') AS status
-          FROM __SCHEMA__.instances i
-          LEFT JOIN __SCHEMA__.executions e
-                 ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id) s
+LANGUAGE sql AS $$
+    SELECT s.instances, s.executions, s.running, s.completed, s.failed, s.events
+    FROM __SCHEMA__.current_stats() s
 $$;
 
 -- Messages not held by a live lease (delayed ones included: timers live in
--- the orchestrator queue).
+-- the orchestrator queue): all rows minus those a live lease holds. The
+-- held ones are few and found from the partial token / lease indexes, so
+-- no row is joined to its lease row.
 CREATE FUNCTION __SCHEMA__.get_queue_depths()
 RETURNS TABLE (orchestrator_queue BIGINT, worker_queue BIGINT)
 LANGUAGE sql STABLE AS $$
     SELECT
-        (SELECT count(*) FROM __SCHEMA__.orchestrator_queue q
-         JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
-         WHERE q.lock_token IS NULL OR l.locked_until_ms <= __SCHEMA__.now_ms()),
-        (SELECT count(*) FROM __SCHEMA__.worker_queue w
-         WHERE w.lock_token IS NULL OR w.locked_until_ms <= __SCHEMA__.now_ms())
+        (SELECT count(*) FROM __SCHEMA__.orchestrator_queue)
+        - (SELECT count(*) FROM __SCHEMA__.orchestrator_queue q
+           JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+           WHERE q.lock_token IS NOT NULL AND l.locked_until_ms > __SCHEMA__.now_ms()),
+        (SELECT count(*) FROM __SCHEMA__.worker_queue)
+        - (SELECT count(*) FROM __SCHEMA__.worker_queue w
+           WHERE w.lock_token IS NOT NULL AND w.locked_until_ms > __SCHEMA__.now_ms())
 $$;
 
 CREATE FUNCTION __SCHEMA__.list_children(p_instance_id TEXT)
@@ -122,21 +121,40 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Deletes every trace of p_ids. Internal: callers have checked what may go.
+-- Every delete probes an index per id: with random_page_cost's default the
+-- planner preferred to scan the whole orchestrator queue for a batch of
+-- 2,000 ids (36 ms on 110,000 rows, growing with the queue, for finished
+-- instances that have no message at all), so sequential scans are off
+-- here; JIT compiling (~20 ms per statement at these cost estimates) is
+-- never repaid by a bounded batch.
 CREATE FUNCTION __SCHEMA__.delete_instance_rows(p_ids TEXT[])
 RETURNS TABLE (instances BIGINT, executions BIGINT, events BIGINT, queue_messages BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET jit = off
+AS $$
 DECLARE
     v_instances BIGINT;
     v_executions BIGINT;
+    v_counted_executions BIGINT;
+    v_counted_instances BIGINT;
     v_events BIGINT;
     v_orchestrator BIGINT;
     v_worker BIGINT;
     v_held BIGINT;
+    v_status BIGINT[];
 BEGIN
     DELETE FROM __SCHEMA__.history h WHERE h.instance_id = ANY (p_ids);
     GET DIAGNOSTICS v_events = ROW_COUNT;
-    DELETE FROM __SCHEMA__.executions e WHERE e.instance_id = ANY (p_ids);
-    GET DIAGNOSTICS v_executions = ROW_COUNT;
+    -- Totals count the executions of counted instances only.
+    WITH d AS (
+        DELETE FROM __SCHEMA__.executions e WHERE e.instance_id = ANY (p_ids)
+        RETURNING e.instance_id
+    )
+    SELECT count(*), count(i.instance_id)
+    INTO v_executions, v_counted_executions
+    FROM d LEFT JOIN __SCHEMA__.instances i
+           ON i.instance_id = d.instance_id AND i.counted_execution_id IS NOT NULL;
     DELETE FROM __SCHEMA__.orchestrator_queue q WHERE q.instance_id = ANY (p_ids);
     GET DIAGNOSTICS v_orchestrator = ROW_COUNT;
     DELETE FROM __SCHEMA__.orchestrator_held h WHERE h.instance_id = ANY (p_ids);
@@ -146,8 +164,19 @@ BEGIN
     DELETE FROM __SCHEMA__.kv_store s WHERE s.instance_id = ANY (p_ids);
     DELETE FROM __SCHEMA__.kv_delta d WHERE d.instance_id = ANY (p_ids);
     DELETE FROM __SCHEMA__.instance_locks l WHERE l.instance_id = ANY (p_ids);
-    DELETE FROM __SCHEMA__.instances i WHERE i.instance_id = ANY (p_ids);
-    GET DIAGNOSTICS v_instances = ROW_COUNT;
+    WITH d AS (
+        DELETE FROM __SCHEMA__.instances i WHERE i.instance_id = ANY (p_ids)
+        RETURNING i.status, i.counted_execution_id
+    )
+    SELECT count(*), ARRAY[
+               -count(*) FILTER (WHERE d.counted_execution_id IS NOT NULL AND d.status = 'Running'),
+               -count(*) FILTER (WHERE d.counted_execution_id IS NOT NULL AND d.status = 'Completed'),
+               -count(*) FILTER (WHERE d.counted_execution_id IS NOT NULL AND d.status = 'Failed'),
+               -count(*) FILTER (WHERE d.counted_execution_id IS NOT NULL AND d.status = 'ContinuedAsNew')],
+           count(*) FILTER (WHERE d.counted_execution_id IS NOT NULL)
+    INTO v_instances, v_status, v_counted_instances
+    FROM d;
+    PERFORM __SCHEMA__.add_stats(-v_counted_instances, -v_counted_executions, -v_events, v_status);
     RETURN QUERY SELECT v_instances, v_executions, v_events, v_orchestrator + v_held + v_worker;
 END
 $$;
@@ -159,6 +188,33 @@ LANGUAGE sql AS $$
     WHERE l.instance_id = ANY (p_ids)
     ORDER BY l.instance_id
     FOR UPDATE
+$$;
+
+-- Like lock_instances, but never waits (retention must not hold up a turn
+-- nor wait for one): locks what it can and returns the ids it could not
+-- lock now, because another transaction holds their lease row or a live
+-- lease is out on them (a turn is in flight).
+CREATE FUNCTION __SCHEMA__.try_lock_instances(p_ids TEXT[])
+RETURNS TEXT[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_busy TEXT[];
+BEGIN
+    -- One statement, joined (not `NOT (id = ANY (locked))`, which compared
+    -- every lease row with every locked id: quadratic in the batch).
+    WITH locked AS MATERIALIZED (
+        SELECT l.instance_id, l.locked_until_ms FROM __SCHEMA__.instance_locks l
+        WHERE l.instance_id = ANY (p_ids)
+        ORDER BY l.instance_id
+        FOR UPDATE SKIP LOCKED
+    )
+    SELECT array_agg(l.instance_id) INTO v_busy
+    FROM __SCHEMA__.instance_locks l
+    LEFT JOIN locked k ON k.instance_id = l.instance_id
+    WHERE l.instance_id = ANY (p_ids)
+      AND (k.instance_id IS NULL OR k.locked_until_ms > __SCHEMA__.now_ms());
+    RETURN COALESCE(v_busy, '{}');
+END
 $$;
 
 CREATE FUNCTION __SCHEMA__.delete_instances_atomic(p_ids TEXT[], p_force BOOLEAN)
@@ -206,21 +262,25 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_all TEXT[];
 BEGIN
+    -- Oldest completion first, from instances_done_roots_idx: deleted roots
+    -- leave the index, so repeated calls progress through the store.
     WITH RECURSIVE roots AS (
         SELECT i.instance_id
         FROM __SCHEMA__.instances i
-        JOIN __SCHEMA__.executions e
-          ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
         WHERE i.parent_instance_id IS NULL
-          AND e.status <> 'Running'
+          AND i.status <> 'Running'
           AND (p_ids IS NULL OR i.instance_id = ANY (p_ids))
-          AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
-        ORDER BY e.completed_at_ms, i.instance_id
+          AND (p_completed_before IS NULL OR i.completed_at_ms < p_completed_before)
+        ORDER BY i.completed_at_ms, i.instance_id
         LIMIT p_limit
     ), tree AS (
+        -- Children by index per member (OFFSET 0 keeps the lookup a
+        -- nested loop, not a merge over every child of the store).
         SELECT r.instance_id FROM roots r
         UNION
-        SELECT c.instance_id FROM __SCHEMA__.instances c JOIN tree t ON c.parent_instance_id = t.instance_id
+        SELECT c.instance_id FROM tree t
+        CROSS JOIN LATERAL (SELECT c.instance_id FROM __SCHEMA__.instances c
+                            WHERE c.parent_instance_id = t.instance_id OFFSET 0) c
     )
     SELECT array_agg(t.instance_id) INTO v_all FROM tree t;
 
@@ -238,7 +298,13 @@ $$;
 -- and, with p_completed_before, every one completed at or after it.
 CREATE FUNCTION __SCHEMA__.prune_instances(p_ids TEXT[], p_keep_last BIGINT, p_completed_before BIGINT)
 RETURNS TABLE (instances_processed BIGINT, executions_deleted BIGINT, events_deleted BIGINT)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_processed BIGINT;
+    v_executions BIGINT;
+    v_events BIGINT;
+BEGIN
     WITH victims AS (
         SELECT r.instance_id, r.execution_id
         FROM (
@@ -264,6 +330,10 @@ LANGUAGE sql AS $$
     SELECT (SELECT count(*) FROM __SCHEMA__.instances i WHERE i.instance_id = ANY (p_ids)),
            (SELECT count(*) FROM deleted_executions),
            (SELECT count(*) FROM deleted_events)
+    INTO v_processed, v_executions, v_events;
+    PERFORM __SCHEMA__.add_stats(0, -v_executions, -v_events, ARRAY[0, 0, 0, 0]::BIGINT[]);
+    RETURN QUERY SELECT v_processed, v_executions, v_events;
+END
 $$;
 
 CREATE FUNCTION __SCHEMA__.prune_executions(p_instance_id TEXT, p_keep_last BIGINT, p_completed_before BIGINT)
@@ -281,7 +351,10 @@ $$;
 -- Bulk pruning selects instances of any status (long-lived continue-as-new
 -- instances are the main reason to prune): ids allowlist AND, with
 -- p_filter_completed_before, having an execution completed before it, AND
--- at most p_limit instances.
+-- at most p_limit instances. Without an allowlist only instances that still
+-- have an execution continued-as-new beyond p_keep_last are selected (from
+-- executions_continued_idx), so repeated calls progress through the store
+-- instead of picking the same instances again.
 CREATE FUNCTION __SCHEMA__.prune_executions_bulk(
     p_ids TEXT[], p_filter_completed_before BIGINT, p_limit BIGINT,
     p_keep_last BIGINT, p_completed_before BIGINT)
@@ -291,15 +364,37 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ids TEXT[];
 BEGIN
-    SELECT array_agg(s.instance_id) INTO v_ids FROM (
-        SELECT i.instance_id FROM __SCHEMA__.instances i
-        WHERE (p_ids IS NULL OR i.instance_id = ANY (p_ids))
-          AND (p_filter_completed_before IS NULL OR EXISTS (
-                SELECT 1 FROM __SCHEMA__.executions e
-                WHERE e.instance_id = i.instance_id AND e.completed_at_ms < p_filter_completed_before))
-        ORDER BY i.created_at_ms, i.instance_id
-        LIMIT p_limit
-    ) s;
+    IF p_ids IS NOT NULL THEN
+        SELECT array_agg(s.instance_id) INTO v_ids FROM (
+            SELECT i.instance_id FROM __SCHEMA__.instances i
+            WHERE i.instance_id = ANY (p_ids)
+              AND (p_filter_completed_before IS NULL OR EXISTS (
+                    SELECT 1 FROM __SCHEMA__.executions e
+                    WHERE e.instance_id = i.instance_id AND e.completed_at_ms < p_filter_completed_before))
+            ORDER BY i.created_at_ms, i.instance_id
+            LIMIT p_limit
+        ) s;
+    ELSE
+        -- Walks executions_continued_idx in instance order and looks each
+        -- instance's current execution up by key (a correlated subquery, not
+        -- a join: a join is planned as a hash join over every instance),
+        -- stopping after p_limit instances. Below the current execution by
+        -- at least p_keep_last (>= 1), so never the current one.
+        SELECT array_agg(s.instance_id) INTO v_ids FROM (
+            SELECT DISTINCT e.instance_id
+            FROM __SCHEMA__.executions e
+            WHERE e.status = 'ContinuedAsNew'
+              AND e.execution_id <= (SELECT i.current_execution_id FROM __SCHEMA__.instances i
+                                     WHERE i.instance_id = e.instance_id)
+                                    - GREATEST(COALESCE(p_keep_last, 1), 1)
+              AND (p_completed_before IS NULL OR e.completed_at_ms < p_completed_before)
+              AND (p_filter_completed_before IS NULL OR EXISTS (
+                    SELECT 1 FROM __SCHEMA__.executions e2
+                    WHERE e2.instance_id = e.instance_id AND e2.completed_at_ms < p_filter_completed_before))
+            ORDER BY e.instance_id
+            LIMIT p_limit
+        ) s;
+    END IF;
     RETURN QUERY SELECT * FROM __SCHEMA__.prune_instances(COALESCE(v_ids, '{}'), p_keep_last, p_completed_before);
 END
 $$;

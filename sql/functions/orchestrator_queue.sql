@@ -415,6 +415,8 @@ BEGIN
             pinned_patch = COALESCE(p_pinned[3], e.pinned_patch)
         WHERE e.instance_id = v_instance AND e.execution_id = p_execution_id;
     END IF;
+    -- The instance row mirrors its current execution; totals (stats.sql).
+    PERFORM __SCHEMA__.record_turn(v_instance, cardinality(p_event_ids));
 
     IF p_custom_status_action <> 0 THEN
         UPDATE __SCHEMA__.instances i SET

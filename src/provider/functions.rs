@@ -148,6 +148,33 @@ functions! {
         "p_ids": TEXT_ARRAY, "p_filter_completed_before": INT8, "p_limit": INT8,
         "p_keep_last": INT8, "p_completed_before": INT8,
     ];
+
+    // Listing and totals beyond the trait (listing.sql).
+    LIST_INSTANCE_PAGE = "list_instance_page", Read, [
+        "p_statuses": TEXT_ARRAY, "p_name": TEXT, "p_version": TEXT,
+        "p_created_from_ms": INT8, "p_created_before_ms": INT8,
+        "p_completed_from_ms": INT8, "p_completed_before_ms": INT8,
+        "p_roots_only": BOOL, "p_parent": TEXT,
+        "p_after_created_ms": INT8, "p_after_id": TEXT, "p_limit": INT4,
+    ];
+    // Folds pending deltas into the totals on the way (idempotent).
+    COUNT_INSTANCES_BY_STATUS = "count_instances_by_status", Read, [];
+
+    // Retention (retention.sql). Acquire and release are idempotent for one
+    // owner; a batch deletes what is eligible when it runs, so a repeated
+    // attempt finds nothing of the first attempt's left (as bulk deletes).
+    NOW_MS = "now_ms", Read, [];
+    MAINTENANCE_ACQUIRE = "maintenance_acquire", Write, [
+        "p_task": TEXT, "p_owner": TEXT, "p_lease_ms": INT8,
+    ];
+    MAINTENANCE_RELEASE = "maintenance_release", Write, ["p_task": TEXT, "p_owner": TEXT];
+    RETENTION_PURGE_BATCH = "retention_purge_batch", Write, [
+        "p_owner": TEXT, "p_completed_before": INT8, "p_statuses": TEXT_ARRAY, "p_limit": INT4,
+        "p_after_completed_ms": INT8, "p_after_id": TEXT, "p_dry_run": BOOL,
+    ];
+    RETENTION_PRUNE_BATCH = "retention_prune_batch", Write, [
+        "p_owner": TEXT, "p_keep_last": INT8, "p_limit": INT4, "p_after_id": TEXT,
+    ];
 }
 
 impl SqlFn {

@@ -6,6 +6,8 @@ mod claim;
 pub(crate) mod functions;
 mod history;
 mod kv;
+pub mod listing;
+mod maintenance;
 mod management;
 mod orchestrator;
 mod reclaim;
@@ -73,6 +75,7 @@ pub struct PostgresProvider {
     _health: Option<telemetry::health::Sampler>,
     /// When this process next reclaims a queue segment.
     reclaimer: reclaim::Reclaimer,
+    _maintenance: Option<maintenance::MaintenanceHandle>,
 }
 
 /// What a call runs on: the pool, and the labels and span attributes of the
@@ -198,7 +201,7 @@ impl PostgresProvider {
             let call = Call::new(&quoted, &functions, &functions::HEALTH_SAMPLE);
             telemetry::health::start(db.clone(), call, interval, options.health_attempts)
         });
-        Ok(Self {
+        let mut provider = Self {
             db,
             quoted,
             functions,
@@ -210,7 +213,12 @@ impl PostgresProvider {
             _listener: listener,
             _health: health,
             reclaimer: reclaim::Reclaimer::default(),
-        })
+            _maintenance: None,
+        };
+        if let Some(policy) = options.retention {
+            provider._maintenance = maintenance::spawn(maintenance::Runner::of(&provider), policy);
+        }
+        Ok(provider)
     }
 
     /// The schema this store lives in.

@@ -10,6 +10,11 @@
 //! duroxide-postgres raise ID NAME DATA
 //! duroxide-postgres delete ID [--force]
 //! duroxide-postgres ui [--listen 127.0.0.1:8080] [--token T]   read-only web dashboard
+//! duroxide-postgres purge --older-than AGE [--status completed,failed] [--dry-run]
+//!                         [--batch-size N] [--throttle F]
+//!     delete finished root instance trees (with their sub-orchestrations)
+//!     that completed more than AGE ago (30d, 12h, 90m, 45s), in short
+//!     batches, printing progress; --dry-run only counts
 //!
 //! common: [--url URL | URL] [--schema NAME] [--json]
 //! ```
@@ -21,16 +26,20 @@
 //! apply. Exit status 0 on success, 1 on an error (including an unknown
 //! instance), 2 on bad usage.
 //!
-//! (`list` and `purge` come with the paginated listing API: they will read
-//! through `duroxide_postgres::inspect` like the commands here.)
+//! (`list` comes with the paginated listing API's CLI: it will read through
+//! `duroxide_postgres::inspect` like the commands here.)
 
+mod purge;
 mod render;
 #[cfg(feature = "ui")]
 mod ui;
 
 use duroxide::Client;
 use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
-use duroxide_postgres::{MigrationPolicy, PostgresOptions, PostgresProvider, DEFAULT_SCHEMA};
+use duroxide_postgres::{
+    MigrationPolicy, PostgresOptions, PostgresProvider, PurgeRequest, TerminalStatus,
+    DEFAULT_SCHEMA,
+};
 use render::{bytes, opt_time, time, Table};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +57,8 @@ usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
   raise ID NAME DATA                       raise an external event
   delete ID [--force]                      delete an instance (and its children)
   ui [--listen ADDR] [--token T]           read-only web dashboard (default 127.0.0.1:8080)
+  purge --older-than AGE [--status completed,failed] [--dry-run] [--batch-size N] [--throttle F]
+                                           delete finished root trees older than AGE (30d, 12h)
 URL defaults to $DATABASE_URL, NAME to duroxide.";
 
 /// A failed command: exit status 1 with a message, or 2 with the usage.
@@ -79,6 +90,11 @@ struct Args {
     reason: Option<String>,
     listen: Option<String>,
     token: Option<String>,
+    older_than: Option<Duration>,
+    statuses: Option<Vec<TerminalStatus>>,
+    dry_run: bool,
+    batch_size: Option<u32>,
+    throttle: Option<f64>,
 }
 
 fn parse(raw: Vec<String>) -> Result<Args, Failure> {
@@ -111,6 +127,39 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--reason" => args.reason = Some(value(&mut it, &arg)?),
             "--listen" => args.listen = Some(value(&mut it, &arg)?),
             "--token" => args.token = Some(value(&mut it, &arg)?),
+            "--older-than" => {
+                let v = value(&mut it, &arg)?;
+                let age = parse_age(&v).ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "--older-than takes an age such as 30d or 12h, not {v:?}"
+                    ))
+                })?;
+                args.older_than = Some(age);
+            }
+            "--status" => {
+                let v = value(&mut it, &arg)?;
+                let parsed: Option<Vec<TerminalStatus>> = v
+                    .split(',')
+                    .map(|s| TerminalStatus::parse(s.trim()))
+                    .collect();
+                match parsed {
+                    Some(list) if !list.is_empty() => args.statuses = Some(list),
+                    _ => {
+                        return Err(Failure::Usage(
+                            "--status takes completed and/or failed, comma-separated".into(),
+                        ))
+                    }
+                }
+            }
+            "--dry-run" => args.dry_run = true,
+            "--batch-size" => args.batch_size = Some(number(value(&mut it, &arg)?, &arg)?),
+            "--throttle" => {
+                let f: f64 = number(value(&mut it, &arg)?, &arg)?;
+                if !(f.is_finite() && f >= 0.0) {
+                    return Err(Failure::Usage("--throttle takes a number >= 0".into()));
+                }
+                args.throttle = Some(f);
+            }
             "--" => args.positional.extend(it.by_ref()),
             _ if arg.starts_with("--") => {
                 return Err(Failure::Usage(format!("unknown option {arg}")))
@@ -164,7 +213,7 @@ async fn run(mut args: Args) -> Outcome {
     let verb = args.command.clone();
     let (policy, names): (MigrationPolicy, &[&str]) = match verb.as_str() {
         "migrate" => (MigrationPolicy::Apply, &[]),
-        "verify" | "status" | "stuck" | "ui" => (MigrationPolicy::VerifyOnly, &[]),
+        "verify" | "status" | "stuck" | "ui" | "purge" => (MigrationPolicy::VerifyOnly, &[]),
         "show" | "cancel" | "delete" => (MigrationPolicy::VerifyOnly, &["ID"]),
         "raise" => (MigrationPolicy::VerifyOnly, &["ID", "NAME", "DATA"]),
         "help" | "--help" | "-h" => {
@@ -229,6 +278,23 @@ async fn run(mut args: Args) -> Outcome {
             emit(args.json, &stuck, print_stuck)
         }
         "ui" => serve(store, &args).await,
+        "purge" => {
+            let older_than = args
+                .older_than
+                .ok_or_else(|| Failure::Usage("purge needs --older-than".into()))?;
+            let mut request = PurgeRequest::older_than(older_than);
+            if let Some(statuses) = args.statuses.clone() {
+                request.statuses = statuses;
+            }
+            request.dry_run = args.dry_run;
+            if let Some(n) = args.batch_size.filter(|n| *n > 0) {
+                request.batch_size = n;
+            }
+            if let Some(f) = args.throttle {
+                request.throttle = f;
+            }
+            purge::run(&store, &schema, &request).await
+        }
         _ => client_command(store, &verb, &pos, &args).await,
     }
 }
@@ -570,4 +636,19 @@ fn print_stuck(items: &Vec<StuckWork>) {
         let line = format!("{} {}: {}", w.queue.as_str(), w.instance_id, w.why);
         println!("{}", render::wrap(&line, 4));
     }
+}
+
+/// `30d`, `12h`, `90m`, `45s`.
+fn parse_age(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }
