@@ -796,7 +796,7 @@ async fn purge_under_load(ctx: &Ctx, big: &Arc<PostgresProvider>, secs: u64) -> 
     let finished = count(ctx, big.schema(), "instances").await?;
     println!(
         "  purge: workload of {conc} loops of whole lives alone for {secs} s, then the same \
-         workload while `purge --older-than 1d` (batches <= 500 roots, ~50 ms each, no pause) runs \
+         workload while `purge --older-than 1d` (batches <= 2,000 roots, ~200 ms each, no pause) runs \
          over {finished} instances"
     );
     crate::settle(ctx, "scale purge").await;
