@@ -10,7 +10,7 @@
 
 use super::functions::{self as sql, SqlFn};
 use super::rows::{count, get};
-use super::{retry, run_call, Call, Db, PostgresProvider};
+use super::{call_retrying, check_arity, Call, Db, PostgresProvider};
 use crate::function_set::FunctionSet;
 use crate::retention::{PurgeProgress, PurgeRequest, RetentionPolicy, TerminalStatus};
 use duroxide::providers::ProviderError;
@@ -97,25 +97,9 @@ impl Runner {
         f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
-        if params.len() != f.params.len() {
-            // A bug of this crate, caught before anything is sent.
-            return Err(ProviderError::permanent(
-                op,
-                format!(
-                    "{} takes {} parameters, {} given",
-                    f.name,
-                    f.params.len(),
-                    params.len()
-                ),
-            ));
-        }
+        check_arity(op, f, params.len())?;
         let call = Call::new(&self.quoted, &self.functions, f);
-        retry::run(op, f.class, self.retry_budget, || async {
-            run_call(&self.db, &call, op, params)
-                .await
-                .map_err(|(e, _)| e)
-        })
-        .await
+        call_retrying(&self.db, &call, f, self.retry_budget, op, params).await
     }
 
     async fn one(

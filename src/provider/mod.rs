@@ -264,11 +264,15 @@ impl PostgresProvider {
         f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ProviderError> {
-        retry::run(op, f.class, self.retry_budget, || async {
-            self.call_with_state(op, f, params)
-                .await
-                .map_err(|(e, _)| e)
-        })
+        check_arity(op, f, params.len())?;
+        call_retrying(
+            &self.db,
+            &self.prepared(f),
+            f,
+            self.retry_budget,
+            op,
+            params,
+        )
         .await
     }
 
@@ -280,21 +284,7 @@ impl PostgresProvider {
         f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
-        if params.len() != f.params.len() {
-            // A bug of this crate, caught before anything is sent.
-            return Err((
-                ProviderError::permanent(
-                    op,
-                    format!(
-                        "{} takes {} parameters, {} given",
-                        f.name,
-                        f.params.len(),
-                        params.len()
-                    ),
-                ),
-                None,
-            ));
-        }
+        check_arity(op, f, params.len()).map_err(|e| (e, None))?;
         run_call(&self.db, &self.prepared(f), op, params).await
     }
 
@@ -410,6 +400,38 @@ impl Call {
             instance_param: f.instance_param(),
         }
     }
+}
+
+/// `params` must match `f`'s descriptor: a mismatch is a bug of this crate,
+/// caught before anything is sent.
+pub(crate) fn check_arity(op: &str, f: &SqlFn, given: usize) -> Result<(), ProviderError> {
+    if given == f.params.len() {
+        return Ok(());
+    }
+    Err(ProviderError::permanent(
+        op,
+        format!(
+            "{} takes {} parameters, {given} given",
+            f.name,
+            f.params.len()
+        ),
+    ))
+}
+
+/// Runs `call` (of `f`), retried per `f`'s class within `budget` (see
+/// `retry.rs`): the provider's calls and the maintenance task's.
+pub(crate) async fn call_retrying(
+    db: &Db,
+    call: &Call,
+    f: &SqlFn,
+    budget: Duration,
+    op: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, ProviderError> {
+    retry::run(op, f.class, budget, || async {
+        run_call(db, call, op, params).await.map_err(|(e, _)| e)
+    })
+    .await
 }
 
 /// Runs `call` on a pooled connection (the prepared statement is cached per
