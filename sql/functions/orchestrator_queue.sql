@@ -276,23 +276,18 @@ BEGIN
         SET lock_token = v_token, locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms
         WHERE l.instance_id = v_instance;
 
-        -- Whether another instance was ready (claimed by someone or not).
-        -- If not, this process's next fetch may wait without looking until
-        -- something is committed or falls due (src/wakeups.rs), so then the
-        -- row also says when something falls due, as an empty fetch would.
-        -- Locked rows are seen: "none" is never wrong, "some" may be.
+        -- Whether any other instance has a ready message (leased or not, so
+        -- one index probe that stops at the first: a store full of leased
+        -- work costs nothing more). If none, this process's next fetch may
+        -- wait without looking until something is committed or falls due
+        -- (src/wakeups.rs), so the row also says when the next delayed
+        -- message falls due (no other message is ready, so no lease holds
+        -- ready work back). "None" is never wrong; "some" may be.
         v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
-                          JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
-                          WHERE q.visible_at_ms <= v_now AND l.locked_until_ms <= v_now
-                            AND q.instance_id <> v_instance);
+                          WHERE q.visible_at_ms <= v_now AND q.instance_id <> v_instance);
         IF NOT v_more THEN
-            v_next := LEAST(
-                (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
-                 WHERE q.visible_at_ms > v_now),
-                (SELECT min(l.locked_until_ms) FROM __SCHEMA__.orchestrator_queue q
-                 JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
-                 WHERE q.visible_at_ms <= v_now AND l.locked_until_ms > v_now
-                   AND q.instance_id <> v_instance)) - v_now;
+            v_next := (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
+                       WHERE q.visible_at_ms > v_now) - v_now;
         END IF;
 
         RETURN QUERY
