@@ -101,6 +101,14 @@ async fn filled_store(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, 
             },
         )
         .register(
+            // Registered, started only by the tests that want a tree.
+            "Parent",
+            |ctx: OrchestrationContext, input: String| async move {
+                ctx.schedule_sub_orchestration_with_id("Greet", "child-1", input)
+                    .await
+            },
+        )
+        .register(
             "Wait",
             |ctx: OrchestrationContext, _input: String| async move {
                 let data = ctx.schedule_wait("go").await;
@@ -283,6 +291,125 @@ async fn read_commands_answer_from_a_filled_store() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["reasons"], serde_json::json!(["lease_expired"]));
 
+    runtime.shutdown(None).await;
+}
+
+/// Instance ids of a `list --json` page, and its cursor.
+fn page_ids(page: &serde_json::Value) -> (Vec<String>, Option<String>) {
+    let ids = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap().to_string())
+        .collect();
+    (ids, page["next_cursor"].as_str().map(str::to_string))
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_and_pages_through_instances() {
+    let (store, _schemas, runtime) = filled_store("cli_list").await;
+    let schema = store.schema().to_string();
+    let client = Client::new(store.clone());
+    client
+        .start_orchestration("parent-1", "Parent", "tree")
+        .await
+        .unwrap();
+    client
+        .wait_for_orchestration("parent-1", WAIT)
+        .await
+        .unwrap();
+    let all = [
+        "child-1",
+        "explode-1",
+        "greet-1",
+        "parent-1",
+        "wait-1",
+        "wait-2",
+    ];
+
+    // Text: a table within 100 columns (checked by `ok`), every instance.
+    let text = ok(&cli(&schema, &["list"]).await);
+    assert!(text.starts_with("INSTANCE"), "{text}");
+    for id in all {
+        assert!(text.contains(id), "{id} missing: {text}");
+    }
+    assert!(!text.contains("--cursor"), "one page only: {text}");
+    let explode = text.lines().find(|l| l.starts_with("explode-1")).unwrap();
+    assert!(
+        explode.contains("Explode") && explode.contains("Failed"),
+        "{explode}"
+    );
+
+    // Pages of 2: three pages, the union is everything, no repeats; the text
+    // form prints the next cursor.
+    let text = ok(&cli(&schema, &["list", "--limit", "2"]).await);
+    assert!(text.contains("more: the same command with --cursor "), "{text}");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut args = vec!["list", "--limit", "2", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let (ids, next) = page_ids(&json(&cli(&schema, &args).await));
+        assert!(ids.len() <= 2, "{ids:?}");
+        seen.extend(ids);
+        cursor = next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(sorted(seen), all.to_vec(), "every instance exactly once");
+
+    // Filters.
+    let ids = |args: &'static [&'static str]| {
+        let schema = schema.clone();
+        async move {
+            let mut full = args.to_vec();
+            full.push("--json");
+            sorted(page_ids(&json(&cli(&schema, &full).await)).0)
+        }
+    };
+    assert_eq!(ids(&["list", "--status", "failed"]).await, ["explode-1"]);
+    assert_eq!(
+        ids(&["list", "--status", "Running,Failed"]).await,
+        ["explode-1", "wait-1", "wait-2"]
+    );
+    assert_eq!(ids(&["list", "--name", "Wait"]).await, ["wait-1", "wait-2"]);
+    assert_eq!(
+        ids(&["list", "--name", "Greet", "--status", "completed"]).await,
+        ["child-1", "greet-1"]
+    );
+    assert_eq!(
+        ids(&["list", "--name", "Greet", "--roots"]).await,
+        ["greet-1"]
+    );
+    assert_eq!(ids(&["list", "--parent", "parent-1"]).await, ["child-1"]);
+    assert_eq!(ids(&["list", "--since", "1h"]).await, all.to_vec());
+    assert!(ids(&["list", "--before", "1h"]).await.is_empty());
+    let text = ok(&cli(&schema, &["list", "--before", "1h"]).await);
+    assert_eq!(text.trim(), "no instances");
+    let page = json(&cli(&schema, &["list", "--status", "failed", "--json"]).await);
+    assert_eq!(page["items"][0]["orchestration_name"], "Explode");
+    assert_eq!(page["items"][0]["status"], "Failed");
+    assert!(page["items"][0]["completed_at_ms"].as_u64().is_some());
+    assert!(page["next_cursor"].is_null());
+
+    // Bad filters are usage errors.
+    for args in [
+        &["list", "--status", "sleeping"][..],
+        &["list", "--cursor", "not-a-cursor"],
+        &["list", "--since", "yesterday"],
+        &["list", "--version", "1.0.0"],
+    ] {
+        let o = cli(&schema, args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
     runtime.shutdown(None).await;
 }
 

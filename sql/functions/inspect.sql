@@ -256,3 +256,29 @@ LANGUAGE sql STABLE AS $$
     ORDER BY GREATEST(x.ready_age_ms, x.lease_expired_ms) DESC NULLS LAST, x.queue, x.item_id
     LIMIT p_limit
 $$;
+
+-- Completions and failures of instances in the last p_buckets * p_bucket_ms
+-- (database clock), one row per bucket, oldest first, empty buckets
+-- included. Reads a range of instances_completed_idx (completed_at_ms), so
+-- it costs what finished in the window, not the table. Counts the status of
+-- each instance's current execution (a continue-as-new is neither).
+CREATE FUNCTION __SCHEMA__.completion_activity(p_bucket_ms BIGINT, p_buckets INTEGER)
+RETURNS TABLE (bucket_from_ms BIGINT, completed BIGINT, failed BIGINT)
+LANGUAGE sql STABLE AS $$
+    WITH clock AS (SELECT __SCHEMA__.now_ms() AS now_ms),
+    win AS (SELECT c.now_ms - p_bucket_ms * p_buckets AS from_ms, c.now_ms FROM clock c),
+    done AS (
+        SELECT LEAST((i.completed_at_ms - w.from_ms) / p_bucket_ms, p_buckets - 1) AS n,
+               count(*) FILTER (WHERE i.status = 'Completed') AS completed,
+               count(*) FILTER (WHERE i.status = 'Failed') AS failed
+        FROM win w
+        JOIN __SCHEMA__.instances i
+          ON i.completed_at_ms >= w.from_ms AND i.completed_at_ms <= w.now_ms
+        GROUP BY 1
+    )
+    SELECT w.from_ms + g.n * p_bucket_ms, COALESCE(d.completed, 0), COALESCE(d.failed, 0)
+    FROM win w
+    CROSS JOIN generate_series(0, p_buckets - 1) AS g(n)
+    LEFT JOIN done d ON d.n = g.n
+    ORDER BY g.n
+$$;
