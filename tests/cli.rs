@@ -598,12 +598,104 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let (code, html) = http_get(ui.addr, "/", None).await;
     assert_eq!(code, 200, "{html}");
     assert!(html.contains(&format!("store {schema}")), "{html}");
-    assert!(html.contains("<td>Completed</td><td>1</td>"), "{html}");
+    assert!(html.contains(">Completed</a></td><td>1</td>"), "{html}");
     assert!(
-        html.contains("<tr class=\"failed\"><td>Failed</td><td>1</td>"),
+        html.contains("<tr class=\"failed\"><td><a href=\"/instances?status=Failed\">Failed</a></td><td>1</td>"),
         "{html}"
     );
     assert!(html.contains("worker_queue"), "{html}");
+    assert!(html.contains("href=\"/instances\""), "linked: {html}");
+    assert!(
+        html.contains("href=\"/instances?status=Failed\""),
+        "{html}"
+    );
+    // The chart: one completion and one failure in the last hour, in words
+    // and as bars (12 buckets of each kind whose counts add up).
+    assert!(
+        html.contains("id=\"activity\" data-completed=\"1\" data-failed=\"1\""),
+        "{html}"
+    );
+    assert!(html.contains("1 completed, 1 failed"), "{html}");
+    let bars = |class: &str| -> Vec<u64> {
+        html.split(&format!("<rect class=\"{class}\""))
+            .skip(1)
+            .map(|r| {
+                let n = r.split("data-count=\"").nth(1).unwrap();
+                n[..n.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(bars("ok").len(), 12, "{html}");
+    assert_eq!(bars("ok").iter().sum::<u64>(), 1, "{html}");
+    assert_eq!(bars("bad").iter().sum::<u64>(), 1, "{html}");
+    assert_eq!(bars("ok").last(), Some(&1), "the latest bucket: {html}");
+    let (code, body) = http_get(ui.addr, "/api/activity", None).await;
+    assert_eq!(code, 200, "{body}");
+    let activity: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let buckets = activity["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 12);
+    assert_eq!(activity["bucket_ms"], 300_000);
+    let total = |k: &str| buckets.iter().map(|b| b[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((total("completed"), total("failed")), (1, 1));
+
+    // The instance list: every instance, failures highlighted, filters.
+    let (code, html) = http_get(ui.addr, "/instances", None).await;
+    assert_eq!(code, 200, "{html}");
+    for id in ["greet-1", "explode-1", "wait-1", "wait-2"] {
+        assert!(html.contains(&format!("href=\"/instances/{id}\"")), "{id}: {html}");
+    }
+    assert!(
+        html.contains("<tr class=\"failed\"><td><a href=\"/instances/explode-1\">"),
+        "{html}"
+    );
+    assert!(html.contains("<form class=\"filters\""), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?status=failed&name=", None).await;
+    assert!(html.contains("/instances/explode-1"), "{html}");
+    assert!(!html.contains("/instances/greet-1"), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?name=Wait&since=1h&roots=1", None).await;
+    assert!(html.contains("/instances/wait-1") && html.contains("/instances/wait-2"));
+    assert!(!html.contains("/instances/explode-1"), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?before=1h", None).await;
+    assert!(html.contains("No instances match."), "{html}");
+    // Pages of 3: the next-page link keeps the filters and leads to the rest.
+    let (_, html) = http_get(ui.addr, "/instances?limit=3&since=1h", None).await;
+    let next = html
+        .split("<a id=\"next\" href=\"")
+        .nth(1)
+        .expect("a next-page link");
+    let next = next[..next.find('"').unwrap()].replace("&amp;", "&");
+    assert!(next.contains("since=1h") && next.contains("limit=3"), "{next}");
+    let (code, rest) = http_get(ui.addr, &next, None).await;
+    assert_eq!(code, 200, "{rest}");
+    let listed = |page: &str| {
+        ["greet-1", "explode-1", "wait-1", "wait-2"]
+            .into_iter()
+            .filter(|id| page.contains(&format!("href=\"/instances/{id}\"")))
+            .count()
+    };
+    assert_eq!((listed(&html), listed(&rest)), (3, 1));
+    assert!(!rest.contains("id=\"next\""), "{rest}");
+    // And as JSON.
+    let (code, body) = http_get(ui.addr, "/api/instances?limit=3", None).await;
+    assert_eq!(code, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    let cursor = page["next_cursor"].as_str().expect("a cursor").to_string();
+    let (_, body) = http_get(
+        ui.addr,
+        &format!("/api/instances?limit=3&cursor={}", cursor.replace(':', "%3A")),
+        None,
+    )
+    .await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    let (_, body) = http_get(ui.addr, "/api/instances?status=Failed", None).await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"][0]["instance_id"], "explode-1");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    for bad in ["/api/instances?status=asleep", "/instances?cursor=x", "/instances?since=soon"] {
+        assert_eq!(http_get(ui.addr, bad, None).await.0, 400, "{bad}");
+    }
 
     let (code, html) = http_get(ui.addr, "/instances/greet-1", None).await;
     assert_eq!(code, 200, "{html}");
