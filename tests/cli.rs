@@ -4,18 +4,13 @@
 
 #[allow(dead_code)]
 mod common;
+mod fixture;
 
-use duroxide::providers::{Provider, TagFilter};
-use duroxide::runtime::registry::ActivityRegistry;
-use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
-use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use duroxide::Client;
+use duroxide_postgres::PostgresOptions;
+use fixture::{dashboard, filled_store, http_get, CLI, WAIT};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
-
-const CLI: &str = env!("CARGO_BIN_EXE_duroxide-postgres");
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the CLI on `schema` (URL through `--url`) off the async runtime.
 async fn cli(schema: &str, args: &[&str]) -> Output {
@@ -67,108 +62,6 @@ fn json(o: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_slice(&o.stdout).expect("valid JSON")
-}
-
-/// A store with: a completed instance (two activities, custom status, KV),
-/// a failed one, a running one waiting for an event, and a worker item with
-/// a tag no worker fetches whose lease expired.
-async fn filled_store(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, Arc<Runtime>) {
-    let options = PostgresOptions::new().health_sample_interval(None);
-    let (store, schemas) = common::provider(prefix, options).await;
-    let activities = ActivityRegistry::builder()
-        .register("Hello", |_ctx: ActivityContext, input: String| async move {
-            Ok(format!("hello {input}"))
-        })
-        .register("Boom", |_ctx: ActivityContext, _input: String| async move {
-            Err::<String, _>("boom: disk on fire".to_string())
-        })
-        .build();
-    let orchestrations = OrchestrationRegistry::builder()
-        .register(
-            "Greet",
-            |ctx: OrchestrationContext, input: String| async move {
-                let a = ctx.schedule_activity("Hello", input).await?;
-                ctx.set_custom_status("greeted once");
-                ctx.set_kv_value("greeting", a.clone());
-                let b = ctx.schedule_activity("Hello", a).await?;
-                Ok(b)
-            },
-        )
-        .register(
-            "Explode",
-            |ctx: OrchestrationContext, input: String| async move {
-                ctx.schedule_activity("Boom", input).await
-            },
-        )
-        .register(
-            // Registered, started only by the tests that want a tree.
-            "Parent",
-            |ctx: OrchestrationContext, input: String| async move {
-                ctx.schedule_sub_orchestration_with_id("Greet", "child-1", input)
-                    .await
-            },
-        )
-        .register(
-            "Wait",
-            |ctx: OrchestrationContext, _input: String| async move {
-                let data = ctx.schedule_wait("go").await;
-                Ok(format!("got {data}"))
-            },
-        )
-        .build();
-    let rt_options = RuntimeOptions {
-        dispatcher_min_poll_interval: Duration::from_millis(10),
-        ..Default::default()
-    };
-    let runtime =
-        Runtime::start_with_options(store.clone(), activities, orchestrations, rt_options).await;
-    let client = Client::new(store.clone());
-    client
-        .start_orchestration("greet-1", "Greet", "world")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("explode-1", "Explode", "x")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("wait-1", "Wait", "")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("wait-2", "Wait", "")
-        .await
-        .unwrap();
-    client
-        .wait_for_orchestration("greet-1", WAIT)
-        .await
-        .unwrap();
-    client
-        .wait_for_orchestration("explode-1", WAIT)
-        .await
-        .unwrap();
-    for id in ["wait-1", "wait-2"] {
-        // Running once its first turn is committed.
-        let deadline = std::time::Instant::now() + WAIT;
-        while store.inspect().instance(id, 10).await.unwrap().is_none() {
-            assert!(std::time::Instant::now() < deadline, "{id} never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    // A tagged item nobody fetches, claimed once with a short lease that
-    // then expires (its "worker" died).
-    store
-        .enqueue_for_worker(common::items::tagged_activity("wait-1", 99, "in", "gpu"))
-        .await
-        .unwrap();
-    let tags = TagFilter::Tags(["gpu".to_string()].into_iter().collect());
-    store
-        .fetch_work_item(Duration::from_millis(1), Duration::ZERO, None, &tags)
-        .await
-        .unwrap()
-        .expect("the tagged item");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    (store, schemas, runtime)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,73 +414,6 @@ async fn bad_usage_exits_2_and_errors_exit_1() {
 // ---------------------------------------------------------------------------
 // `duroxide-postgres ui`: the dashboard's pages and JSON over HTTP.
 // ---------------------------------------------------------------------------
-
-/// A running `ui` process, killed when dropped.
-struct Dashboard {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ui` on a free loopback port and waits for its "listening on" line.
-fn dashboard(schema: &str, extra: &[&str]) -> Dashboard {
-    use std::io::BufRead;
-    let mut child = Command::new(CLI)
-        .args(["ui", "--listen", "127.0.0.1:0", "--schema", schema])
-        .args(["--url", &common::server::database_url()])
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn duroxide-postgres ui");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Dashboard { child, addr }
-}
-
-/// GET `path` (HTTP/1.0 on loopback): status code and body.
-async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{}\r\n",
-        token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default()
-    );
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        let status = reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_serves_each_page_and_json_endpoint() {
