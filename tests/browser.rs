@@ -105,6 +105,16 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     let browser = chromium(); // fails first, clearly, if there is none
     let (store, _schemas, runtime) = filled_store("browser").await;
     let schema = store.schema().to_string();
+    // A tree too: parent-1 runs child-1 (Greet) as a sub-orchestration.
+    let client = duroxide::Client::new(store.clone());
+    client
+        .start_orchestration("parent-1", "Parent", "tree")
+        .await
+        .unwrap();
+    client
+        .wait_for_orchestration("parent-1", fixture::WAIT)
+        .await
+        .unwrap();
     let ui = dashboard(&schema, &[]);
     let base = format!("http://{}", ui.addr);
     let work = std::env::temp_dir().join(format!(
@@ -122,7 +132,7 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
             vec![
                 "<h1>store t_browser",
                 "<a href=\"/instances?status=Failed\">Failed</a>",
-                "data-completed=\"1\" data-failed=\"1\"",
+                "data-completed=\"3\" data-failed=\"1\"",
                 "<svg class=\"chart\"",
                 "worker_queue",
             ],
@@ -135,6 +145,8 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
                 "<form class=\"filters\"",
                 "href=\"/instances/greet-1\"",
                 "href=\"/instances/wait-2\"",
+                // child-1's parent column links its parent.
+                "<td><a href=\"/instances/parent-1\">parent-1</a></td></tr>",
                 "<tr class=\"failed\"><td><a href=\"/instances/explode-1\">",
             ],
         ),
@@ -151,6 +163,14 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
                 "ActivityCompleted",
                 "hello hello world",
                 "greeted once",
+            ],
+        ),
+        (
+            "instance-tree",
+            "/instances/parent-1",
+            vec![
+                "SubOrchestrationScheduled",
+                "<a href=\"/instances/child-1\">child-1</a>",
             ],
         ),
         (
@@ -214,6 +234,7 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     assert_eq!(overview.matches("<rect class=\"bad\"").count(), 12);
     // The filtered list shows only the failed instance.
     assert!(!html[2].contains("href=\"/instances/greet-1\""), "{}", html[2]);
+    assert!(!html[2].contains("href=\"/instances/parent-1\""), "{}", html[2]);
 
     drop(ui);
     runtime.shutdown(None).await;
