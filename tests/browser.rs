@@ -28,7 +28,10 @@ const BROWSER_LIMIT: Duration = Duration::from_secs(90);
 fn chromium() -> PathBuf {
     let candidates: Vec<PathBuf> = match std::env::var_os("CHROMIUM") {
         Some(path) => vec![PathBuf::from(path)],
-        None => vec!["/usr/bin/chromium".into(), "/usr/bin/chromium-browser".into()],
+        None => vec![
+            "/usr/bin/chromium".into(),
+            "/usr/bin/chromium-browser".into(),
+        ],
     };
     match candidates.iter().find(|p| p.is_file()) {
         Some(found) => found.clone(),
@@ -117,10 +120,8 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
         .unwrap();
     let ui = dashboard(&schema, &[]);
     let base = format!("http://{}", ui.addr);
-    let work = std::env::temp_dir().join(format!(
-        "duroxide-postgres-browser-{}",
-        std::process::id()
-    ));
+    let work =
+        std::env::temp_dir().join(format!("duroxide-postgres-browser-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let profile = work.join("profile");
     let shots = std::env::var_os("DUROXIDE_UI_SCREENSHOTS").map(PathBuf::from);
@@ -233,8 +234,16 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     assert_eq!(overview.matches("<rect class=\"ok\"").count(), 12);
     assert_eq!(overview.matches("<rect class=\"bad\"").count(), 12);
     // The filtered list shows only the failed instance.
-    assert!(!html[2].contains("href=\"/instances/greet-1\""), "{}", html[2]);
-    assert!(!html[2].contains("href=\"/instances/parent-1\""), "{}", html[2]);
+    assert!(
+        !html[2].contains("href=\"/instances/greet-1\""),
+        "{}",
+        html[2]
+    );
+    assert!(
+        !html[2].contains("href=\"/instances/parent-1\""),
+        "{}",
+        html[2]
+    );
 
     drop(ui);
     runtime.shutdown(None).await;

@@ -241,7 +241,10 @@ async fn list_filters_and_pages_through_instances() {
     // Pages of 2: three pages, the union is everything, no repeats; the text
     // form prints the next cursor.
     let text = ok(&cli(&schema, &["list", "--limit", "2"]).await);
-    assert!(text.contains("more: the same command with --cursor "), "{text}");
+    assert!(
+        text.contains("more: the same command with --cursor "),
+        "{text}"
+    );
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..10 {
@@ -431,10 +434,7 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     );
     assert!(html.contains("worker_queue"), "{html}");
     assert!(html.contains("href=\"/instances\""), "linked: {html}");
-    assert!(
-        html.contains("href=\"/instances?status=Failed\""),
-        "{html}"
-    );
+    assert!(html.contains("href=\"/instances?status=Failed\""), "{html}");
     // The chart: one completion and one failure in the last hour, in words
     // and as bars (12 buckets of each kind whose counts add up).
     assert!(
@@ -468,7 +468,10 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let (code, html) = http_get(ui.addr, "/instances", None).await;
     assert_eq!(code, 200, "{html}");
     for id in ["greet-1", "explode-1", "wait-1", "wait-2"] {
-        assert!(html.contains(&format!("href=\"/instances/{id}\"")), "{id}: {html}");
+        assert!(
+            html.contains(&format!("href=\"/instances/{id}\"")),
+            "{id}: {html}"
+        );
     }
     assert!(
         html.contains("<tr class=\"failed\"><td><a href=\"/instances/explode-1\">"),
@@ -490,7 +493,10 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
         .nth(1)
         .expect("a next-page link");
     let next = next[..next.find('"').unwrap()].replace("&amp;", "&");
-    assert!(next.contains("since=1h") && next.contains("limit=3"), "{next}");
+    assert!(
+        next.contains("since=1h") && next.contains("limit=3"),
+        "{next}"
+    );
     let (code, rest) = http_get(ui.addr, &next, None).await;
     assert_eq!(code, 200, "{rest}");
     let listed = |page: &str| {
@@ -509,7 +515,10 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let cursor = page["next_cursor"].as_str().expect("a cursor").to_string();
     let (_, body) = http_get(
         ui.addr,
-        &format!("/api/instances?limit=3&cursor={}", cursor.replace(':', "%3A")),
+        &format!(
+            "/api/instances?limit=3&cursor={}",
+            cursor.replace(':', "%3A")
+        ),
         None,
     )
     .await;
@@ -519,7 +528,11 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["items"][0]["instance_id"], "explode-1");
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
-    for bad in ["/api/instances?status=asleep", "/instances?cursor=x", "/instances?since=soon"] {
+    for bad in [
+        "/api/instances?status=asleep",
+        "/instances?cursor=x",
+        "/instances?since=soon",
+    ] {
         assert_eq!(http_get(ui.addr, bad, None).await.0, 400, "{bad}");
     }
 

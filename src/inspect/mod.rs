@@ -467,7 +467,11 @@ impl Inspector<'_> {
     /// Instances completed and failed in each of `buckets` buckets of
     /// `bucket` width ending now (database clock), from the completion-time
     /// index (cost follows what finished in the window).
-    pub async fn activity(&self, bucket: Duration, buckets: u32) -> Result<Activity, ProviderError> {
+    pub async fn activity(
+        &self,
+        bucket: Duration,
+        buckets: u32,
+    ) -> Result<Activity, ProviderError> {
         const OP: &str = "inspect_activity";
         let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1);
         let n = i32::try_from(buckets.max(1)).unwrap_or(i32::MAX);

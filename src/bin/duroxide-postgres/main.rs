@@ -36,8 +36,8 @@ mod render;
 mod ui;
 
 use duroxide::Client;
-use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
 use duroxide_postgres::inspect::InstanceList;
+use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
 use duroxide_postgres::{
     InstanceCursor, InstanceQuery, MigrationPolicy, PostgresOptions, PostgresProvider,
     PurgeRequest, TerminalStatus, DEFAULT_SCHEMA,

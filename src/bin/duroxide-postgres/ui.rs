@@ -246,9 +246,9 @@ impl ListParams {
         }
         let cursor = match Self::get(&self.cursor) {
             None => None,
-            Some(c) => Some(
-                InstanceCursor::from_token(c).ok_or_else(|| format!("bad cursor {c:?}"))?,
-            ),
+            Some(c) => {
+                Some(InstanceCursor::from_token(c).ok_or_else(|| format!("bad cursor {c:?}"))?)
+            }
         };
         Ok((q, cursor))
     }
