@@ -239,12 +239,11 @@ async fn run(mut args: Args) -> Outcome {
         names,
         matches!(verb.as_str(), "migrate" | "verify"),
     )?;
-    // Usage errors of list exit 2 before any connection.
-    let listing = if verb == "list" {
-        Some(list_query(&args)?)
-    } else {
-        None
-    };
+    // Usage errors of list and purge exit 2 before any connection.
+    let listing = (verb == "list").then(|| list_query(&args)).transpose()?;
+    let purging = (verb == "purge")
+        .then(|| purge_request(&args))
+        .transpose()?;
     let url = args
         .url
         .clone()
@@ -264,7 +263,6 @@ async fn run(mut args: Args) -> Outcome {
         .await
         .map_err(error)?;
     let attempts = args.attempts.unwrap_or(5);
-
     match verb.as_str() {
         "migrate" | "verify" => schema_command(&store, &verb, &schema, args.retire).await,
         "status" => {
@@ -302,26 +300,7 @@ async fn run(mut args: Args) -> Outcome {
         }
         "ui" => serve(store, &args).await,
         "purge" => {
-            let older_than = args
-                .older_than
-                .ok_or_else(|| Failure::Usage("purge needs --older-than".into()))?;
-            let mut request = PurgeRequest::older_than(older_than);
-            if let Some(v) = &args.status {
-                let parsed: Option<Vec<TerminalStatus>> = v
-                    .split(',')
-                    .map(|s| TerminalStatus::parse(s.trim()))
-                    .collect();
-                request.statuses = parsed.filter(|l| !l.is_empty()).ok_or_else(|| {
-                    Failure::Usage("--status takes completed and/or failed, comma-separated".into())
-                })?;
-            }
-            request.dry_run = args.dry_run;
-            if let Some(n) = args.batch_size.filter(|n| *n > 0) {
-                request.batch_size = n;
-            }
-            if let Some(f) = args.throttle {
-                request.throttle = f;
-            }
+            let request = purging.expect("parsed above");
             purge::run(&store, &schema, &request).await
         }
         _ => client_command(store, &verb, &pos, &args).await,
@@ -439,6 +418,31 @@ async fn client_command(
         }
     }
     Ok(())
+}
+
+/// The request of `purge` from its flags.
+fn purge_request(args: &Args) -> Result<PurgeRequest, Failure> {
+    let older_than = args
+        .older_than
+        .ok_or_else(|| Failure::Usage("purge needs --older-than".into()))?;
+    let mut request = PurgeRequest::older_than(older_than);
+    if let Some(v) = &args.status {
+        let parsed: Option<Vec<TerminalStatus>> = v
+            .split(',')
+            .map(|s| TerminalStatus::parse(s.trim()))
+            .collect();
+        request.statuses = parsed.filter(|l| !l.is_empty()).ok_or_else(|| {
+            Failure::Usage("--status takes completed and/or failed, comma-separated".into())
+        })?;
+    }
+    request.dry_run = args.dry_run;
+    if let Some(n) = args.batch_size.filter(|n| *n > 0) {
+        request.batch_size = n;
+    }
+    if let Some(f) = args.throttle {
+        request.throttle = f;
+    }
+    Ok(request)
 }
 
 /// The listing's statuses, as the store spells them.
