@@ -185,6 +185,12 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
             vec!["<h1>stuck work</h1>", "href=\"/instances/wait-1\"", "gpu"],
         ),
     ];
+    // Each page answers 200 before a browser opens it (a clear failure
+    // rather than a browser waiting on an error page).
+    for (name, path, _) in &pages {
+        let (code, body) = fixture::http_get(ui.addr, path, None).await;
+        assert_eq!(code, 200, "{name} ({path}): {body}");
+    }
     let html = tokio::task::spawn_blocking({
         let profile = profile.clone();
         let base = base.clone();
