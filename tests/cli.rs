@@ -288,6 +288,12 @@ async fn list_filters_and_pages_through_instances() {
     assert_eq!(ids(&["list", "--parent", "parent-1"]).await, ["child-1"]);
     assert_eq!(ids(&["list", "--since", "1h"]).await, all.to_vec());
     assert!(ids(&["list", "--before", "1h"]).await.is_empty());
+    assert_eq!(
+        ids(&["list", "--finished-since", "1h"]).await,
+        ["child-1", "explode-1", "greet-1", "parent-1"],
+        "the running ones have not finished"
+    );
+    assert!(ids(&["list", "--finished-before", "1h"]).await.is_empty());
     let text = ok(&cli(&schema, &["list", "--before", "1h"]).await);
     assert_eq!(text.trim(), "no instances");
     let page = json(&cli(&schema, &["list", "--status", "failed", "--json"]).await);
@@ -484,6 +490,9 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let (_, html) = http_get(ui.addr, "/instances?name=Wait&since=1h&roots=1", None).await;
     assert!(html.contains("/instances/wait-1") && html.contains("/instances/wait-2"));
     assert!(!html.contains("/instances/explode-1"), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?finished_since=1h", None).await;
+    assert!(html.contains("/instances/greet-1") && html.contains("/instances/explode-1"));
+    assert!(!html.contains("/instances/wait-1"), "not finished: {html}");
     let (_, html) = http_get(ui.addr, "/instances?before=1h", None).await;
     assert!(html.contains("No instances match."), "{html}");
     // Pages of 3: the next-page link keeps the filters and leads to the rest.

@@ -6,6 +6,7 @@
 //! duroxide-postgres status [--attempts N]   instances, queues, leases, vacuum, tables
 //! duroxide-postgres show ID [--history N]   one instance: executions, timeline, pending, KV
 //! duroxide-postgres list [--status S,..] [--name N [--version V]] [--since AGE] [--before AGE]
+//!                        [--finished-since AGE] [--finished-before AGE]
 //!                        [--roots] [--parent ID] [--limit N] [--cursor C]
 //!     instances newest first, a page at a time (keyset: pass the printed
 //!     cursor for the next page)
@@ -54,7 +55,7 @@ usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
   status [--attempts N]                    health: instances, queues, leases, vacuum
   show ID [--history N]                    an instance, its timeline and pending work
   list [--status S,..] [--name N [--version V]] [--since AGE] [--before AGE] [--roots]
-       [--parent ID] [--limit N] [--cursor C]
+       [--finished-since AGE] [--finished-before AGE] [--parent ID] [--limit N] [--cursor C]
                                            instances, newest first, a page at a time
   stuck [--ready-for SECS] [--attempts N] [--limit N]
                                            work that does not move, and why
@@ -101,6 +102,8 @@ struct Args {
     version: Option<String>,
     since: Option<Duration>,
     before: Option<Duration>,
+    finished_since: Option<Duration>,
+    finished_before: Option<Duration>,
     roots: bool,
     parent: Option<String>,
     cursor: Option<String>,
@@ -139,7 +142,7 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--reason" => args.reason = Some(value(&mut it, &arg)?),
             "--listen" => args.listen = Some(value(&mut it, &arg)?),
             "--token" => args.token = Some(value(&mut it, &arg)?),
-            "--older-than" | "--since" | "--before" => {
+            "--older-than" | "--since" | "--before" | "--finished-since" | "--finished-before" => {
                 let v = value(&mut it, &arg)?;
                 let age = parse_age(&v).ok_or_else(|| {
                     Failure::Usage(format!("{arg} takes an age such as 30d or 12h, not {v:?}"))
@@ -147,7 +150,9 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
                 match arg.as_str() {
                     "--older-than" => args.older_than = Some(age),
                     "--since" => args.since = Some(age),
-                    _ => args.before = Some(age),
+                    "--before" => args.before = Some(age),
+                    "--finished-since" => args.finished_since = Some(age),
+                    _ => args.finished_before = Some(age),
                 }
             }
             "--status" => args.status = Some(value(&mut it, &arg)?),
@@ -464,6 +469,7 @@ fn list_query(args: &Args) -> Result<(InstanceQuery, Option<InstanceCursor>), Fa
     let ago = |d: Option<Duration>| d.map(|d| now_ms.saturating_sub(d.as_millis() as u64));
     let mut query = InstanceQuery::new()
         .created_between(ago(args.since), ago(args.before))
+        .completed_between(ago(args.finished_since), ago(args.finished_before))
         .limit(args.limit.unwrap_or(50));
     if let Some(v) = &args.status {
         for s in v.split(',') {

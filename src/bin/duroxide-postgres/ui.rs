@@ -193,6 +193,8 @@ struct ListParams {
     version: Option<String>,
     since: Option<String>,
     before: Option<String>,
+    finished_since: Option<String>,
+    finished_before: Option<String>,
     roots: Option<String>,
     parent: Option<String>,
     limit: Option<u32>,
@@ -225,6 +227,10 @@ impl ListParams {
         };
         let mut q = InstanceQuery::new()
             .created_between(ago(&self.since, "since")?, ago(&self.before, "before")?)
+            .completed_between(
+                ago(&self.finished_since, "finished_since")?,
+                ago(&self.finished_before, "finished_before")?,
+            )
             .limit(self.limit.unwrap_or(50).min(500));
         if let Some(v) = Self::get(&self.status) {
             for s in v.split(',') {
@@ -261,6 +267,8 @@ impl ListParams {
             ("version", &self.version),
             ("since", &self.since),
             ("before", &self.before),
+            ("finished_since", &self.finished_since),
+            ("finished_before", &self.finished_before),
             ("parent", &self.parent),
         ]
         .into_iter()
@@ -574,6 +582,18 @@ fn instances_html(p: &ListParams, list: &InstanceList) -> String {
     out.push_str(&field("version", "version", &p.version, "1.0.0"));
     out.push_str(&field("since", "created since", &p.since, "2h"));
     out.push_str(&field("before", "before", &p.before, "30m"));
+    out.push_str(&field(
+        "finished_since",
+        "finished since",
+        &p.finished_since,
+        "1h",
+    ));
+    out.push_str(&field(
+        "finished_before",
+        "before",
+        &p.finished_before,
+        "10m",
+    ));
     out.push_str(&field("parent", "parent", &p.parent, "instance id"));
     let _ = write!(
         out,
