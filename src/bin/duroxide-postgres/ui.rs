@@ -36,7 +36,7 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#eaeef2}tr.failed td{background:#ffebe9}td.num{text-align:right}
 .muted{color:#57606a}code{font-size:13px}h2{margin-top:24px}
 form.filters{background:#fff;border:1px solid #d0d7de;padding:8px;display:inline-block}
-form.filters label{margin-right:10px}svg.chart{background:#fff;border:1px solid #d0d7de}
+form.filters label{margin-right:10px;white-space:nowrap;display:inline-block}svg.chart{background:#fff;border:1px solid #d0d7de}
 .chart .ok{fill:#2da44e}.chart .bad{fill:#cf222e}.chart text{font-size:11px;fill:#57606a}
 ";
 
