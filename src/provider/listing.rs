@@ -113,7 +113,7 @@ impl InstanceQuery {
 }
 
 /// One instance of a listing page.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceSummary {
     /// The instance id.
     pub instance_id: String,
@@ -140,6 +140,26 @@ pub struct InstanceSummary {
 pub struct InstanceCursor {
     created_at_ms: i64,
     instance_id: String,
+}
+
+impl InstanceCursor {
+    /// The cursor as text (for a command line or a URL); [`Self::from_token`]
+    /// reads it back.
+    pub fn token(&self) -> String {
+        format!("{}:{}", self.created_at_ms, self.instance_id)
+    }
+
+    /// Reads a cursor written by [`Self::token`]; `None` if `token` is not one.
+    pub fn from_token(token: &str) -> Option<Self> {
+        let (ms, id) = token.split_once(':')?;
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            created_at_ms: ms.parse().ok()?,
+            instance_id: id.to_string(),
+        })
+    }
 }
 
 /// A page of [`PostgresProvider::list_instance_page`].

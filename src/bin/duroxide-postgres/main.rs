@@ -5,6 +5,11 @@
 //! duroxide-postgres verify                  check it, running no DDL
 //! duroxide-postgres status [--attempts N]   instances, queues, leases, vacuum, tables
 //! duroxide-postgres show ID [--history N]   one instance: executions, timeline, pending, KV
+//! duroxide-postgres list [--status S,..] [--name N [--version V]] [--since AGE] [--before AGE]
+//!                        [--finished-since AGE] [--finished-before AGE]
+//!                        [--roots] [--parent ID] [--limit N] [--cursor C]
+//!     instances newest first, a page at a time (keyset: pass the printed
+//!     cursor for the next page)
 //! duroxide-postgres stuck [--ready-for SECS] [--attempts N] [--limit N]
 //! duroxide-postgres cancel ID [--reason TEXT]
 //! duroxide-postgres raise ID NAME DATA
@@ -25,9 +30,6 @@
 //! raise and delete go through duroxide's `Client`, so the runtime's rules
 //! apply. Exit status 0 on success, 1 on an error (including an unknown
 //! instance), 2 on bad usage.
-//!
-//! (`list` comes with the paginated listing API's CLI: it will read through
-//! `duroxide_postgres::inspect` like the commands here.)
 
 mod purge;
 mod render;
@@ -35,10 +37,11 @@ mod render;
 mod ui;
 
 use duroxide::Client;
+use duroxide_postgres::inspect::InstanceList;
 use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
 use duroxide_postgres::{
-    MigrationPolicy, PostgresOptions, PostgresProvider, PurgeRequest, TerminalStatus,
-    DEFAULT_SCHEMA,
+    InstanceCursor, InstanceQuery, MigrationPolicy, PostgresOptions, PostgresProvider,
+    PurgeRequest, TerminalStatus, DEFAULT_SCHEMA,
 };
 use render::{bytes, opt_time, time, Table};
 use std::process::ExitCode;
@@ -51,6 +54,9 @@ usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
   verify                                   check the schema, running no DDL
   status [--attempts N]                    health: instances, queues, leases, vacuum
   show ID [--history N]                    an instance, its timeline and pending work
+  list [--status S,..] [--name N [--version V]] [--since AGE] [--before AGE] [--roots]
+       [--finished-since AGE] [--finished-before AGE] [--parent ID] [--limit N] [--cursor C]
+                                           instances, newest first, a page at a time
   stuck [--ready-for SECS] [--attempts N] [--limit N]
                                            work that does not move, and why
   cancel ID [--reason TEXT]                cancel an instance
@@ -91,7 +97,16 @@ struct Args {
     listen: Option<String>,
     token: Option<String>,
     older_than: Option<Duration>,
-    statuses: Option<Vec<TerminalStatus>>,
+    status: Option<String>,
+    name: Option<String>,
+    version: Option<String>,
+    since: Option<Duration>,
+    before: Option<Duration>,
+    finished_since: Option<Duration>,
+    finished_before: Option<Duration>,
+    roots: bool,
+    parent: Option<String>,
+    cursor: Option<String>,
     dry_run: bool,
     batch_size: Option<u32>,
     throttle: Option<f64>,
@@ -127,30 +142,25 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--reason" => args.reason = Some(value(&mut it, &arg)?),
             "--listen" => args.listen = Some(value(&mut it, &arg)?),
             "--token" => args.token = Some(value(&mut it, &arg)?),
-            "--older-than" => {
+            "--older-than" | "--since" | "--before" | "--finished-since" | "--finished-before" => {
                 let v = value(&mut it, &arg)?;
                 let age = parse_age(&v).ok_or_else(|| {
-                    Failure::Usage(format!(
-                        "--older-than takes an age such as 30d or 12h, not {v:?}"
-                    ))
+                    Failure::Usage(format!("{arg} takes an age such as 30d or 12h, not {v:?}"))
                 })?;
-                args.older_than = Some(age);
-            }
-            "--status" => {
-                let v = value(&mut it, &arg)?;
-                let parsed: Option<Vec<TerminalStatus>> = v
-                    .split(',')
-                    .map(|s| TerminalStatus::parse(s.trim()))
-                    .collect();
-                match parsed {
-                    Some(list) if !list.is_empty() => args.statuses = Some(list),
-                    _ => {
-                        return Err(Failure::Usage(
-                            "--status takes completed and/or failed, comma-separated".into(),
-                        ))
-                    }
+                match arg.as_str() {
+                    "--older-than" => args.older_than = Some(age),
+                    "--since" => args.since = Some(age),
+                    "--before" => args.before = Some(age),
+                    "--finished-since" => args.finished_since = Some(age),
+                    _ => args.finished_before = Some(age),
                 }
             }
+            "--status" => args.status = Some(value(&mut it, &arg)?),
+            "--name" => args.name = Some(value(&mut it, &arg)?),
+            "--version" => args.version = Some(value(&mut it, &arg)?),
+            "--roots" => args.roots = true,
+            "--parent" => args.parent = Some(value(&mut it, &arg)?),
+            "--cursor" => args.cursor = Some(value(&mut it, &arg)?),
             "--dry-run" => args.dry_run = true,
             "--batch-size" => args.batch_size = Some(number(value(&mut it, &arg)?, &arg)?),
             "--throttle" => {
@@ -213,7 +223,9 @@ async fn run(mut args: Args) -> Outcome {
     let verb = args.command.clone();
     let (policy, names): (MigrationPolicy, &[&str]) = match verb.as_str() {
         "migrate" => (MigrationPolicy::Apply, &[]),
-        "verify" | "status" | "stuck" | "ui" | "purge" => (MigrationPolicy::VerifyOnly, &[]),
+        "verify" | "status" | "list" | "stuck" | "ui" | "purge" => {
+            (MigrationPolicy::VerifyOnly, &[])
+        }
         "show" | "cancel" | "delete" => (MigrationPolicy::VerifyOnly, &["ID"]),
         "raise" => (MigrationPolicy::VerifyOnly, &["ID", "NAME", "DATA"]),
         "help" | "--help" | "-h" => {
@@ -232,6 +244,11 @@ async fn run(mut args: Args) -> Outcome {
         names,
         matches!(verb.as_str(), "migrate" | "verify"),
     )?;
+    // Usage errors of list and purge exit 2 before any connection.
+    let listing = (verb == "list").then(|| list_query(&args)).transpose()?;
+    let purging = (verb == "purge")
+        .then(|| purge_request(&args))
+        .transpose()?;
     let url = args
         .url
         .clone()
@@ -267,6 +284,15 @@ async fn run(mut args: Args) -> Outcome {
             let detail = detail.ok_or_else(|| error(format!("no instance {:?}", pos[0])))?;
             emit(args.json, &detail, print_instance)
         }
+        "list" => {
+            let (query, cursor) = listing.expect("parsed above");
+            let page = store
+                .inspect()
+                .list(&query, cursor.as_ref())
+                .await
+                .map_err(error)?;
+            emit(args.json, &page, print_list)
+        }
         "stuck" => {
             let ready_for = Duration::from_secs(args.ready_for.unwrap_or(60));
             let limit = args.limit.unwrap_or(50);
@@ -279,20 +305,7 @@ async fn run(mut args: Args) -> Outcome {
         }
         "ui" => serve(store, &args).await,
         "purge" => {
-            let older_than = args
-                .older_than
-                .ok_or_else(|| Failure::Usage("purge needs --older-than".into()))?;
-            let mut request = PurgeRequest::older_than(older_than);
-            if let Some(statuses) = args.statuses.clone() {
-                request.statuses = statuses;
-            }
-            request.dry_run = args.dry_run;
-            if let Some(n) = args.batch_size.filter(|n| *n > 0) {
-                request.batch_size = n;
-            }
-            if let Some(f) = args.throttle {
-                request.throttle = f;
-            }
+            let request = purging.expect("parsed above");
             purge::run(&store, &schema, &request).await
         }
         _ => client_command(store, &verb, &pos, &args).await,
@@ -410,6 +423,116 @@ async fn client_command(
         }
     }
     Ok(())
+}
+
+/// The request of `purge` from its flags.
+fn purge_request(args: &Args) -> Result<PurgeRequest, Failure> {
+    let older_than = args
+        .older_than
+        .ok_or_else(|| Failure::Usage("purge needs --older-than".into()))?;
+    let mut request = PurgeRequest::older_than(older_than);
+    if let Some(v) = &args.status {
+        let parsed: Option<Vec<TerminalStatus>> = v
+            .split(',')
+            .map(|s| TerminalStatus::parse(s.trim()))
+            .collect();
+        request.statuses = parsed.filter(|l| !l.is_empty()).ok_or_else(|| {
+            Failure::Usage("--status takes completed and/or failed, comma-separated".into())
+        })?;
+    }
+    request.dry_run = args.dry_run;
+    if let Some(n) = args.batch_size.filter(|n| *n > 0) {
+        request.batch_size = n;
+    }
+    if let Some(f) = args.throttle {
+        request.throttle = f;
+    }
+    Ok(request)
+}
+
+/// The listing's statuses, as the store spells them.
+const LIST_STATUSES: [&str; 4] = ["Running", "Completed", "Failed", "ContinuedAsNew"];
+
+/// A status of `list`, in any case (`failed`, `Failed`).
+pub(crate) fn list_status(s: &str) -> Option<&'static str> {
+    LIST_STATUSES
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(s.trim()))
+}
+
+/// The query and cursor of `list` from its flags.
+fn list_query(args: &Args) -> Result<(InstanceQuery, Option<InstanceCursor>), Failure> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let ago = |d: Option<Duration>| d.map(|d| now_ms.saturating_sub(d.as_millis() as u64));
+    let mut query = InstanceQuery::new()
+        .created_between(ago(args.since), ago(args.before))
+        .completed_between(ago(args.finished_since), ago(args.finished_before))
+        .limit(args.limit.unwrap_or(50));
+    if let Some(v) = &args.status {
+        for s in v.split(',') {
+            let status = list_status(s).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--status takes {}, comma-separated, not {s:?}",
+                    LIST_STATUSES.join(", ")
+                ))
+            })?;
+            query = query.status(status);
+        }
+    }
+    match (&args.name, &args.version) {
+        (Some(name), version) => query = query.orchestration(name, version.as_deref()),
+        (None, Some(_)) => return Err(Failure::Usage("--version needs --name".into())),
+        (None, None) => {}
+    }
+    if args.roots {
+        query = query.roots_only();
+    }
+    if let Some(parent) = &args.parent {
+        query = query.parent(parent);
+    }
+    let cursor = match &args.cursor {
+        None => None,
+        Some(c) => Some(InstanceCursor::from_token(c).ok_or_else(|| {
+            Failure::Usage(format!(
+                "--cursor takes the cursor a previous list printed, not {c:?}"
+            ))
+        })?),
+    };
+    Ok((query, cursor))
+}
+
+fn print_list(page: &InstanceList) {
+    if page.items.is_empty() {
+        println!("no instances");
+        return;
+    }
+    let mut t = Table::new(&[
+        "INSTANCE",
+        "ORCHESTRATION",
+        "VERSION",
+        "STATUS",
+        "EXEC",
+        "CREATED",
+        "FINISHED",
+    ]);
+    for i in &page.items {
+        t.row(vec![
+            i.instance_id.clone(),
+            i.orchestration_name.clone(),
+            i.orchestration_version.clone(),
+            i.status.clone(),
+            i.current_execution_id.to_string(),
+            time(i.created_at_ms as i64),
+            opt_time(i.completed_at_ms.map(|m| m as i64)),
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(c) = &page.next_cursor {
+        println!("\nmore: the same command with --cursor {c}");
+    }
 }
 
 fn emit<T: serde::Serialize>(json: bool, value: &T, text: fn(&T)) -> Outcome {
@@ -639,7 +762,7 @@ fn print_stuck(items: &Vec<StuckWork>) {
 }
 
 /// `30d`, `12h`, `90m`, `45s`.
-fn parse_age(s: &str) -> Option<Duration> {
+pub(crate) fn parse_age(s: &str) -> Option<Duration> {
     let s = s.trim();
     let unit = s.chars().last()?;
     let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok()?;

@@ -2,10 +2,12 @@
 //! from the same query layer as the other commands (no front-end build; the
 //! stylesheet is embedded).
 //!
-//! Pages: `/` (overview: instances by status, queues, vacuum, tables),
-//! `/instances/{id}` (executions, timeline with failures highlighted and
-//! sub-orchestrations linked, pending work, KV, children), `/stuck`. JSON:
-//! `/api/status`, `/api/instances/{id}`, `/api/stuck`. Binds to
+//! Pages: `/` (overview: instances by status, a chart of completions and
+//! failures over the last hour, queues, vacuum, tables), `/instances` (the
+//! listing, with the CLI's filters and keyset pagination), `/instances/{id}`
+//! (executions, timeline with failures highlighted and sub-orchestrations
+//! linked, pending work, KV, children), `/stuck`. JSON: `/api/status`,
+//! `/api/activity`, `/api/instances`, `/api/instances/{id}`, `/api/stuck`. Binds to
 //! 127.0.0.1:8080 by default; with `--token T` every request needs
 //! `Authorization: Bearer T`. It only reads, so a read-only role suffices
 //! (`docs/operations.md`).
@@ -16,8 +18,10 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::Router;
-use duroxide_postgres::inspect::{human_ms, InstanceDetail, Status, StuckWork};
-use duroxide_postgres::PostgresProvider;
+use duroxide_postgres::inspect::{
+    human_ms, Activity, InstanceDetail, InstanceList, Status, StuckWork,
+};
+use duroxide_postgres::{InstanceCursor, InstanceQuery, PostgresProvider};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,9 @@ main{padding:16px 20px;max-width:1200px}table{border-collapse:collapse;backgroun
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eaeef2}tr.failed td{background:#ffebe9}td.num{text-align:right}
 .muted{color:#57606a}code{font-size:13px}h2{margin-top:24px}
+form.filters{background:#fff;border:1px solid #d0d7de;padding:8px;display:inline-block}
+form.filters label{margin-right:10px;white-space:nowrap;display:inline-block}svg.chart{background:#fff;border:1px solid #d0d7de}
+.chart .ok{fill:#2da44e}.chart .bad{fill:#cf222e}.chart text{font-size:11px;fill:#57606a}
 ";
 
 struct App {
@@ -50,9 +57,12 @@ pub async fn serve(
     let app = Arc::new(App { store, token });
     let router = Router::new()
         .route("/", get(overview))
+        .route("/instances", get(instances))
         .route("/instances/{id}", get(instance))
         .route("/stuck", get(stuck))
         .route("/api/status", get(api_status))
+        .route("/api/activity", get(api_activity))
+        .route("/api/instances", get(api_instances))
         .route("/api/instances/{id}", get(api_instance))
         .route("/api/stuck", get(api_stuck))
         .route("/style.css", get(style))
@@ -151,10 +161,159 @@ async fn api_stuck(State(app): Shared, Query(q): Query<StuckQuery>) -> Response 
     }
 }
 
-async fn overview(State(app): Shared) -> Response {
-    match app.store.inspect().status(ATTEMPTS).await {
-        Ok(s) => Html(page(&format!("store {}", s.schema), &overview_html(&s))).into_response(),
+/// The chart's window: 12 buckets of 5 minutes.
+const BUCKET: Duration = Duration::from_secs(300);
+const BUCKETS: u32 = 12;
+
+async fn api_activity(State(app): Shared) -> Response {
+    match app.store.inspect().activity(BUCKET, BUCKETS).await {
+        Ok(a) => Json(a).into_response(),
         Err(e) => failure(e),
+    }
+}
+
+async fn overview(State(app): Shared) -> Response {
+    let inspect = app.store.inspect();
+    let (status, activity) = match (
+        inspect.status(ATTEMPTS).await,
+        inspect.activity(BUCKET, BUCKETS).await,
+    ) {
+        (Ok(s), Ok(a)) => (s, a),
+        (Err(e), _) | (_, Err(e)) => return failure(e),
+    };
+    let body = overview_html(&status, &activity);
+    Html(page(&format!("store {}", status.schema), &body)).into_response()
+}
+
+/// The filters of `/instances` and `/api/instances` (those of `list`).
+#[derive(serde::Deserialize, Default)]
+struct ListParams {
+    status: Option<String>,
+    name: Option<String>,
+    version: Option<String>,
+    since: Option<String>,
+    before: Option<String>,
+    finished_since: Option<String>,
+    finished_before: Option<String>,
+    roots: Option<String>,
+    parent: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    fn get(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    fn roots(&self) -> bool {
+        matches!(Self::get(&self.roots), Some("1" | "on" | "true"))
+    }
+
+    /// The query, or a message saying which filter is wrong.
+    fn query(&self) -> Result<(InstanceQuery, Option<InstanceCursor>), String> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let ago = |v: &Option<String>, what: &str| -> Result<Option<u64>, String> {
+            Self::get(v)
+                .map(|s| {
+                    crate::parse_age(s)
+                        .map(|d| now_ms.saturating_sub(d.as_millis() as u64))
+                        .ok_or_else(|| format!("{what} takes an age such as 30m or 2h, not {s:?}"))
+                })
+                .transpose()
+        };
+        let mut q = InstanceQuery::new()
+            .created_between(ago(&self.since, "since")?, ago(&self.before, "before")?)
+            .completed_between(
+                ago(&self.finished_since, "finished_since")?,
+                ago(&self.finished_before, "finished_before")?,
+            )
+            .limit(self.limit.unwrap_or(50).min(500));
+        if let Some(v) = Self::get(&self.status) {
+            for s in v.split(',') {
+                let status =
+                    crate::list_status(s).ok_or_else(|| format!("unknown status {s:?}"))?;
+                q = q.status(status);
+            }
+        }
+        match (Self::get(&self.name), Self::get(&self.version)) {
+            (Some(n), v) => q = q.orchestration(n, v),
+            (None, Some(_)) => return Err("version needs name".into()),
+            (None, None) => {}
+        }
+        if self.roots() {
+            q = q.roots_only();
+        }
+        if let Some(p) = Self::get(&self.parent) {
+            q = q.parent(p);
+        }
+        let cursor = match Self::get(&self.cursor) {
+            None => None,
+            Some(c) => {
+                Some(InstanceCursor::from_token(c).ok_or_else(|| format!("bad cursor {c:?}"))?)
+            }
+        };
+        Ok((q, cursor))
+    }
+
+    /// The query string of these filters with `cursor` as the cursor.
+    fn href(&self, cursor: &str) -> String {
+        let mut pairs: Vec<(&str, &str)> = [
+            ("status", &self.status),
+            ("name", &self.name),
+            ("version", &self.version),
+            ("since", &self.since),
+            ("before", &self.before),
+            ("finished_since", &self.finished_since),
+            ("finished_before", &self.finished_before),
+            ("parent", &self.parent),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Self::get(v).map(|v| (k, v)))
+        .collect();
+        if self.roots() {
+            pairs.push(("roots", "1"));
+        }
+        let limit = self.limit.map(|l| l.to_string());
+        if let Some(l) = &limit {
+            pairs.push(("limit", l));
+        }
+        pairs.push(("cursor", cursor));
+        let query: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", seg(v)))
+            .collect();
+        format!("/instances?{}", query.join("&"))
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("bad request: {message}\n")).into_response()
+}
+
+async fn load_list(app: &App, p: &ListParams) -> Result<InstanceList, Response> {
+    let (query, cursor) = p.query().map_err(|m| bad_request(&m))?;
+    app.store
+        .inspect()
+        .list(&query, cursor.as_ref())
+        .await
+        .map_err(failure)
+}
+
+async fn api_instances(State(app): Shared, Query(p): Query<ListParams>) -> Response {
+    match load_list(&app, &p).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn instances(State(app): Shared, Query(p): Query<ListParams>) -> Response {
+    match load_list(&app, &p).await {
+        Ok(list) => Html(page("instances", &instances_html(&p, &list))).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -214,7 +373,8 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>{t} · duroxide-postgres</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\
-         <body><header><a href=\"/\">overview</a><a href=\"/stuck\">stuck work</a>\
+         <body><header><a href=\"/\">overview</a><a href=\"/instances\">instances</a>\
+         <a href=\"/stuck\">stuck work</a>\
          <span class=\"muted\">duroxide-postgres</span></header><main><h1>{t}</h1>{body}</main>\
          </body></html>",
         t = esc(title)
@@ -246,19 +406,23 @@ fn age(ms: Option<u64>) -> String {
     ms.map(human_ms).unwrap_or_else(|| "-".into())
 }
 
-fn overview_html(s: &Status) -> String {
+fn overview_html(s: &Status, activity: &Activity) -> String {
     let mut out = String::from("<h2>Instances</h2>");
     let rows = s
         .instances
         .iter()
         .map(|c| {
-            (
-                c.status == "Failed",
-                vec![esc(&c.status), c.instances.to_string()],
-            )
+            let link = format!(
+                "<a href=\"/instances?status={}\">{}</a>",
+                seg(&c.status),
+                esc(&c.status)
+            );
+            (c.status == "Failed", vec![link, c.instances.to_string()])
         })
         .collect();
     out.push_str(&table(&["status", "instances"], rows));
+    out.push_str("<p><a href=\"/instances\">All instances</a></p>");
+    out.push_str(&chart_html(activity));
     out.push_str("<h2>Queues</h2>");
     let rows = s
         .health
@@ -332,6 +496,157 @@ fn overview_html(s: &Status) -> String {
         &["table", "live", "dead", "size", "last vacuum"],
         rows,
     ));
+    out
+}
+
+/// Completions (green) and failures (red) per bucket as inline SVG bars,
+/// with the totals in words (and as data attributes) above it.
+fn chart_html(a: &Activity) -> String {
+    let (w, h, pad) = (720.0_f64, 160.0_f64, 20.0_f64);
+    let n = a.buckets.len().max(1) as f64;
+    let max = a
+        .buckets
+        .iter()
+        .map(|b| b.completed.max(b.failed))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let slot = (w - 2.0 * pad) / n;
+    let bar = (slot / 2.0 - 2.0).max(1.0);
+    let minutes = a.bucket_ms as f64 * n / 60_000.0;
+    let mut out = format!(
+        "<h2>Last {minutes:.0} minutes</h2><p id=\"activity\" data-completed=\"{c}\" \
+         data-failed=\"{f}\">{c} completed, {f} failed \
+         <span class=\"muted\">(per {} minutes; by completion time)</span></p>",
+        a.bucket_ms / 60_000,
+        c = a.completed(),
+        f = a.failed(),
+    );
+    let _ = write!(
+        out,
+        "<svg class=\"chart\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         role=\"img\" aria-label=\"completions and failures over time\">"
+    );
+    let base = h - pad;
+    for (i, b) in a.buckets.iter().enumerate() {
+        let x = pad + i as f64 * slot + 1.0;
+        for (k, (count, class, what)) in [
+            (b.completed, "ok", "completed"),
+            (b.failed, "bad", "failed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let height = count as f64 / max * (h - 2.0 * pad);
+            let _ = write!(
+                out,
+                "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" \
+                 height=\"{height:.1}\" data-count=\"{count}\"><title>{} {what} from {}</title></rect>",
+                x + k as f64 * (bar + 1.0),
+                base - height,
+                count,
+                time(b.from_ms),
+            );
+        }
+    }
+    if let (Some(first), Some(_)) = (a.buckets.first(), a.buckets.last()) {
+        let _ = write!(
+            out,
+            "<text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" \
+             text-anchor=\"end\">now</text>",
+            h - 5.0,
+            time(first.from_ms),
+            w - pad,
+            h - 5.0
+        );
+    }
+    let _ = write!(
+        out,
+        "<line x1=\"{pad}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#8c959f\"/></svg>",
+        w - pad
+    );
+    out
+}
+
+fn instances_html(p: &ListParams, list: &InstanceList) -> String {
+    let field = |name: &str, label: &str, v: &Option<String>, hint: &str| {
+        format!(
+            "<label>{label} <input name=\"{name}\" value=\"{}\" placeholder=\"{hint}\" \
+             size=\"12\"></label>",
+            esc(v.as_deref().unwrap_or(""))
+        )
+    };
+    let mut out = String::from("<form class=\"filters\" method=\"get\" action=\"/instances\">");
+    out.push_str(&field("status", "status", &p.status, "Failed,Running"));
+    out.push_str(&field("name", "orchestration", &p.name, "name"));
+    out.push_str(&field("version", "version", &p.version, "1.0.0"));
+    out.push_str(&field("since", "created since", &p.since, "2h"));
+    out.push_str(&field("before", "before", &p.before, "30m"));
+    out.push_str(&field(
+        "finished_since",
+        "finished since",
+        &p.finished_since,
+        "1h",
+    ));
+    out.push_str(&field(
+        "finished_before",
+        "before",
+        &p.finished_before,
+        "10m",
+    ));
+    out.push_str(&field("parent", "parent", &p.parent, "instance id"));
+    let _ = write!(
+        out,
+        "<label><input type=\"checkbox\" name=\"roots\" value=\"1\"{}> roots only</label>\
+         <button type=\"submit\">filter</button></form>",
+        if p.roots() { " checked" } else { "" }
+    );
+    if list.items.is_empty() {
+        out.push_str("<p>No instances match.</p>");
+        return out;
+    }
+    let rows = list
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.status == "Failed",
+                vec![
+                    instance_link(&i.instance_id),
+                    esc(&i.orchestration_name),
+                    esc(&i.orchestration_version),
+                    esc(&i.status),
+                    i.current_execution_id.to_string(),
+                    time(i.created_at_ms as i64),
+                    opt_time(i.completed_at_ms.map(|m| m as i64)),
+                    i.parent_instance_id
+                        .as_deref()
+                        .map(instance_link)
+                        .unwrap_or_default(),
+                ],
+            )
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "instance",
+            "orchestration",
+            "version",
+            "status",
+            "execution",
+            "created",
+            "finished",
+            "parent",
+        ],
+        rows,
+    ));
+    if let Some(c) = &list.next_cursor {
+        let _ = write!(
+            out,
+            "<p><a id=\"next\" href=\"{}\">next page →</a></p>",
+            esc(&p.href(c))
+        );
+    }
     out
 }
 
