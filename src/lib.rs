@@ -59,6 +59,7 @@ mod options;
 mod provider;
 mod retention;
 mod schema;
+mod shards;
 mod telemetry;
 mod tls;
 mod wakeups;
@@ -74,5 +75,6 @@ pub use provider::listing::{InstanceCursor, InstancePage, InstanceQuery, Instanc
 pub use provider::PostgresProvider;
 pub use retention::{PurgeProgress, PurgeRequest, RetentionPolicy, TerminalStatus};
 pub use schema::DEFAULT_SCHEMA;
+pub use shards::Shards;
 #[doc(hidden)]
 pub use telemetry::metric_names;

@@ -226,6 +226,11 @@ impl PostgresProvider {
         self.schema.as_str()
     }
 
+    /// Where the store lives: `host:port/database|schema`.
+    pub(crate) fn location(&self) -> String {
+        self.db.target.location()
+    }
+
     /// The tag of the function set this provider calls: its functions are
     /// named `<function>__<tag>` in the store's schema (see
     /// `docs/operations.md`, rolling upgrades).

@@ -162,6 +162,16 @@ impl Target {
         }
     }
 
+    /// `host:port/database|schema`: where the store lives, for messages.
+    pub(crate) fn location(&self) -> String {
+        format!(
+            "{}:{}/{}",
+            self.server_address.as_deref().unwrap_or("?"),
+            self.server_port.map_or("?".to_string(), |p| p.to_string()),
+            self.namespace
+        )
+    }
+
     /// The `schema` label value.
     pub(crate) fn schema(&self) -> &str {
         &self.schema
