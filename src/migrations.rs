@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "longevity",
         sql: include_str!("../sql/migrations/0004_longevity.sql"),
     },
+    Migration {
+        version: 5,
+        name: "long_lived_segment",
+        sql: include_str!("../sql/migrations/0005_long_lived_segment.sql"),
+    },
 ];
 
 /// Tables the provider needs; checked after migrating and in verify-only mode.

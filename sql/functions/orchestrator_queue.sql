@@ -89,8 +89,10 @@ BEGIN
     END IF;
     PERFORM __SCHEMA__.hold_instances(ARRAY[p_instance_id]);
 
-    INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
-    VALUES (p_instance_id, p_kind, p_work_item, v_visible, v_now);
+    INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms,
+        seg)
+    VALUES (p_instance_id, p_kind, p_work_item, v_visible, v_now,
+        __SCHEMA__.segment_for(v_visible, v_now));
 
     -- Delayed messages notify too: an idle fetcher's wake-up time may be
     -- later than this message's.
@@ -475,8 +477,10 @@ BEGIN
         -- Lease rows of the targets, held against their deletion (header).
         PERFORM __SCHEMA__.hold_instances(p_orch_instances);
 
-        INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
-        SELECT o.instance_id, o.kind, o.item, COALESCE(o.visible_at, v_now), v_now
+        INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms,
+            seg)
+        SELECT o.instance_id, o.kind, o.item, COALESCE(o.visible_at, v_now), v_now,
+            __SCHEMA__.segment_for(COALESCE(o.visible_at, v_now), v_now)
         FROM unnest(p_orch_instances, p_orch_kinds, p_orch_items, p_orch_visible_at_ms)
              WITH ORDINALITY AS o(instance_id, kind, item, visible_at, ord)
         ORDER BY o.ord;
@@ -609,11 +613,12 @@ BEGIN
 END
 $$;
 
--- Reclaims the queue segment that inserts reach next (decision 0005): its
--- live rows (timers, leased or delayed messages) move to the current
--- segment unchanged, then the segment is truncated, which frees its dead
--- rows and index entries even while an old snapshot keeps vacuum from
--- removing them. Returns the rows moved, 0 when the segment was already
+-- Reclaims the queue segment that inserts reach next (decisions 0005 and
+-- 0009): its live rows (leased, delayed or not yet taken messages) move
+-- unchanged to segment 3, which is never truncated, so a long-lived row is
+-- moved once, not every three seconds; then the segment is truncated, which
+-- frees its dead rows and index entries even while an old snapshot keeps
+-- vacuum from removing them. Returns the rows moved, 0 when the segment was already
 -- empty, -1 when a lock was not granted within lock_timeout (someone holds
 -- the segment: a long transaction or pg_dump); the next call tries again.
 -- The segment's ACCESS EXCLUSIVE lock is taken before reading it, so no
@@ -640,7 +645,7 @@ BEGIN
              INSERT INTO __SCHEMA__.orchestrator_queue (id, instance_id, kind, work_item, visible_at_ms,
                  lock_token, attempt_count, created_at_ms, seg)
              SELECT m.id, m.instance_id, m.kind, m.work_item, m.visible_at_ms, m.lock_token,
-                 m.attempt_count, m.created_at_ms, $1 FROM m', v_part) USING v_cur;
+                 m.attempt_count, m.created_at_ms, 3 FROM m', v_part);
         GET DIAGNOSTICS v_moved = ROW_COUNT;
         EXECUTE format('TRUNCATE %s', v_part);
         RETURN v_moved;

@@ -307,7 +307,7 @@ BEGIN
                  tag, created_at_ms, seg)
              SELECT m.id, m.work_item, m.visible_at_ms, m.lock_token, m.locked_until_ms,
                  m.attempt_count, m.instance_id, m.execution_id, m.activity_id, m.session_id, m.tag,
-                 m.created_at_ms, $1 FROM m', v_part) USING v_cur;
+                 m.created_at_ms, 3 FROM m', v_part);
         GET DIAGNOSTICS v_moved = ROW_COUNT;
         EXECUTE format('TRUNCATE %s', v_part);
         RETURN v_moved;
