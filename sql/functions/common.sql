@@ -107,12 +107,12 @@ LANGUAGE sql VOLATILE AS $$
     SELECT (floor(extract(epoch FROM clock_timestamp()))::BIGINT % 3)::SMALLINT
 $$;
 
--- The segment of a message inserted at p_now_ms that becomes visible at
+-- The segment of a message inserted at p_inserted_ms that becomes visible at
 -- p_visible_ms: segment 3, the one never truncated, when it will still be
 -- waiting after a ring segment's life (3 s), so that a timer is not moved by
 -- every reclaim until it fires; else the current ring segment.
-CREATE FUNCTION __SCHEMA__.segment_for(p_visible_ms BIGINT, p_now_ms BIGINT) RETURNS SMALLINT
+CREATE FUNCTION __SCHEMA__.segment_for(p_visible_ms BIGINT, p_inserted_ms BIGINT) RETURNS SMALLINT
 LANGUAGE sql VOLATILE AS $$
-    SELECT CASE WHEN p_visible_ms > p_now_ms + 3000 THEN 3::SMALLINT
+    SELECT CASE WHEN p_visible_ms > p_inserted_ms + 3000 THEN 3::SMALLINT
                 ELSE __SCHEMA__.current_segment() END
 $$;

@@ -61,7 +61,7 @@ LANGUAGE sql STABLE AS $$
         SELECT count(*) FILTER (WHERE l.locked_until_ms <= c.ms AND q.visible_at_ms <= c.ms) AS ready,
                count(*) FILTER (WHERE l.locked_until_ms <= c.ms AND q.visible_at_ms > c.ms) AS delayed,
                count(*) FILTER (WHERE l.locked_until_ms > c.ms) AS leased,
-               max(c.ms - q.visible_at_ms)
+               max(c.ms - COALESCE(q.deferred_visible_ms, q.visible_at_ms))
                    FILTER (WHERE l.locked_until_ms <= c.ms AND q.visible_at_ms <= c.ms) AS oldest,
                count(*) FILTER (WHERE q.attempt_count >= p_attempts) AS at_attempts
         FROM clock c
@@ -176,7 +176,8 @@ RETURNS TABLE (queue TEXT, item_id BIGINT, work_item TEXT, visible_at_ms BIGINT,
                attempt_count INTEGER, lease TEXT, locked_until_ms BIGINT)
 LANGUAGE sql STABLE AS $$
     WITH clock AS (SELECT __SCHEMA__.now_ms() AS ms)
-    SELECT 'orchestrator'::TEXT, q.id, q.work_item, q.visible_at_ms, q.attempt_count,
+    SELECT 'orchestrator'::TEXT, q.id, q.work_item, COALESCE(q.deferred_visible_ms, q.visible_at_ms),
+           q.attempt_count,
            CASE WHEN q.lock_token IS NULL OR l.lock_token IS DISTINCT FROM q.lock_token THEN 'none'
                 WHEN l.locked_until_ms > c.ms THEN 'held'
                 ELSE 'expired' END,
@@ -216,7 +217,7 @@ LANGUAGE sql STABLE AS $$
     orch AS (
         SELECT 'orchestrator'::TEXT AS queue, q.instance_id, min(q.id) AS item_id,
                count(*) AS messages,
-               max(c.ms - q.visible_at_ms)
+               max(c.ms - COALESCE(q.deferred_visible_ms, q.visible_at_ms))
                    FILTER (WHERE q.visible_at_ms <= c.ms AND l.locked_until_ms <= c.ms) AS ready_age_ms,
                max(q.attempt_count) AS attempt_count,
                max(CASE WHEN l.lock_token IS NOT NULL AND l.locked_until_ms <= c.ms

@@ -40,6 +40,15 @@
 -- * Only messages tagged by the fetch (lock_token) are returned, deleted by
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
+-- * Messages for a leased instance do not stand in the candidate scan while
+--   the lease lasts (queue_messages, decision 0009): one that arrives while
+--   the lease is live and no fetch, ack or abandon of that instance is under
+--   way is deferred to the lease's end, with its own visibility kept; the
+--   ack or abandon that releases the lease restores it (release_deferred).
+--   The enqueuer share-locks the lease row (SKIP LOCKED, so it never waits
+--   and never takes part in a cycle) for its transaction, so the release
+--   cannot run between its check and its commit: a deferred message is
+--   always restored, or becomes visible when the lease runs out.
 
 -- The lease rows of p_ids, created if absent, held FOR KEY SHARE until
 -- commit (see the header). Loops if a concurrent deletion removed a row
@@ -63,6 +72,44 @@ BEGIN
         EXIT WHEN v_got >= v_want;
     END LOOP;
 END
+$$;
+
+-- Inserts messages into the queue (every writer of orchestrator messages
+-- calls this: enqueue, the ack's messages to other instances, the worker
+-- ack's completion), in array order, created at p_inserted_ms. p_visible_ms:
+-- when each becomes visible. A message for an instance whose lease is live
+-- and whose lease row no other transaction holds for update (no fetch, ack
+-- or abandon under way) is deferred: visible when the lease ends, its own
+-- visibility kept in deferred_visible_ms until release_deferred. The lease
+-- row stays share-locked until commit (see the header). Segment: see
+-- segment_for.
+CREATE FUNCTION __SCHEMA__.queue_messages(
+    p_instances TEXT[], p_kinds TEXT[], p_items TEXT[], p_visible_ms BIGINT[], p_inserted_ms BIGINT
+) RETURNS VOID
+LANGUAGE sql AS $$
+    INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms,
+        deferred_visible_ms, created_at_ms, seg)
+    SELECT m.instance_id, m.kind, m.item, v.visible_at,
+        CASE WHEN v.visible_at > m.visible THEN m.visible END,
+        p_inserted_ms, __SCHEMA__.segment_for(v.visible_at, p_inserted_ms)
+    FROM unnest(p_instances, p_kinds, p_items, p_visible_ms)
+         WITH ORDINALITY AS m(instance_id, kind, item, visible, ord)
+    LEFT JOIN LATERAL (
+        SELECT l.locked_until_ms FROM __SCHEMA__.instance_locks l
+        WHERE l.instance_id = m.instance_id AND l.locked_until_ms > p_inserted_ms
+        FOR SHARE SKIP LOCKED) lease ON TRUE
+    CROSS JOIN LATERAL (SELECT GREATEST(m.visible, lease.locked_until_ms) AS visible_at) v
+    ORDER BY m.ord
+$$;
+
+-- Restores the messages deferred behind p_instance_id's lease (see
+-- queue_messages). Called by the ack or abandon that releases the lease,
+-- holding the lease row: every deferral committed before it got the row.
+CREATE FUNCTION __SCHEMA__.release_deferred(p_instance_id TEXT) RETURNS VOID
+LANGUAGE sql AS $$
+    UPDATE __SCHEMA__.orchestrator_queue q
+    SET visible_at_ms = q.deferred_visible_ms, deferred_visible_ms = NULL
+    WHERE q.instance_id = p_instance_id AND q.deferred_visible_ms IS NOT NULL
 $$;
 
 -- Enqueue one message (a client's start, event or cancel, or a direct
@@ -89,10 +136,8 @@ BEGIN
     END IF;
     PERFORM __SCHEMA__.hold_instances(ARRAY[p_instance_id]);
 
-    INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms,
-        seg)
-    VALUES (p_instance_id, p_kind, p_work_item, v_visible, v_now,
-        __SCHEMA__.segment_for(v_visible, v_now));
+    PERFORM __SCHEMA__.queue_messages(ARRAY[p_instance_id], ARRAY[p_kind], ARRAY[p_work_item],
+        ARRAY[v_visible], v_now);
 
     -- Delayed messages notify too: an idle fetcher's wake-up time may be
     -- later than this message's.
@@ -473,25 +518,25 @@ BEGIN
           AND w.activity_id = c.activity_id;
     END IF;
 
+    -- Release the lease (the row stays locked until commit) before this
+    -- turn's own messages are queued, so that those to itself (timers) are
+    -- not deferred behind it.
+    UPDATE __SCHEMA__.instance_locks l
+    SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
+    WHERE l.instance_id = v_instance;
+    PERFORM __SCHEMA__.release_deferred(v_instance);
+
     IF cardinality(p_orch_items) > 0 THEN
         -- Lease rows of the targets, held against their deletion (header).
         PERFORM __SCHEMA__.hold_instances(p_orch_instances);
-
-        INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms,
-            seg)
-        SELECT o.instance_id, o.kind, o.item, COALESCE(o.visible_at, v_now), v_now,
-            __SCHEMA__.segment_for(COALESCE(o.visible_at, v_now), v_now)
-        FROM unnest(p_orch_instances, p_orch_kinds, p_orch_items, p_orch_visible_at_ms)
-             WITH ORDINALITY AS o(instance_id, kind, item, visible_at, ord)
-        ORDER BY o.ord;
+        PERFORM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
+            ARRAY(SELECT COALESCE(t.v, v_now) FROM unnest(p_orch_visible_at_ms) WITH ORDINALITY AS t(v, o)
+                  ORDER BY t.o),
+            v_now);
     END IF;
 
     DELETE FROM __SCHEMA__.orchestrator_queue q
     WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
-
-    UPDATE __SCHEMA__.instance_locks l
-    SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
-    WHERE l.instance_id = v_instance;
 
     -- Messages that arrived during the lease are ready now.
     v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
@@ -563,6 +608,7 @@ BEGIN
 
     UPDATE __SCHEMA__.instance_locks l SET lock_token = NULL, locked_until_ms = 0
     WHERE l.instance_id = v_instance;
+    PERFORM __SCHEMA__.release_deferred(v_instance);
 
     IF p_notify THEN
         PERFORM pg_notify('__CHANNEL__', 'o:1');
@@ -643,9 +689,9 @@ BEGIN
         EXECUTE format(
             'WITH m AS (DELETE FROM %s q RETURNING q.*)
              INSERT INTO __SCHEMA__.orchestrator_queue (id, instance_id, kind, work_item, visible_at_ms,
-                 lock_token, attempt_count, created_at_ms, seg)
+                 lock_token, attempt_count, created_at_ms, deferred_visible_ms, seg)
              SELECT m.id, m.instance_id, m.kind, m.work_item, m.visible_at_ms, m.lock_token,
-                 m.attempt_count, m.created_at_ms, 3 FROM m', v_part);
+                 m.attempt_count, m.created_at_ms, m.deferred_visible_ms, 3 FROM m', v_part);
         GET DIAGNOSTICS v_moved = ROW_COUNT;
         EXECUTE format('TRUNCATE %s', v_part);
         RETURN v_moved;

@@ -200,8 +200,8 @@ BEGIN
     v_now := __SCHEMA__.now_ms();
 
     IF p_completion IS NOT NULL THEN
-        INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
-        VALUES (p_target_instance, p_kind, p_completion, v_now, v_now);
+        PERFORM __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
+            ARRAY[p_completion], ARRAY[v_now], v_now);
         IF p_notify THEN
             PERFORM pg_notify('__CHANNEL__', 'o:1');
         END IF;

@@ -1,4 +1,5 @@
--- 0005: a fourth queue segment for rows that outlive the ring (decision 0009).
+-- 0005: a fourth queue segment for rows that outlive the ring, and messages
+-- deferred behind their instance's lease (decision 0009).
 --
 -- The three time segments of each queue (migration 0003) are reclaimed
 -- every three seconds by moving their live rows into the current segment
@@ -23,3 +24,10 @@ CREATE TABLE __SCHEMA__.worker_queue_s3 PARTITION OF __SCHEMA__.worker_queue
         autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_threshold = 1000
     );
+
+-- Messages that arrive for a leased instance wait behind its lease instead
+-- of standing in every fetch's candidate scan (queue_messages and
+-- release_deferred in orchestrator_queue.sql): their own visibility, while
+-- deferred. Not indexed, so setting and clearing it adds no index entry
+-- beyond the visibility change.
+ALTER TABLE __SCHEMA__.orchestrator_queue ADD COLUMN deferred_visible_ms BIGINT;
