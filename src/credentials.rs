@@ -287,7 +287,11 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
 impl Connector {
-    pub(crate) fn new(tls: MakeTlsConnector, source: Option<Credentials>, budget: Duration) -> Self {
+    pub(crate) fn new(
+        tls: MakeTlsConnector,
+        source: Option<Credentials>,
+        budget: Duration,
+    ) -> Self {
         Self {
             tls,
             source,
@@ -312,7 +316,10 @@ impl Connector {
             let fail = |cause| ConnectError::new(config, attempts, started, cause);
             let mut config = config.clone();
             if let Some(source) = &self.source {
-                let password = self.ask(source, &config).await.map_err(|e| fail(Cause::Source(e)))?;
+                let password = self
+                    .ask(source, &config)
+                    .await
+                    .map_err(|e| fail(Cause::Source(e)))?;
                 config.password(password);
             }
             match config.connect(self.tls.clone()).await {
@@ -372,10 +379,7 @@ type PoolConnecting<'a> = std::pin::Pin<
 /// The pool's way to open a connection (deadpool's `Connect`), through the
 /// same [`Connector`].
 impl deadpool_postgres::Connect for Connector {
-    fn connect(
-        &self,
-        pg_config: &Config,
-    ) -> PoolConnecting<'_> {
+    fn connect(&self, pg_config: &Config) -> PoolConnecting<'_> {
         let pg_config = pg_config.clone();
         Box::pin(async move {
             match Connector::connect(self, &pg_config).await {
@@ -402,7 +406,10 @@ async fn carry(err: ConnectError) -> tokio_postgres::Error {
     config.ssl_mode(tokio_postgres::config::SslMode::Disable);
     config.user("-");
     match config
-        .connect_raw(Failing(Some(std::io::Error::other(err))), tokio_postgres::NoTls)
+        .connect_raw(
+            Failing(Some(std::io::Error::other(err))),
+            tokio_postgres::NoTls,
+        )
         .await
     {
         Err(e) => e,

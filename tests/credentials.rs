@@ -129,7 +129,10 @@ async fn rotate(
         .await
         .unwrap();
     // Connections made before the rotation are not touched.
-    store.read("no-such-instance").await.expect("a call after the rotation");
+    store
+        .read("no-such-instance")
+        .await
+        .expect("a call after the rotation");
     let still_open = role_backends(admin).await;
     assert!(
         open.is_subset(&still_open),
@@ -166,12 +169,9 @@ async fn a_workload_survives_two_password_rotations() {
     let (server, admin) = password_server().await;
     let vault = Vault::new("first");
     let store = Arc::new(
-        PostgresProvider::connect(
-            &role_url(&server, None),
-            vault.options().schema("rotating"),
-        )
-        .await
-        .expect("connect with the vault's password"),
+        PostgresProvider::connect(&role_url(&server, None), vault.options().schema("rotating"))
+            .await
+            .expect("connect with the vault's password"),
     );
 
     let activities = ActivityRegistry::builder()
@@ -191,7 +191,10 @@ async fn a_workload_survives_two_password_rotations() {
 
     const BATCH: usize = 15;
     let mut rotations = Vec::new();
-    for (batch, next) in [Some("second"), Some("third"), None].into_iter().enumerate() {
+    for (batch, next) in [Some("second"), Some("third"), None]
+        .into_iter()
+        .enumerate()
+    {
         for i in batch * BATCH..(batch + 1) * BATCH {
             client
                 .start_orchestration(&format!("rot-{i}"), "Twice", &i.to_string())
@@ -326,7 +329,10 @@ async fn a_refused_password_is_retried_then_reported() {
     )
     .await
     .expect("connect");
-    store.read("x").await.expect("a call with the right password");
+    store
+        .read("x")
+        .await
+        .expect("a call with the right password");
     admin
         .batch_execute(&format!("ALTER ROLE {ROLE} PASSWORD 'elsewhere'"))
         .await
