@@ -299,10 +299,13 @@ impl Connector {
         }
     }
 
-    /// Whether a credential source is set (and refused credentials are
-    /// retried for the budget).
-    pub(crate) fn retries_credentials(&self) -> bool {
-        self.source.is_some()
+    /// How long the pool lets one connection take to open: `acquire`, plus
+    /// the budget for refused credentials when they are retried.
+    pub(crate) fn create_timeout(&self, acquire: Duration) -> Duration {
+        match self.source {
+            Some(_) => acquire + self.budget,
+            None => acquire,
+        }
     }
 
     /// Opens one connection with `config`, the password from the source.

@@ -24,7 +24,7 @@ pub enum Error {
     /// The connection URL or an option is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The database reported an error, or the connection failed.
+    /// The database reported an error, or an open connection failed.
     #[error("database error: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// A connection could not be opened (where to, as whom, the SQLSTATE

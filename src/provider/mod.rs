@@ -186,14 +186,7 @@ impl PostgresProvider {
         let pool = Pool::builder(manager)
             .max_size(options.max_connections)
             .wait_timeout(Some(options.acquire_timeout))
-            .create_timeout(Some(
-                options.acquire_timeout
-                    + if connector.retries_credentials() {
-                        options.credential_retry_budget
-                    } else {
-                        Duration::ZERO
-                    },
-            ))
+            .create_timeout(Some(connector.create_timeout(options.acquire_timeout)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
