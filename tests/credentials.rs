@@ -114,13 +114,14 @@ async fn role_backends(admin: &tokio_postgres::Client) -> HashSet<i32> {
 /// Changes the role's password, checks that open connections keep working,
 /// ends them all so that the store must open new ones, and makes a call while
 /// the vault still hands out the old password; then the vault catches up.
-/// Returns the calls made to the vault meanwhile.
+/// Returns the calls made to the vault meanwhile, and when (database clock,
+/// seconds since the epoch) the connections were ended.
 async fn rotate(
     admin: &tokio_postgres::Client,
     store: &Arc<PostgresProvider>,
     vault: &Arc<Vault>,
     password: &str,
-) -> Vec<String> {
+) -> (Vec<String>, f64) {
     let before = vault.calls().len();
     let open = role_backends(admin).await;
     assert!(!open.is_empty(), "the store has connections open");
@@ -140,13 +141,16 @@ async fn rotate(
     );
 
     // Every connection of the role goes; the store must log in again.
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+    let ended: f64 = admin
+        .query_one(
+            "SELECT extract(epoch FROM clock_timestamp())::float8
+             FROM (SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE usename = $1) AS ended",
             &[&ROLE],
         )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The vault learns the new password a little after the database did.
     let catch_up = {
@@ -161,7 +165,7 @@ async fn rotate(
         .await
         .expect("a call that needs a new connection while the vault catches up");
     catch_up.await.unwrap();
-    vault.calls()[before..].to_vec()
+    (vault.calls()[before..].to_vec(), ended)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -191,6 +195,7 @@ async fn a_workload_survives_two_password_rotations() {
 
     const BATCH: usize = 15;
     let mut rotations = Vec::new();
+    let mut last_rotation = 0.0;
     for (batch, next) in [Some("second"), Some("third"), None]
         .into_iter()
         .enumerate()
@@ -204,7 +209,9 @@ async fn a_workload_survives_two_password_rotations() {
         if let Some(password) = next {
             // With the batch in flight.
             tokio::time::sleep(Duration::from_millis(30)).await;
-            rotations.push((password, rotate(&admin, &store, &vault, password).await));
+            let (calls, ended) = rotate(&admin, &store, &vault, password).await;
+            rotations.push((password, calls));
+            last_rotation = ended;
         }
     }
 
@@ -233,6 +240,21 @@ async fn a_workload_survives_two_password_rotations() {
             "{id}: each activity result recorded once"
         );
     }
+    // The LISTEN connection came back too, logged in after the last rotation.
+    let listeners: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE usename = $1 AND query ~ '^(LISTEN|NOTIFY)'
+               AND extract(epoch FROM backend_start)::float8 > $2",
+            &[&ROLE, &last_rotation],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        listeners, 1,
+        "one LISTEN connection, opened after the last rotation"
+    );
     rt.shutdown(None).await;
 
     let mut old = "first";
@@ -261,6 +283,9 @@ async fn a_workload_survives_two_password_rotations() {
         matches!(&err, Error::Connect(e) if e.sqlstate() == Some("28P01")),
         "{err}"
     );
+    drop(store);
+    // A throwaway cluster: no shutdown checkpoint.
+    server.stop("immediate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,4 +379,7 @@ async fn a_refused_password_is_retried_then_reported() {
         "{text}"
     );
     assert!(vault.calls().len() > asked + 1, "retried: {text}");
+    drop(store);
+    // A throwaway cluster: no shutdown checkpoint.
+    server.stop("immediate");
 }
