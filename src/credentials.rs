@@ -278,7 +278,7 @@ pub(crate) struct Connector {
     budget: Duration,
 }
 
-/// A connection and the task-less driver the caller must poll or spawn.
+/// A client and its connection, which the caller must poll or spawn.
 pub(crate) type Opened = (Client, Connection<Socket, TlsStream<Socket>>);
 
 /// First delay between attempts whose credentials were refused; doubled up
