@@ -5,6 +5,7 @@
 //! ([`is_retryable_sqlstate`]), never from message text. Conditions raised by
 //! this crate's SQL functions use the private class `DX` and are permanent.
 
+use crate::credentials::{self, ConnectError};
 use duroxide::providers::ProviderError;
 
 /// Errors from creating a [`PostgresProvider`](crate::PostgresProvider):
@@ -23,9 +24,13 @@ pub enum Error {
     /// The connection URL or an option is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The database reported an error, or the connection failed.
+    /// The database reported an error, or an open connection failed.
     #[error("database error: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
+    /// A connection could not be opened (where to, as whom, the SQLSTATE
+    /// and the cause: see [`ConnectError`]).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// No pooled connection could be obtained.
     #[error("connection pool error: {0}")]
     Pool(String),
@@ -126,7 +131,7 @@ fn io_kind_is_transient(kind: std::io::ErrorKind) -> bool {
 }
 
 /// `err` with its causes ("error deserializing column 2: invalid type").
-fn describe_chain(err: &tokio_postgres::Error) -> String {
+pub(crate) fn describe_chain(err: &tokio_postgres::Error) -> String {
     let mut text = err.to_string();
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
@@ -144,7 +149,14 @@ fn describe_chain(err: &tokio_postgres::Error) -> String {
 pub(crate) fn from_pool(operation: &str, err: &deadpool_postgres::PoolError) -> ProviderError {
     use deadpool_postgres::PoolError;
     match err {
-        PoolError::Backend(e) => from_pg(operation, e),
+        // A connection the pool could not open (see credentials::carry).
+        PoolError::Backend(e) => match credentials::carried(e) {
+            Some(connect) if connect.is_retryable() => {
+                ProviderError::retryable(operation, connect.to_string())
+            }
+            Some(connect) => ProviderError::permanent(operation, connect.to_string()),
+            None => from_pg(operation, e),
+        },
         PoolError::Closed => ProviderError::permanent(operation, "connection pool is closed"),
         PoolError::NoRuntimeSpecified => ProviderError::permanent(operation, err.to_string()),
         // Waiting for, creating or recycling a connection timed out: a later
@@ -156,6 +168,18 @@ pub(crate) fn from_pool(operation: &str, err: &deadpool_postgres::PoolError) -> 
         PoolError::PostCreateHook(_) => {
             ProviderError::retryable(operation, format!("connection pool: {err}"))
         }
+    }
+}
+
+/// A pool error as text, with the [`ConnectError`] of a connection the
+/// pool could not open.
+pub(crate) fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
+    match err {
+        deadpool_postgres::PoolError::Backend(e) => match credentials::carried(e) {
+            Some(connect) => connect.to_string(),
+            None => describe(e),
+        },
+        other => other.to_string(),
     }
 }
 

@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod credentials;
 mod error;
 mod function_set;
 pub mod inspect;
@@ -64,6 +65,7 @@ mod telemetry;
 mod tls;
 mod wakeups;
 
+pub use credentials::{BoxError, ConnectError, CredentialSource};
 pub use error::{is_retryable_sqlstate, Error};
 #[doc(hidden)]
 pub use function_set::embedded_function_files;

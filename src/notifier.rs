@@ -20,6 +20,7 @@
 //! re-check the queue every reconnect delay, and after it has, every waiter
 //! is woken once and pending notifications are sent, so nothing is missed.
 
+use crate::credentials::Connector;
 use crate::telemetry::Target;
 use crate::wakeups::Signals;
 use std::future::poll_fn;
@@ -43,7 +44,7 @@ impl Drop for Listener {
 /// Starts listening on `channel`.
 pub(crate) fn start(
     config: tokio_postgres::Config,
-    tls: postgres_native_tls::MakeTlsConnector,
+    connector: Connector,
     channel: String,
     signals: Arc<Signals>,
     reconnect_delay: Duration,
@@ -53,7 +54,7 @@ pub(crate) fn start(
         target.listener_connected(false);
         let mut was_connected = false;
         loop {
-            let result = listen_once(&config, tls.clone(), &channel, &signals, || {
+            let result = listen_once(&config, &connector, &channel, &signals, || {
                 target.listener_connected(true);
                 if was_connected {
                     target.listener_reconnected();
@@ -75,12 +76,13 @@ pub(crate) fn start(
 
 async fn listen_once(
     config: &tokio_postgres::Config,
-    tls: postgres_native_tls::MakeTlsConnector,
+    connector: &Connector,
     channel: &str,
     signals: &Signals,
     mut on_listening: impl FnMut(),
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tls).await?;
+) -> Result<(), crate::Error> {
+    // A new connection each time: with a credential source, a fresh password.
+    let (client, mut connection) = connector.connect(config).await?;
     let client = &client;
     // The channel is derived from a validated schema name (hex digits).
     let listen = format!("LISTEN {channel}; SELECT pg_backend_pid()");
@@ -116,7 +118,7 @@ async fn listen_once(
                     signals.received(n.payload());
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
             },
         }

@@ -1,5 +1,6 @@
 //! Connection, pool, timeout and polling options.
 
+use crate::credentials::{CredentialSource, Credentials};
 use crate::migrations::MigrationPolicy;
 use crate::retention::RetentionPolicy;
 use crate::schema::DEFAULT_SCHEMA;
@@ -37,6 +38,8 @@ pub struct PostgresOptions {
     pub(crate) health_sample_interval: Option<Duration>,
     pub(crate) health_attempts: u32,
     pub(crate) retention: Option<RetentionPolicy>,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) credential_retry_budget: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -55,6 +58,8 @@ impl Default for PostgresOptions {
             health_sample_interval: Some(Duration::from_secs(15)),
             health_attempts: 5,
             retention: None,
+            credentials: None,
+            credential_retry_budget: Duration::from_secs(30),
         }
     }
 }
@@ -175,6 +180,33 @@ impl PostgresOptions {
     /// per schema runs it at a time.
     pub fn retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = Some(policy);
+        self
+    }
+
+    /// Asks `source` for the password of every connection the store opens
+    /// (the pool's, the migration connection, the LISTEN connection and its
+    /// reconnects), for credentials that rotate such as cloud IAM tokens.
+    /// A password in the URL is then ignored. Connections already open keep
+    /// working when the password changes. See [`CredentialSource`] for an
+    /// example and [`credential_retry_budget`](Self::credential_retry_budget)
+    /// for what happens when the server refuses what it returns.
+    pub fn password_source(mut self, source: impl CredentialSource) -> Self {
+        self.credentials = Some(Credentials(std::sync::Arc::new(source)));
+        self
+    }
+
+    /// How long a new connection keeps trying while the server refuses its
+    /// credentials (SQLSTATE `28000`/`28P01`), asking the
+    /// [`password_source`](Self::password_source) again before each attempt,
+    /// with backoff from 100 ms to 2 s (default 30 s: a rotation may reach
+    /// the database before it reaches the source). Then the connection fails
+    /// with a [`ConnectError`](crate::ConnectError) naming the host, port,
+    /// user and SQLSTATE. Only with a password source: a password in the URL
+    /// cannot change, so its refusal is reported at once. A provider call
+    /// waiting for a pooled connection waits up to the
+    /// [`acquire_timeout`](Self::acquire_timeout) plus this budget.
+    pub fn credential_retry_budget(mut self, budget: Duration) -> Self {
+        self.credential_retry_budget = budget;
         self
     }
 }

@@ -14,22 +14,7 @@ use std::time::Duration;
 
 /// Runs the CLI on `schema` (URL through `--url`) off the async runtime.
 async fn cli(schema: &str, args: &[&str]) -> Output {
-    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    all.extend([
-        "--schema".to_string(),
-        schema.to_string(),
-        "--url".to_string(),
-        common::server::database_url(),
-    ]);
-    tokio::task::spawn_blocking(move || {
-        Command::new(CLI)
-            .args(&all)
-            .env_remove("DATABASE_URL")
-            .output()
-            .expect("run duroxide-postgres")
-    })
-    .await
-    .unwrap()
+    fixture::run_cli(&common::server::database_url(), schema, args).await
 }
 
 fn stdout(o: &Output) -> String {

@@ -13,13 +13,6 @@ use duroxide_postgres::{Error, MigrationPolicy, PostgresOptions, PostgresProvide
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `url` with its user replaced by `role`.
-fn url_as(url: &str, role: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    format!("{scheme}://{role}@{host}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runtime_role_runs_a_workload_without_ddl_rights() {
     // The owner migrates.
@@ -37,7 +30,7 @@ async fn runtime_role_runs_a_workload_without_ddl_rights() {
         ))
         .await
         .unwrap();
-    let url = url_as(&common::server::database_url(), &role);
+    let url = common::url_as(&common::server::database_url(), &role);
 
     let (url_c, schema_c) = (url.clone(), schema.clone());
     let outcome = async move {

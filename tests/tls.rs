@@ -179,7 +179,7 @@ async fn sslmode_require_and_verify_full_work_and_a_wrong_ca_is_refused() {
         .await
         .expect_err("a certificate from another CA must be refused");
         assert!(
-            matches!(err, duroxide_postgres::Error::Database(_)),
+            matches!(err, duroxide_postgres::Error::Connect(_)),
             "{mode}: {err}"
         );
     }

@@ -19,6 +19,7 @@ mod worker;
 #[doc(hidden)]
 pub use functions::signatures as __sql_function_signatures;
 
+use crate::credentials::Connector;
 use crate::error::{from_pg, from_pool, Error};
 use crate::function_set::FunctionSet;
 use crate::migrations;
@@ -147,8 +148,13 @@ impl PostgresProvider {
 
         // Migrate on a connection of its own, before the pool exists, and
         // without the statement timeout meant for provider calls.
+        let connector = Connector::new(
+            spec.tls,
+            options.credentials.clone(),
+            options.credential_retry_budget,
+        );
         {
-            let (mut client, connection) = config.connect(spec.tls.clone()).await?;
+            let (mut client, connection) = connector.connect(&config).await?;
             let driver = tokio::spawn(connection);
             let result =
                 migrations::run(&mut client, &schema, options.migration_policy, &functions).await;
@@ -169,9 +175,10 @@ impl PostgresProvider {
         }
 
         let target = Arc::new(Target::new(&config, schema.as_str()));
-        let manager = Manager::from_config(
+        // Every pooled connection is opened by the connector (credentials).
+        let manager = Manager::from_connect(
             config.clone(),
-            spec.tls.clone(),
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -179,7 +186,7 @@ impl PostgresProvider {
         let pool = Pool::builder(manager)
             .max_size(options.max_connections)
             .wait_timeout(Some(options.acquire_timeout))
-            .create_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(connector.create_timeout(options.acquire_timeout)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
@@ -188,7 +195,7 @@ impl PostgresProvider {
         let listener = options.long_poll.then(|| {
             notifier::start(
                 config,
-                spec.tls,
+                connector,
                 schema.channel(),
                 signals.clone(),
                 options.listener_reconnect_delay,
@@ -249,7 +256,7 @@ impl PostgresProvider {
             .pool
             .get()
             .await
-            .map_err(|e| Error::Pool(e.to_string()))?;
+            .map_err(|e| Error::Pool(crate::error::describe_pool(&e)))?;
         let client: &mut tokio_postgres::Client = &mut client;
         migrations::retire_other_function_sets(client, &self.schema, &self.functions).await
     }

@@ -42,6 +42,13 @@ pub async fn client_at(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// `url` (a `postgres://` URL) with its user replaced by `role` (no password).
+pub fn url_as(url: &str, role: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{role}@{host}")
+}
+
 /// Drops the schemas it was given when dropped, so tests leave nothing
 /// behind even when they panic. Runs on a thread of its own because Drop
 /// cannot await.

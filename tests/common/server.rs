@@ -124,6 +124,27 @@ impl TempServer {
         }
     }
 
+    /// Replaces the server's `pg_hba.conf` with `rules` and reloads the
+    /// configuration (`pg_ctl reload`): to make some roles log in with a
+    /// password, say. The initial file trusts everyone.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the file cannot be written or the reload fails.
+    pub fn set_hba(&self, rules: &str) {
+        let hba = self.dir.join("data").join("pg_hba.conf");
+        fs::write(&hba, rules).unwrap_or_else(|e| panic!("write {}: {e}", hba.display()));
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        let out = pg_bin_dir()
+            .and_then(|pg| run_pg(&pg, "pg_ctl", &["reload", "-D", &data], &self.dir))
+            .unwrap_or_else(|msg| panic!("{msg}"));
+        assert!(
+            out.status.success(),
+            "pg_ctl reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts the stopped server again on the same port, so that
     /// [`url`](Self::url) stays valid. After an `immediate` stop this runs
     /// crash recovery; it returns once the server accepts connections.
