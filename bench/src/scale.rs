@@ -84,7 +84,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     )
     .await?;
     let started = Instant::now();
-    load_pending(ctx, big.schema(), &sizes).await?;
+    load_pending(ctx, &big, &sizes).await?;
     println!(
         "  big store: + {} future timers, {} leased instances with a ready message, {} ready \
          worker items tagged 'nobody', {} sessions of another worker with an item each \
@@ -453,7 +453,8 @@ async fn load_finished(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
 /// Work no fetcher of the bench can take: future timers, instances leased
 /// by another runtime with a ready message, worker items tagged for nobody,
 /// sessions owned by another worker.
-async fn load_pending(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
+async fn load_pending(ctx: &Ctx, store: &PostgresProvider, s: &Sizes) -> Result<()> {
+    let schema = store.schema();
     let c = &ctx.admin.client;
     let q = format!("\"{schema}\"");
     let now = now_epoch_ms() as i64;
@@ -512,13 +513,25 @@ async fn load_pending(ctx: &Ctx, schema: &str, s: &Sizes) -> Result<()> {
              e AS (INSERT INTO {q}.executions (instance_id, execution_id, started_at_ms)
                    SELECT id, 1, $2 FROM ids),
              h AS (INSERT INTO {q}.history (instance_id, execution_id, event_id, event_data)
-                   SELECT id, 1, 1, replace($4, '__ID__', id) FROM ids),
+                   SELECT id, 1, 1, replace($3, '__ID__', id) FROM ids),
              l AS (INSERT INTO {q}.instance_locks (instance_id, lock_token, locked_until_ms)
                    SELECT id, 'lock_other_' || id, $2::bigint + 3600000 FROM ids)
-             INSERT INTO {q}.orchestrator_queue (instance_id, kind, work_item, visible_at_ms, created_at_ms)
-             SELECT id, 'ExternalRaised', replace($3, '__ID__', id), $2, $2 FROM ids"
+             SELECT count(*) FROM ids"
         ),
-        &[&s.leased, &now, &ext, &events[0]],
+        &[&s.leased, &now, &events[0]],
+    )
+    .await
+    .map_err(|e| crate::pg::db_message(&e))?;
+    // Their messages arrive the way a client's do (the store's enqueue
+    // function, so whatever it does with a leased target applies).
+    c.execute(
+        &format!(
+            "SELECT {q}.\"enqueue_orchestrator__{set}\"('leased-' || g, 'ExternalRaised',
+                 replace($2, '__ID__', 'leased-' || g), 0, NULL)
+             FROM generate_series(1, $1::bigint) g",
+            set = store.function_set()
+        ),
+        &[&s.leased, &ext],
     )
     .await
     .map_err(|e| crate::pg::db_message(&e))?;
