@@ -1,4 +1,4 @@
-//! Messages for a leased instance wait behind its lease (decision 0009):
+//! Messages for a leased instance wait behind its lease (decision 0010):
 //! they are not in the candidate scan of other fetches while the lease
 //! lasts, and the ack or abandon that releases the lease makes them ready at
 //! once (or the lease's end does, when its holder is gone). An enqueue racing

@@ -1,4 +1,4 @@
-//! Queue segments (decisions 0005 and 0009): the three ring segments of each
+//! Queue segments (decisions 0005 and 0010): the three ring segments of each
 //! queue are emptied and truncated as the ring turns, and a row that stays
 //! live for long (a timer an hour ahead, an item of a tag nobody serves) is
 //! moved out of the ring once, into segment 3, instead of being rewritten by

@@ -41,7 +41,7 @@
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
 -- * Messages for a leased instance do not stand in the candidate scan while
---   the lease lasts (queue_messages, decision 0009): one that arrives while
+--   the lease lasts (queue_messages, decision 0010): one that arrives while
 --   the lease is live and no fetch, ack or abandon of that instance is under
 --   way is deferred to the lease's end, with its own visibility kept; the
 --   ack or abandon that releases the lease restores it (release_deferred).
@@ -660,7 +660,7 @@ END
 $$;
 
 -- Reclaims the queue segment that inserts reach next (decisions 0005 and
--- 0009): its live rows (leased, delayed or not yet taken messages) move
+-- 0010): its live rows (leased, delayed or not yet taken messages) move
 -- unchanged to segment 3, which is never truncated, so a long-lived row is
 -- moved once, not every three seconds; then the segment is truncated, which
 -- frees its dead rows and index entries even while an old snapshot keeps

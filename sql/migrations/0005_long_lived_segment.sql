@@ -1,5 +1,5 @@
 -- 0005: a fourth queue segment for rows that outlive the ring, and messages
--- deferred behind their instance's lease (decision 0009).
+-- deferred behind their instance's lease (decision 0010).
 --
 -- The three time segments of each queue (migration 0003) are reclaimed
 -- every three seconds by moving their live rows into the current segment
