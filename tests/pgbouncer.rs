@@ -418,3 +418,28 @@ async fn the_role_statement_timeout_cancels_a_call_through_pgbouncer() {
         "a cancelled statement is retryable: {text}"
     );
 }
+
+/// The CLI through PgBouncer with `--transaction-pooler`. (Without it the
+/// pool's start-up option is refused, as in
+/// `without_the_option_pgbouncer_refuses_the_pool_connections`; the CLI
+/// retries that connection error for its 30 s budget before it fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_through_pgbouncer_with_transaction_pooler() {
+    let (store, _schemas) = store("pgb_cli", &pooled_url(), pooler_options()).await;
+    let cli = |extra: &[&str]| -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_duroxide-postgres"))
+            .args(["status", "--json", "--url", &pooled_url()])
+            .args(["--schema", store.schema()])
+            .args(extra)
+            .output()
+            .expect("run duroxide-postgres")
+    };
+    let out = cli(&["--transaction-pooler"]);
+    assert!(
+        out.status.success(),
+        "status through PgBouncer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON status");
+    assert!(status.is_object(), "{status}");
+}

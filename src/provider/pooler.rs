@@ -16,7 +16,7 @@ pub(super) enum Listen {
     /// To the database URL (direct connections).
     DatabaseUrl,
     /// To `listen_url`.
-    Direct(ConnectSpec),
+    Direct(Box<ConnectSpec>),
     /// Nowhere: long polling is off, or the URL is a transaction pooler and
     /// no `listen_url` was given.
     None,
@@ -29,10 +29,12 @@ impl Listen {
             (Some(_), false) => Err(Error::Config(
                 "listen_url is the LISTEN connection of long polling, which is off".into(),
             )),
-            (Some(url), true) => Ok(Listen::Direct(tls::parse(url).map_err(|e| match e {
-                Error::Config(msg) => Error::Config(format!("listen_url: {msg}")),
-                other => other,
-            })?)),
+            (Some(url), true) => Ok(Listen::Direct(Box::new(tls::parse(url).map_err(
+                |e| match e {
+                    Error::Config(msg) => Error::Config(format!("listen_url: {msg}")),
+                    other => other,
+                },
+            )?))),
             (None, true) if !options.transaction_pooler => Ok(Listen::DatabaseUrl),
             (None, _) => Ok(Listen::None),
         }
@@ -49,12 +51,12 @@ impl Listen {
         match self {
             Listen::DatabaseUrl => Some((config, tls)),
             Listen::Direct(spec) => {
-                let mut config = spec.config;
+                let ConnectSpec { mut config, tls } = *spec;
                 config.application_name(&options.application_name);
                 if config.get_connect_timeout().is_none() {
                     config.connect_timeout(options.acquire_timeout);
                 }
-                Some((config, spec.tls))
+                Some((config, tls))
             }
             Listen::None => None,
         }
