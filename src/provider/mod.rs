@@ -199,6 +199,9 @@ impl PostgresProvider {
         let signals = Arc::new(Signals::default());
         let listen = listen.connection(config, spec.tls, &options);
         let listening = listen.is_some();
+        if !listening {
+            signals.set_local_only();
+        }
         let listener = listen.map(|(config, tls)| {
             notifier::start(
                 config,
