@@ -263,9 +263,6 @@ pub(crate) struct Signals {
     outgoing_orchestrator: AtomicU64,
     outgoing_worker: AtomicU64,
     pub(crate) outgoing: Notify,
-    /// No listener task relays commits to other processes (the SQL
-    /// functions notify instead): keep no outgoing wakes.
-    local_only: AtomicBool,
 }
 
 impl Signals {
@@ -300,18 +297,10 @@ impl Signals {
         self.worker.wake(Wake::All);
     }
 
-    /// There is no listener task: see `local_only`.
-    pub(crate) fn set_local_only(&self) {
-        self.local_only.store(true, Ordering::Release);
-    }
-
     /// Work was committed to `queue` by this process: wake its waiters now
-    /// and have the listener task tell the other processes.
+    /// and have the listener (or relay) task tell the other processes.
     pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
         self.waiters(queue).wake(wake);
-        if self.local_only.load(Ordering::Acquire) {
-            return;
-        }
         let add = match wake {
             Wake::All => ALL_COUNT,
             Wake::Count(n) => u64::from(n),

@@ -225,6 +225,64 @@ async fn without_a_listener_a_waiting_fetch_finds_work_of_another_process() {
     assert!(got.is_some(), "the waiting fetch returned nothing");
 }
 
+/// A provider without a LISTEN connection still tells other processes
+/// about the work its acks commit (its relay sends the notification through
+/// PgBouncer): a listening process's waiting fetch is woken, long before its
+/// poll timeout ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_without_a_listener_wake_a_listening_process() {
+    let (pooled, _schemas) = store("pgb_relay", &pooled_url(), pooler_options()).await;
+    let direct = Arc::new(
+        PostgresProvider::connect(
+            &common::server::database_url(),
+            PostgresOptions::new().schema(pooled.schema()),
+        )
+        .await
+        .expect("a direct provider"),
+    );
+    pooled
+        .enqueue_for_orchestrator(start("relay", "x"), None)
+        .await
+        .expect("enqueue");
+    let (_, token, _) = pooled
+        .fetch_orchestration_item(Duration::from_secs(30), Duration::ZERO, None)
+        .await
+        .expect("fetch")
+        .expect("the start");
+    let waiter = tokio::spawn({
+        let direct = direct.clone();
+        async move {
+            direct
+                .fetch_work_item(
+                    Duration::from_secs(30),
+                    Duration::from_secs(60),
+                    None,
+                    &duroxide::providers::TagFilter::default(),
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pooled
+        .ack_orchestration_item(
+            &token,
+            1,
+            vec![common::items::started_event("relay", "x")],
+            vec![common::items::activity("relay", 1, "in", None)],
+            vec![],
+            common::items::first_turn_metadata(),
+            vec![],
+        )
+        .await
+        .expect("ack");
+    let got = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the listening fetch was woken before its poll timeout")
+        .expect("fetch task")
+        .expect("fetch");
+    assert!(got.is_some(), "the woken fetch returned nothing");
+}
+
 // ---------------------------------------------------------------------------
 // What the mode changes
 // ---------------------------------------------------------------------------
@@ -359,6 +417,16 @@ async fn pooler_mode_refuses_an_explicit_statement_timeout() {
         ),
         other => panic!("expected Error::Config, got {other}"),
     }
+    // A listen_url without long polling is a mistake too.
+    let err = PostgresProvider::connect(
+        "postgres://nobody@127.0.0.1:1/none",
+        pooler_options()
+            .long_poll(false)
+            .listen_url("postgres://nobody@127.0.0.1:1/none"),
+    )
+    .await
+    .expect_err("listen_url with long polling off");
+    assert!(matches!(err, Error::Config(_)), "{err}");
     // `None` (the server's setting) is accepted: it fails only on connecting.
     let err = PostgresProvider::connect(
         "postgres://nobody@127.0.0.1:1/none",

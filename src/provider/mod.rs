@@ -69,8 +69,9 @@ pub struct PostgresProvider {
     functions: Arc<FunctionSet>,
     signals: Arc<Signals>,
     long_poll: bool,
-    /// A listener task runs (long polling, unless behind a transaction
-    /// pooler without `listen_url`).
+    /// A LISTEN connection runs (long polling, unless behind a transaction
+    /// pooler without `listen_url`; then a relay task only sends this
+    /// process's notifications).
     listening: bool,
     recheck_interval: Duration,
     /// How long Read and Write calls ride out transient failures (retry.rs).
@@ -199,19 +200,22 @@ impl PostgresProvider {
         let signals = Arc::new(Signals::default());
         let listen = listen.connection(config, spec.tls, &options);
         let listening = listen.is_some();
-        if !listening {
-            signals.set_local_only();
-        }
-        let listener = listen.map(|(config, tls)| {
-            notifier::start(
+        let listener = match listen {
+            Some((config, tls)) => Some(notifier::start(
                 config,
                 tls,
                 schema.channel(),
                 signals.clone(),
                 options.listener_reconnect_delay,
                 target.clone(),
-            )
-        });
+            )),
+            None if options.long_poll => Some(notifier::relay(
+                pool.clone(),
+                schema.channel(),
+                signals.clone(),
+            )),
+            None => None,
+        };
         let db = Db {
             pool,
             target,
@@ -357,9 +361,10 @@ impl PostgresProvider {
     }
 
     /// Whether the SQL functions must notify other processes themselves:
-    /// only when this provider has no listener task to do it after commit.
+    /// only when this provider has no listener (or relay) task to do it
+    /// after commit.
     fn notify_in_sql(&self) -> bool {
-        !self.listening
+        !self.long_poll
     }
 
     /// Work committed to `queue`: wake this process's fetchers and, through
