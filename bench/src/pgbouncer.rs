@@ -1,9 +1,10 @@
 //! Section "pgbouncer": the provider behind PgBouncer in transaction mode
 //! next to a direct connection, in the same run on the same server.
 //!
-//! Three modes: direct (the default), PgBouncer with long polling over a
-//! direct `listen_url`, and PgBouncer alone (idle fetches poll with a
-//! backoff). Per mode: provider turns (fetch + ack of first turns driven
+//! Four modes: direct (the default), direct with the pooler mode's unnamed
+//! statements (what they cost without PgBouncer's hop), PgBouncer with long
+//! polling over a direct `listen_url`, and PgBouncer alone (idle fetches
+//! poll with a backoff). Per mode: provider turns (fetch + ack of first turns driven
 //! directly, 4 tasks, poll timeout zero), runtime throughput (duroxide's
 //! parallel-orchestrations stress test: 20 in flight, 5 activities each,
 //! 2+2 dispatchers), and the statements an idle runtime (2+2 dispatchers)
@@ -45,16 +46,25 @@ impl ProviderStressFactory for Factory {
 #[derive(Clone, Copy)]
 enum Mode {
     Direct,
+    /// Direct, but with the pooler's unnamed statements: what the statement
+    /// mode costs apart from PgBouncer's hop.
+    DirectUnnamed,
     PoolerListen,
     PoolerPoll,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Direct, Mode::PoolerListen, Mode::PoolerPoll];
+    const ALL: [Mode; 4] = [
+        Mode::Direct,
+        Mode::DirectUnnamed,
+        Mode::PoolerListen,
+        Mode::PoolerPoll,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Mode::Direct => "direct",
+            Mode::DirectUnnamed => "direct, unnamed statements",
             Mode::PoolerListen => "pgbouncer + direct listen_url",
             Mode::PoolerPoll => "pgbouncer, no listen_url",
         }
@@ -63,6 +73,7 @@ impl Mode {
     fn short(self) -> &'static str {
         match self {
             Mode::Direct => "d",
+            Mode::DirectUnnamed => "du",
             Mode::PoolerListen => "pl",
             Mode::PoolerPoll => "pp",
         }
@@ -84,6 +95,10 @@ async fn provider(
         .application_name("duroxide-postgres-bench");
     let (url, options) = match mode {
         Mode::Direct => (ctx.url.as_str(), base),
+        Mode::DirectUnnamed => (
+            ctx.url.as_str(),
+            base.transaction_pooler(true).listen_url(ctx.url.clone()),
+        ),
         Mode::PoolerListen => (
             bouncer_url,
             base.transaction_pooler(true).listen_url(ctx.url.clone()),
