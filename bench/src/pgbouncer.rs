@@ -109,14 +109,30 @@ async fn provider(
     Ok((Arc::new(p), schema))
 }
 
+/// One mode's results over all rounds.
+#[derive(Default)]
 struct Row {
-    mode: Mode,
-    turns_per_s: f64,
-    turn_p50: Option<Duration>,
+    turns_per_s: Vec<f64>,
+    turn_p50: Vec<Duration>,
     turn_errors: usize,
-    orch_per_s: Option<f64>,
+    orch_per_s: Vec<f64>,
     stress_error: Option<String>,
     idle_per_s: Option<f64>,
+}
+
+/// The median and the range of `v`: "m (lo–hi)".
+fn spread(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "{} ({}–{})",
+        fmt_num(v[v.len() / 2]),
+        fmt_num(v[0]),
+        fmt_num(v[v.len() - 1])
+    )
 }
 
 pub async fn run(ctx: &Ctx) -> Result<()> {
@@ -132,75 +148,76 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let n = if ctx.quick { 1_000 } else { 4_000 };
     let duration = ctx.stress_secs.unwrap_or(if ctx.quick { 3 } else { 10 });
     let idle_secs = if ctx.quick { 5 } else { 10 };
+    let rounds = if ctx.quick { 3 } else { 5 };
     println!(
         "  PgBouncer 1.18, pool_mode = transaction, default_pool_size 40, on 127.0.0.1; \
          turns: {n} first turns, 4 tasks; stress: 20 in flight, 5 activities, 2+2 \
-         dispatchers, {duration} s; idle: 2+2 dispatchers, {idle_secs} s"
+         dispatchers, {duration} s; {rounds} rounds, the modes taking turns (median and \
+         range); idle: 2+2 dispatchers, {idle_secs} s, once"
     );
 
-    let mut rows = Vec::new();
-    for mode in Mode::ALL {
-        crate::settle(ctx, &format!("pgbouncer {}", mode.label())).await;
-        // Provider turns.
-        let (p, schema) = provider(ctx, &bouncer_url, mode, "turns").await?;
-        let dynp: Arc<dyn Provider> = p.clone();
-        for i in 0..n {
-            dynp.enqueue_for_orchestrator(turns::start_item(&format!("t-{i:06}")), None)
-                .await?;
+    let mut rows: Vec<Row> = Mode::ALL.iter().map(|_| Row::default()).collect();
+    for round in 1..=rounds {
+        for (mode, row) in Mode::ALL.into_iter().zip(rows.iter_mut()) {
+            crate::settle(ctx, &format!("pgbouncer {} round {round}", mode.label())).await;
+            // Provider turns.
+            let (p, schema) = provider(ctx, &bouncer_url, mode, "turns").await?;
+            let dynp: Arc<dyn Provider> = p.clone();
+            for i in 0..n {
+                dynp.enqueue_for_orchestrator(turns::start_item(&format!("t-{i:06}")), None)
+                    .await?;
+            }
+            let phase =
+                turns::drive(dynp, Queue::Orchestrator, n, 4, Duration::from_secs(120)).await;
+            if let Some(e) = &phase.first_error {
+                eprintln!("  [pgbouncer] {} turns: {e}", mode.label());
+            }
+            drop(p);
+            ctx.admin.drop_schema(&schema).await;
+
+            // Runtime throughput.
+            let (p, schema) = provider(ctx, &bouncer_url, mode, "stress").await?;
+            let factory = Factory {
+                provider: Mutex::new(Some(p as Arc<dyn Provider>)),
+            };
+            let stress = run_parallel_orchestrations_test_with_config(
+                &factory,
+                StressTestConfig {
+                    max_concurrent: 20,
+                    duration_secs: duration,
+                    tasks_per_instance: 5,
+                    activity_delay_ms: 0,
+                    orch_concurrency: 2,
+                    worker_concurrency: 2,
+                    wait_timeout_secs: 60,
+                },
+            )
+            .await
+            // The error is not Send: keep its text only.
+            .map(|r| r.orch_throughput)
+            .map_err(|e| e.to_string());
+            drop(factory);
+            ctx.admin.drop_schema(&schema).await;
+
+            eprintln!(
+                "  [pgbouncer] round {round} {}: {:.0} turns/s, {} orch/s",
+                mode.label(),
+                phase.per_s(),
+                stress.as_ref().map_or("-".into(), |v| fmt_num(*v))
+            );
+            row.turns_per_s.push(phase.per_s());
+            row.turn_p50.extend(phase.turn.p50());
+            row.turn_errors += phase.errors;
+            match stress {
+                Ok(v) => row.orch_per_s.push(v),
+                Err(e) => {
+                    row.stress_error.get_or_insert(e);
+                }
+            }
         }
-        let phase = turns::drive(dynp, Queue::Orchestrator, n, 4, Duration::from_secs(120)).await;
-        if let Some(e) = &phase.first_error {
-            eprintln!("  [pgbouncer] {} turns: {e}", mode.label());
-        }
-        drop(p);
-        ctx.admin.drop_schema(&schema).await;
-
-        // Runtime throughput.
-        let (p, schema) = provider(ctx, &bouncer_url, mode, "stress").await?;
-        let factory = Factory {
-            provider: Mutex::new(Some(p as Arc<dyn Provider>)),
-        };
-        let stress = run_parallel_orchestrations_test_with_config(
-            &factory,
-            StressTestConfig {
-                max_concurrent: 20,
-                duration_secs: duration,
-                tasks_per_instance: 5,
-                activity_delay_ms: 0,
-                orch_concurrency: 2,
-                worker_concurrency: 2,
-                wait_timeout_secs: 60,
-            },
-        )
-        .await
-        // The error is not Send: keep its text only.
-        .map(|r| r.orch_throughput)
-        .map_err(|e| e.to_string());
-        drop(factory);
-        ctx.admin.drop_schema(&schema).await;
-
-        // Idle cost.
-        let idle_per_s = idle(ctx, &bouncer_url, mode, idle_secs).await?;
-
-        let (orch_per_s, stress_error) = match stress {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(e)),
-        };
-        eprintln!(
-            "  [pgbouncer] {}: {:.0} turns/s, {} orch/s",
-            mode.label(),
-            phase.per_s(),
-            orch_per_s.map_or("-".into(), fmt_num)
-        );
-        rows.push(Row {
-            mode,
-            turns_per_s: phase.per_s(),
-            turn_p50: phase.turn.p50(),
-            turn_errors: phase.errors,
-            orch_per_s,
-            stress_error,
-            idle_per_s,
-        });
+    }
+    for (mode, row) in Mode::ALL.into_iter().zip(rows.iter_mut()) {
+        row.idle_per_s = idle(ctx, &bouncer_url, mode, idle_secs).await?;
     }
     drop(pgb);
 
@@ -208,23 +225,24 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         &[
             "mode",
             "turns/s",
-            "turn p50",
+            "turn p50 (median)",
             "errors",
             "runtime orch/s",
             "idle statements/s",
         ],
         1,
     );
-    for r in &rows {
+    for (mode, r) in Mode::ALL.into_iter().zip(&rows) {
+        let mut p50 = r.turn_p50.clone();
+        p50.sort();
         t.row(vec![
-            r.mode.label().to_string(),
-            fmt_num(r.turns_per_s),
-            fmt_ms(r.turn_p50),
+            mode.label().to_string(),
+            spread(&r.turns_per_s),
+            fmt_ms(p50.get(p50.len() / 2).copied()),
             r.turn_errors.to_string(),
-            match (&r.orch_per_s, &r.stress_error) {
-                (Some(v), _) => fmt_num(*v),
-                (None, Some(e)) => format!("failed: {e}"),
-                (None, None) => "-".into(),
+            match &r.stress_error {
+                None => spread(&r.orch_per_s),
+                Some(e) => format!("{} (a run failed: {e})", spread(&r.orch_per_s)),
             },
             r.idle_per_s.map_or("-".into(), |v| format!("{v:.1}")),
         ]);
