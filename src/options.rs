@@ -247,3 +247,33 @@ impl PostgresOptions {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_startup_statement_timeout_follows_the_connection_mode() {
+        let s = Duration::from_secs(5);
+        let direct = PostgresOptions::new();
+        assert_eq!(
+            direct.startup_statement_timeout().ok(),
+            Some(Some(DEFAULT_STATEMENT_TIMEOUT))
+        );
+        let set = direct.clone().statement_timeout(Some(s));
+        assert_eq!(set.startup_statement_timeout().ok(), Some(Some(s)));
+        let none = direct.clone().statement_timeout(None);
+        assert_eq!(none.startup_statement_timeout().ok(), Some(None));
+
+        // Behind a pooler: never a start-up option; an explicit one is refused.
+        let pooled = PostgresOptions::new().transaction_pooler(true);
+        assert_eq!(pooled.startup_statement_timeout().ok(), Some(None));
+        let none = pooled.clone().statement_timeout(None);
+        assert_eq!(none.startup_statement_timeout().ok(), Some(None));
+        let set = pooled.statement_timeout(Some(s));
+        assert!(matches!(
+            set.startup_statement_timeout(),
+            Err(crate::Error::Config(msg)) if msg.contains("ALTER ROLE")
+        ));
+    }
+}
