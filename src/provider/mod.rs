@@ -463,11 +463,12 @@ pub(crate) async fn call_retrying(
 }
 
 /// Runs `call` on a pooled connection (the prepared statement is cached per
-/// connection, or, behind a transaction pooler, sent unnamed), returning the SQLSTATE of a failure too. Every call of a SQL
-/// function goes through here, so this is where each gets its span: the
-/// OpenTelemetry database attributes, the instance id (from the instance-id
-/// parameter, or the `instance_id` column a claim returns), and the SQLSTATE
-/// of a failure; never a payload.
+/// connection, or, behind a transaction pooler, sent unnamed), returning the
+/// SQLSTATE of a failure too. Every call of a SQL function goes through
+/// here, so this is where each gets its span: the OpenTelemetry database
+/// attributes, the instance id (from the instance-id parameter, or the
+/// `instance_id` column a claim returns), and the SQLSTATE of a failure;
+/// never a payload.
 pub(crate) async fn run_call(
     db: &Db,
     call: &Call,
