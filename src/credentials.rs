@@ -299,6 +299,16 @@ impl Connector {
         }
     }
 
+    /// The same credentials over another TLS set-up (the direct LISTEN
+    /// connection of `listen_url`).
+    pub(crate) fn with_tls(&self, tls: MakeTlsConnector) -> Self {
+        Self {
+            tls,
+            source: self.source.clone(),
+            budget: self.budget,
+        }
+    }
+
     /// How long the pool lets one connection take to open: `acquire`, plus
     /// the budget for refused credentials when they are retried.
     pub(crate) fn create_timeout(&self, acquire: Duration) -> Duration {

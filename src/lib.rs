@@ -34,6 +34,11 @@
 //!   and keep looking; a fetch returns nothing only when nothing is ready.
 //! * **Long polling.** An idle fetch waits on LISTEN/NOTIFY (one dedicated
 //!   connection per provider) up to the runtime's `poll_timeout`.
+//! * **Behind PgBouncer.** With
+//!   [`PostgresOptions::transaction_pooler`] every call works through a
+//!   transaction pooler: unnamed statements, no session state, LISTEN over
+//!   a direct [`listen_url`](PostgresOptions::listen_url) or polling with a
+//!   backoff (`docs/operations.md`, "Behind PgBouncer").
 //! * **Schema isolation and migrations.** Each store lives in its own schema
 //!   ([`PostgresProvider::new_with_schema`]); migrations are embedded,
 //!   checksummed and applied under an advisory lock

@@ -19,11 +19,16 @@
 //! * Everything runs in one transaction holding a transaction-level advisory
 //!   lock keyed by the schema name, so processes starting together on an
 //!   empty database serialize: the first migrates, the rest find it done.
+//!   Statements are sent unnamed (`query_typed`, or the simple protocol), so
+//!   this runs through a transaction pooler as well: a named statement
+//!   could outlive the transaction on a server connection another client
+//!   gets next.
 
 use crate::error::Error;
 use crate::function_set::FunctionSet;
 use crate::schema::{hex, SchemaName};
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::Type;
 
 /// How start-up treats the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,11 +126,7 @@ pub(crate) async fn run(
     let q = schema.quoted();
     match policy {
         MigrationPolicy::Apply => {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                &[&ADVISORY_LOCK_CLASS, &schema.as_str()],
-            )
-            .await?;
+            lock(&tx, schema).await?;
             tx.batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {q};
                  CREATE TABLE IF NOT EXISTS {q}._duroxide_migrations (
@@ -155,7 +156,7 @@ pub(crate) async fn run(
 
     // 1. Check the migration ledger against the embedded files.
     let rows = tx
-        .query(
+        .query_typed(
             &format!(
                 "SELECT version, name, checksum FROM {q}._duroxide_migrations ORDER BY version"
             ),
@@ -219,9 +220,9 @@ pub(crate) async fn run(
                     ),
                 )
             })?;
-            tx.execute(
+            tx.execute_typed(
                 &format!("INSERT INTO {q}._duroxide_migrations (version, name, checksum) VALUES ($1, $2, $3)"),
-                &[&m.version, &m.name, &checksum(m.sql)],
+                &[(&m.version, Type::INT4), (&m.name, Type::TEXT), (&checksum(m.sql), Type::TEXT)],
             )
             .await?;
         }
@@ -265,7 +266,7 @@ async fn set_installed(
 ) -> Result<bool, Error> {
     let names = set.installed_names();
     let row = tx
-        .query_one(
+        .query_typed_one(
             &format!(
                 "SELECT EXISTS (SELECT 1 FROM {q}._duroxide_function_sets WHERE tag = $1),
                         (SELECT count(DISTINCT p.proname) FROM pg_proc p
@@ -273,7 +274,11 @@ async fn set_installed(
                          WHERE n.nspname = $2 AND p.proname = ANY ($3))",
                 q = schema.quoted()
             ),
-            &[&set.tag(), &schema.as_str(), &names],
+            &[
+                (&set.tag(), Type::TEXT),
+                (&schema.as_str(), Type::TEXT),
+                (&names, Type::TEXT_ARRAY),
+            ],
         )
         .await?;
     let listed: bool = row.get(0);
@@ -290,11 +295,11 @@ async fn install_set(
 ) -> Result<(), Error> {
     let names = set.installed_names();
     let partial = tx
-        .query(
+        .query_typed(
             "SELECT p.oid::regprocedure::text FROM pg_proc p
              JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = $1 AND p.proname = ANY ($2)",
-            &[&schema.as_str(), &names],
+            &[(&schema.as_str(), Type::TEXT), (&names, Type::TEXT_ARRAY)],
         )
         .await?;
     for row in partial {
@@ -315,13 +320,13 @@ async fn install_set(
             )
         })?;
     }
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "INSERT INTO {q}._duroxide_function_sets (tag, functions) VALUES ($1, $2)
              ON CONFLICT (tag) DO UPDATE SET functions = EXCLUDED.functions, installed_at = now()",
             q = schema.quoted()
         ),
-        &[&set.tag(), &names],
+        &[(&set.tag(), Type::TEXT), (&names, Type::TEXT_ARRAY)],
     )
     .await?;
     tracing::info!(target: "duroxide_postgres", schema = schema.as_str(), set = set.tag(),
@@ -339,11 +344,7 @@ pub(crate) async fn retire_other_function_sets(
     current: &FunctionSet,
 ) -> Result<Vec<String>, Error> {
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&ADVISORY_LOCK_CLASS, &schema.as_str()],
-    )
-    .await?;
+    lock(&tx, schema).await?;
     if !relation_exists(&tx, schema, "_duroxide_function_sets").await?
         || !set_installed(&tx, schema, current).await?
     {
@@ -356,12 +357,15 @@ pub(crate) async fn retire_other_function_sets(
         ));
     }
     let others = tx
-        .query(
+        .query_typed(
             "SELECT p.oid::regprocedure::text FROM pg_proc p
              JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = $1 AND p.prokind = 'f' AND NOT (p.proname = ANY ($2))
              ORDER BY 1",
-            &[&schema.as_str(), &current.installed_names()],
+            &[
+                (&schema.as_str(), Type::TEXT),
+                (&current.installed_names(), Type::TEXT_ARRAY),
+            ],
         )
         .await?;
     let mut dropped = Vec::with_capacity(others.len());
@@ -371,16 +375,29 @@ pub(crate) async fn retire_other_function_sets(
             .await?;
         dropped.push(signature);
     }
-    tx.execute(
+    tx.execute_typed(
         &format!(
             "DELETE FROM {q}._duroxide_function_sets WHERE tag <> $1",
             q = schema.quoted()
         ),
-        &[&current.tag()],
+        &[(&current.tag(), Type::TEXT)],
     )
     .await?;
     tx.commit().await?;
     Ok(dropped)
+}
+
+/// Takes the schema's migration lock until the transaction ends.
+async fn lock(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<(), Error> {
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[
+            (&ADVISORY_LOCK_CLASS, Type::INT4),
+            (&schema.as_str(), Type::TEXT),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn relation_exists(
@@ -389,9 +406,9 @@ async fn relation_exists(
     table: &str,
 ) -> Result<bool, Error> {
     let row = tx
-        .query_one(
+        .query_typed_one(
             "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)",
-            &[&schema.as_str(), &table],
+            &[(&schema.as_str(), Type::TEXT), (&table, Type::TEXT)],
         )
         .await?;
     Ok(row.get(0))

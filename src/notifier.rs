@@ -15,6 +15,10 @@
 //! (Enqueues from clients, which may run without a listener, still notify
 //! inside their transaction.)
 //!
+//! Behind a transaction pooler without a direct `listen_url` there is no
+//! LISTEN connection; [`relay`] then sends this process's notifications
+//! through the pool.
+//!
 //! The task belongs to the provider and is aborted when the provider is
 //! dropped. If its connection is lost it reconnects; until it has, waiters
 //! re-check the queue every reconnect delay, and after it has, every waiter
@@ -29,7 +33,41 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
 
-/// The running listener; aborts its task on drop.
+/// Without a LISTEN connection (behind a transaction pooler, no
+/// `listen_url`): sends this process's notifications through the pool,
+/// coalesced as the listener does, so that commits keep sharing WAL flushes
+/// (see the module docs) and processes that listen are still woken. A
+/// notification that cannot be sent is dropped with a warning: it only
+/// hastens a wake-up, and waiters find the work at their next look.
+pub(crate) fn relay(
+    pool: deadpool_postgres::Pool,
+    channel: String,
+    signals: Arc<Signals>,
+) -> Listener {
+    let task = tokio::spawn(async move {
+        loop {
+            signals.outgoing.notified().await;
+            let Some(statement) = signals.take_outgoing(&channel) else {
+                continue;
+            };
+            // The simple protocol: one implicit transaction, nothing named,
+            // so it passes a transaction pooler.
+            let sent = match pool.get().await {
+                Ok(client) => client
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(target: "duroxide_postgres", error = %e, "could not send a notification");
+            }
+        }
+    });
+    Listener { task }
+}
+
+/// The running listener (or relay); aborts its task on drop.
 #[derive(Debug)]
 pub(crate) struct Listener {
     task: JoinHandle<()>,

@@ -6,6 +6,9 @@ use crate::retention::RetentionPolicy;
 use crate::schema::DEFAULT_SCHEMA;
 use std::time::Duration;
 
+/// The statement timeout of a direct connection unless one is set.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Options for [`PostgresProvider::connect`](crate::PostgresProvider::connect).
 ///
 /// ```
@@ -27,7 +30,9 @@ pub struct PostgresOptions {
     pub(crate) schema: String,
     pub(crate) max_connections: usize,
     pub(crate) acquire_timeout: Duration,
-    pub(crate) statement_timeout: Option<Duration>,
+    /// `None` until set: then the default of the connection mode applies
+    /// (see [`PostgresOptions::statement_timeout`]).
+    pub(crate) statement_timeout: Option<Option<Duration>>,
     pub(crate) application_name: String,
     pub(crate) migration_policy: MigrationPolicy,
     pub(crate) long_poll: bool,
@@ -40,6 +45,8 @@ pub struct PostgresOptions {
     pub(crate) retention: Option<RetentionPolicy>,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) credential_retry_budget: Duration,
+    pub(crate) transaction_pooler: bool,
+    pub(crate) listen_url: Option<String>,
 }
 
 impl Default for PostgresOptions {
@@ -48,7 +55,7 @@ impl Default for PostgresOptions {
             schema: DEFAULT_SCHEMA.to_string(),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
-            statement_timeout: Some(Duration::from_secs(60)),
+            statement_timeout: None,
             application_name: "duroxide-postgres".to_string(),
             migration_policy: MigrationPolicy::Apply,
             long_poll: true,
@@ -60,6 +67,8 @@ impl Default for PostgresOptions {
             retention: None,
             credentials: None,
             credential_retry_budget: Duration::from_secs(30),
+            transaction_pooler: false,
+            listen_url: None,
         }
     }
 }
@@ -100,8 +109,65 @@ impl PostgresOptions {
     /// Server-side `statement_timeout` of every pooled connection (default
     /// 60 s; `None` leaves the server's setting). A statement cancelled by it
     /// fails with a retryable error and commits nothing.
+    ///
+    /// It is sent as a connection start-up option, which a transaction
+    /// pooler cannot carry: with [`transaction_pooler`](Self::transaction_pooler)
+    /// the default is the server's setting, and an explicit `Some` is
+    /// refused by `connect` with [`Error::Config`](crate::Error::Config). Set
+    /// the timeout on the server instead (`ALTER ROLE app SET
+    /// statement_timeout = '60s'`; see `docs/operations.md`, "Behind
+    /// PgBouncer").
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.statement_timeout = timeout;
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// The statement timeout `connect` sends as a start-up option, or why
+    /// it cannot be sent.
+    pub(crate) fn startup_statement_timeout(&self) -> Result<Option<Duration>, crate::Error> {
+        match (self.transaction_pooler, self.statement_timeout) {
+            (false, None) => Ok(Some(DEFAULT_STATEMENT_TIMEOUT)),
+            (false, Some(timeout)) | (true, Some(timeout @ None)) => Ok(timeout),
+            (true, None) => Ok(None),
+            (true, Some(Some(timeout))) => Err(crate::Error::Config(format!(
+                "statement_timeout({timeout:?}) cannot be applied through a transaction pooler: \
+                 it is a connection start-up option, which PgBouncer refuses, and a SET would \
+                 leak to other clients of the server connection. Set it on the server \
+                 (ALTER ROLE <role> SET statement_timeout = '{}ms') and pass \
+                 statement_timeout(None)",
+                timeout.as_millis().max(1)
+            ))),
+        }
+    }
+
+    /// The URL runs through a transaction pooler such as PgBouncer with
+    /// `pool_mode = transaction` (default off): each statement may run on a
+    /// different server connection, so the provider keeps no state in a
+    /// server session.
+    ///
+    /// * Statements are sent unnamed with their parameter types (one round
+    ///   trip, as before), never as named prepared statements.
+    /// * No start-up options: the statement timeout comes from the server
+    ///   (see [`statement_timeout`](Self::statement_timeout)).
+    /// * LISTEN cannot pass a transaction pooler: long polling listens on
+    ///   [`listen_url`](Self::listen_url), a direct connection, if given;
+    ///   without one an idle fetch re-checks the queue with a backoff from
+    ///   10 ms to 1 s (commits of this process still wake it at once).
+    ///
+    /// Migrations run as one transaction under a transaction-level advisory
+    /// lock, so they work through the pooler as well.
+    pub fn transaction_pooler(mut self, enabled: bool) -> Self {
+        self.transaction_pooler = enabled;
+        self
+    }
+
+    /// The URL of the dedicated LISTEN connection of long polling, when it
+    /// must not be `database_url` (default: `database_url`): with
+    /// [`transaction_pooler`](Self::transaction_pooler), a direct connection
+    /// to the PostgreSQL server behind the pooler. It is one connection per
+    /// provider. Refused by `connect` when long polling is off.
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
         self
     }
 
@@ -119,8 +185,11 @@ impl PostgresOptions {
     }
 
     /// Long polling (default on): an idle fetch waits up to the runtime's
-    /// `poll_timeout` for new work, woken by LISTEN/NOTIFY. Off: fetches
-    /// return at once and the runtime's own poll interval applies.
+    /// `poll_timeout` for new work, woken by LISTEN/NOTIFY (with
+    /// [`transaction_pooler`](Self::transaction_pooler) and no
+    /// [`listen_url`](Self::listen_url): by re-checking with a backoff).
+    /// Off: fetches return at once and the runtime's own poll interval
+    /// applies.
     pub fn long_poll(mut self, enabled: bool) -> Self {
         self.long_poll = enabled;
         self
@@ -208,5 +277,35 @@ impl PostgresOptions {
     pub fn credential_retry_budget(mut self, budget: Duration) -> Self {
         self.credential_retry_budget = budget;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_startup_statement_timeout_follows_the_connection_mode() {
+        let s = Duration::from_secs(5);
+        let direct = PostgresOptions::new();
+        assert_eq!(
+            direct.startup_statement_timeout().ok(),
+            Some(Some(DEFAULT_STATEMENT_TIMEOUT))
+        );
+        let set = direct.clone().statement_timeout(Some(s));
+        assert_eq!(set.startup_statement_timeout().ok(), Some(Some(s)));
+        let none = direct.clone().statement_timeout(None);
+        assert_eq!(none.startup_statement_timeout().ok(), Some(None));
+
+        // Behind a pooler: never a start-up option; an explicit one is refused.
+        let pooled = PostgresOptions::new().transaction_pooler(true);
+        assert_eq!(pooled.startup_statement_timeout().ok(), Some(None));
+        let none = pooled.clone().statement_timeout(None);
+        assert_eq!(none.startup_statement_timeout().ok(), Some(None));
+        let set = pooled.statement_timeout(Some(s));
+        assert!(matches!(
+            set.startup_statement_timeout(),
+            Err(crate::Error::Config(msg)) if msg.contains("ALTER ROLE")
+        ));
     }
 }

@@ -19,6 +19,12 @@
 //!   (several items may fall due together).
 //! * **Its deadline** (the caller's poll timeout), or, while the listener is
 //!   disconnected, the re-check interval.
+//! * **Its backoff**, when the provider has no listener at all (behind a
+//!   transaction pooler without a direct `listen_url`): other processes'
+//!   commits cannot wake it, so it looks again after 10 ms, then 20, 40, ...
+//!   up to 1 s between looks. The interval is kept per group and starts
+//!   over at 10 ms when a fetch of the group finds work; this process's own
+//!   commits still wake it at once.
 //!
 //! A fetch looks before it waits, except when nothing can have changed: every
 //! wake of a group advances its epoch, and while the epoch is the one at
@@ -67,6 +73,10 @@ pub(crate) enum Wake {
 /// More wakes than this per group and commit only cost fetches: no process
 /// runs that many idle dispatchers of one kind.
 const MAX_COUNT: u32 = 64;
+
+/// The first and the longest wait between looks without a listener.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// `Count(ALL_COUNT)` in the outgoing accumulator means [`Wake::All`].
 const ALL_COUNT: u64 = u64::MAX;
@@ -120,6 +130,8 @@ struct Group {
     /// `epoch`, nothing was committed since, so such a fetch coming back
     /// from a turn waits without looking first.
     quiet_at: Mutex<HashMap<String, u64>>,
+    /// Without a listener: the next wait between looks.
+    backoff: Mutex<Duration>,
 }
 
 impl Default for Group {
@@ -130,6 +142,7 @@ impl Default for Group {
             due_changed: Notify::new(),
             epoch: AtomicU64::new(0),
             quiet_at: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(BACKOFF_MIN),
         }
     }
 }
@@ -162,6 +175,20 @@ impl Group {
             .expect("quiet lock")
             .get(fetcher)
             .is_some_and(|q| *q == epoch)
+    }
+
+    /// The wait before the next look without a listener; the one after
+    /// it is twice as long, up to [`BACKOFF_MAX`].
+    fn next_backoff(&self) -> Duration {
+        let mut backoff = self.backoff.lock().expect("backoff lock");
+        let wait = *backoff;
+        *backoff = (wait * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// A fetch of the group found work: look often again.
+    fn reset_backoff(&self) {
+        *self.backoff.lock().expect("backoff lock") = BACKOFF_MIN;
     }
 
     fn due(&self) -> Option<Instant> {
@@ -271,7 +298,7 @@ impl Signals {
     }
 
     /// Work was committed to `queue` by this process: wake its waiters now
-    /// and have the listener task tell the other processes.
+    /// and have the listener (or relay) task tell the other processes.
     pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
         self.waiters(queue).wake(wake);
         let add = match wake {
@@ -366,6 +393,8 @@ pub(crate) struct WaitSpec<'a> {
     pub long_poll: bool,
     /// How often to re-check while the listener is disconnected.
     pub recheck: Duration,
+    /// No listener: look again with a backoff (module docs) instead.
+    pub backoff: bool,
     /// Called when a commit or notification wakes this fetch (a metric).
     pub on_wake: &'a (dyn Fn() + Sync),
 }
@@ -414,9 +443,15 @@ where
                 if let Some(d) = next_visible_in {
                     group.lower_due(Instant::now() + d);
                 }
+                if spec.backoff {
+                    group.reset_backoff();
+                }
                 return Ok(Some(value));
             }
             Polled::Ready(value) => {
+                if spec.backoff {
+                    group.reset_backoff();
+                }
                 if took_due {
                     // More may have fallen due at the same time.
                     group.notify.notify_one();
@@ -445,6 +480,7 @@ where
             return Ok(None);
         }
         took_due = false;
+        let look_at = spec.backoff.then(|| Instant::now() + group.next_backoff());
         loop {
             let changed = group.due_changed.notified();
             tokio::pin!(changed);
@@ -453,7 +489,10 @@ where
             if let Some(due) = group.due() {
                 wake = wake.min(due);
             }
-            let disconnected = !signals.connected();
+            if let Some(at) = look_at {
+                wake = wake.min(at);
+            }
+            let disconnected = !spec.backoff && !signals.connected();
             if disconnected {
                 wake = wake.min(Instant::now() + spec.recheck);
             }
@@ -480,7 +519,7 @@ where
                         took_due = true;
                         break;
                     }
-                    if disconnected {
+                    if disconnected || look_at.is_some_and(|at| Instant::now() >= at) {
                         break;
                     }
                 }
@@ -547,6 +586,50 @@ mod tests {
         // Two of group a's three waiters, and group b's one.
         assert_eq!(woken.iter().filter(|w| **w).count(), 3);
         assert!(woken[3]);
+    }
+
+    /// Without a listener an idle fetch looks again, ever less often, and
+    /// starts over once a fetch of its group finds work.
+    #[tokio::test]
+    async fn without_a_listener_a_fetch_looks_again_with_a_backoff() {
+        let s = Signals::default();
+        let spec = |poll_timeout| WaitSpec {
+            queue: Queue::Worker,
+            filter_key: "k",
+            fetcher_key: "k",
+            poll_timeout,
+            long_poll: true,
+            recheck: Duration::from_secs(3600),
+            backoff: true,
+            on_wake: &|| {},
+        };
+        let looks = AtomicU64::new(0);
+        let empty = || async {
+            looks.fetch_add(1, Ordering::Relaxed);
+            Ok(Polled::<()>::empty(None))
+        };
+        // Looks at 0, 10, 30, 70 and 150 ms (fewer on a slow machine).
+        let got = poll(&s, spec(Duration::from_millis(200)), empty).await;
+        assert!(matches!(got, Ok(None)));
+        let first = looks.swap(0, Ordering::Relaxed);
+        assert!((2..=5).contains(&first), "{first} looks in 200 ms");
+        // The interval carries over: 160 ms, then 320 ms.
+        let got = poll(&s, spec(Duration::from_millis(200)), empty).await;
+        assert!(matches!(got, Ok(None)));
+        let second = looks.swap(0, Ordering::Relaxed);
+        assert!(
+            (1..=2).contains(&second),
+            "{second} looks in the next 200 ms"
+        );
+        // Work found: back to the shortest interval.
+        let group = s.waiters(Queue::Worker).group("k");
+        assert!(group.next_backoff() > BACKOFF_MIN * 16);
+        let got = poll(&s, spec(Duration::from_millis(200)), || async {
+            Ok(Polled::Ready(7))
+        })
+        .await;
+        assert_eq!(got.ok().flatten(), Some(7));
+        assert_eq!(group.next_backoff(), BACKOFF_MIN);
     }
 
     fn futures_ready(f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {

@@ -20,6 +20,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod pgbouncer;
 mod scale;
 mod soak;
 mod stores;
@@ -32,10 +33,20 @@ use std::time::{Duration, Instant};
 use util::{heading, Result};
 
 const SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "soak", "scale",
+    "floor",
+    "turns",
+    "stress",
+    "latency",
+    "history",
+    "idle",
+    "chaos",
+    "soak",
+    "scale",
+    "pgbouncer",
 ];
 /// Sections run without `--only` (the soak takes 20 minutes, scale loads
-/// 1,000,000 instances: on request only).
+/// 1,000,000 instances, pgbouncer needs PgBouncer installed: on request
+/// only).
 const DEFAULT_SECTIONS: &[&str] = &[
     "floor", "turns", "stress", "latency", "history", "idle", "chaos",
 ];
@@ -52,7 +63,8 @@ OPTIONS:
     --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
                         floor, turns, stress, latency, history, idle, chaos,
-                        soak, scale (default: all but soak and scale; chaos
+                        soak, scale, pgbouncer (default: all but soak, scale
+                        and pgbouncer, which needs /usr/sbin/pgbouncer; chaos
                         restarts a private server of its own, never
                         DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
@@ -261,6 +273,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "chaos" => chaos::run(&c).await,
                 "soak" => soak::run(&c).await,
                 "scale" => scale::run(&c).await,
+                "pgbouncer" => pgbouncer::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -28,31 +28,31 @@ pub const ACTIVITY_INPUT: &str =
     "{\"order\":12345,\"items\":[\"a\",\"b\",\"c\"],\"note\":\"benchmark payload\"}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Queue {
+pub(crate) enum Queue {
     Orchestrator,
     Worker,
 }
 
 /// One measured phase (one queue, one store, one concurrency).
 #[derive(Debug, Default)]
-struct Phase {
+pub(crate) struct Phase {
     target: usize,
-    done: usize,
+    pub(crate) done: usize,
     wall: Duration,
-    turn: Samples,
+    pub(crate) turn: Samples,
     fetch: Samples,
     ack: Samples,
     fetch_calls: usize,
     empty: usize,
     empty_ready: usize,
-    errors: usize,
-    first_error: Option<String>,
+    pub(crate) errors: usize,
+    pub(crate) first_error: Option<String>,
     statements: Option<i64>,
     cpu: crate::cpu::Usage,
 }
 
 impl Phase {
-    fn per_s(&self) -> f64 {
+    pub(crate) fn per_s(&self) -> f64 {
         if self.wall.is_zero() {
             0.0
         } else {
@@ -660,7 +660,15 @@ struct Local {
     done: usize,
 }
 
-async fn drive(p: Arc<dyn Provider>, queue: Queue, n: usize, conc: usize, cap: Duration) -> Phase {
+/// `conc` tasks fetch (poll timeout zero) and ack on `queue` until `n`
+/// items were claimed or `cap` has passed.
+pub(crate) async fn drive(
+    p: Arc<dyn Provider>,
+    queue: Queue,
+    n: usize,
+    conc: usize,
+    cap: Duration,
+) -> Phase {
     let claimed = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let merged = Arc::new(Mutex::new(Local::default()));

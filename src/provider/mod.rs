@@ -10,6 +10,7 @@ pub mod listing;
 mod maintenance;
 mod management;
 mod orchestrator;
+mod pooler;
 mod reclaim;
 mod retry;
 pub(crate) mod rows;
@@ -69,6 +70,10 @@ pub struct PostgresProvider {
     functions: Arc<FunctionSet>,
     signals: Arc<Signals>,
     long_poll: bool,
+    /// A LISTEN connection runs (long polling, unless behind a transaction
+    /// pooler without `listen_url`; then a relay task only sends this
+    /// process's notifications).
+    listening: bool,
     recheck_interval: Duration,
     /// How long Read and Write calls ride out transient failures (retry.rs).
     retry_budget: Duration,
@@ -85,6 +90,9 @@ pub struct PostgresProvider {
 pub(crate) struct Db {
     pub(crate) pool: Pool,
     pub(crate) target: Arc<Target>,
+    /// Behind a transaction pooler: send every statement unnamed (see
+    /// `run_statement`).
+    pub(crate) unnamed_statements: bool,
 }
 
 /// A call of one SQL function of this build's set, ready to run.
@@ -139,6 +147,8 @@ impl PostgresProvider {
         if options.max_connections == 0 {
             return Err(Error::Config("max_connections must be at least 1".into()));
         }
+        let statement_timeout = options.startup_statement_timeout()?;
+        let listen = pooler::Listen::of(&options)?;
         let spec = tls::parse(database_url)?;
         let mut config = spec.config;
         config.application_name(&options.application_name);
@@ -156,14 +166,17 @@ impl PostgresProvider {
         {
             let (mut client, connection) = connector.connect(&config).await?;
             let driver = tokio::spawn(connection);
-            let result =
+            let mut result =
                 migrations::run(&mut client, &schema, options.migration_policy, &functions).await;
+            if result.is_ok() && options.transaction_pooler {
+                result = pooler::check_server_timeout(&client).await;
+            }
             drop(client);
             let _ = driver.await;
             result?;
         }
 
-        if let Some(timeout) = options.statement_timeout {
+        if let Some(timeout) = statement_timeout {
             // Added to any `options` the URL already carries.
             let ms = timeout.as_millis().max(1);
             let setting = format!("-c statement_timeout={ms}");
@@ -192,17 +205,29 @@ impl PostgresProvider {
             .map_err(|e| Error::Pool(e.to_string()))?;
 
         let signals = Arc::new(Signals::default());
-        let listener = options.long_poll.then(|| {
-            notifier::start(
+        let listen = listen.connection(config, connector, &options);
+        let listening = listen.is_some();
+        let listener = match listen {
+            Some((config, connector)) => Some(notifier::start(
                 config,
                 connector,
                 schema.channel(),
                 signals.clone(),
                 options.listener_reconnect_delay,
                 target.clone(),
-            )
-        });
-        let db = Db { pool, target };
+            )),
+            None if options.long_poll => Some(notifier::relay(
+                pool.clone(),
+                schema.channel(),
+                signals.clone(),
+            )),
+            None => None,
+        };
+        let db = Db {
+            pool,
+            target,
+            unnamed_statements: options.transaction_pooler,
+        };
         let quoted = schema.quoted();
         let health = options.health_sample_interval.map(|interval| {
             let call = Call::new(&quoted, &functions, &functions::HEALTH_SAMPLE);
@@ -215,6 +240,7 @@ impl PostgresProvider {
             schema,
             signals,
             long_poll: options.long_poll,
+            listening,
             recheck_interval: options.listener_reconnect_delay,
             retry_budget: options.client_retry_budget,
             _listener: listener,
@@ -340,13 +366,15 @@ impl PostgresProvider {
             poll_timeout,
             long_poll: self.long_poll,
             recheck: self.recheck_interval,
+            backoff: !self.listening,
             on_wake: &|| self.db.target.wakeup(queue),
         };
         wakeups::poll(&self.signals, spec, attempt).await
     }
 
     /// Whether the SQL functions must notify other processes themselves:
-    /// only when this provider has no listener task to do it after commit.
+    /// only when this provider has no listener (or relay) task to do it
+    /// after commit.
     fn notify_in_sql(&self) -> bool {
         !self.long_poll
     }
@@ -447,11 +475,12 @@ pub(crate) async fn call_retrying(
 }
 
 /// Runs `call` on a pooled connection (the prepared statement is cached per
-/// connection), returning the SQLSTATE of a failure too. Every call of a SQL
-/// function goes through here, so this is where each gets its span: the
-/// OpenTelemetry database attributes, the instance id (from the instance-id
-/// parameter, or the `instance_id` column a claim returns), and the SQLSTATE
-/// of a failure; never a payload.
+/// connection, or, behind a transaction pooler, sent unnamed), returning the
+/// SQLSTATE of a failure too. Every call of a SQL function goes through
+/// here, so this is where each gets its span: the OpenTelemetry database
+/// attributes, the instance id (from the instance-id parameter, or the
+/// `instance_id` column a claim returns), and the SQLSTATE of a failure;
+/// never a payload.
 pub(crate) async fn run_call(
     db: &Db,
     call: &Call,
@@ -494,6 +523,19 @@ async fn run_statement(
 ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
     let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
     let client = connection(db, op).await.map_err(|e| (e, None))?;
+    if db.unnamed_statements {
+        // Behind a transaction pooler the next statement may run on another
+        // server connection, where a named statement does not exist (or
+        // another client's of the same name does). The unnamed statement,
+        // with the types given, is parsed, bound and run in one round trip
+        // and lives only until the next one.
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .iter()
+            .zip(types)
+            .map(|(p, t)| (*p, t.clone()))
+            .collect();
+        return client.query_typed(sql, &typed).await.map_err(pg);
+    }
     let statement = client.prepare_typed_cached(sql, types).await.map_err(pg)?;
     match client.query(&statement, params).await {
         // "cached plan must not change result type": a function this

@@ -110,6 +110,10 @@ pub async fn provider(prefix: &str, options: PostgresOptions) -> (Arc<PostgresPr
 /// The validation-suite factory: every `create_provider` is a fresh schema.
 pub struct PgFactory {
     long_poll: bool,
+    /// Where and how providers connect (the shared server, default options,
+    /// unless made by [`PgFactory::through`]).
+    url: String,
+    options: PostgresOptions,
     current: Mutex<Option<String>>,
     schemas: Schemas,
 }
@@ -125,9 +129,21 @@ impl PgFactory {
         Self::new(false)
     }
 
+    /// Providers connecting to `url` with `options` (schema and long
+    /// polling are set per provider).
+    pub fn through(url: String, options: PostgresOptions, long_poll: bool) -> Self {
+        Self {
+            url,
+            options,
+            ..Self::new(long_poll)
+        }
+    }
+
     fn new(long_poll: bool) -> Self {
         Self {
             long_poll,
+            url: server::database_url(),
+            options: PostgresOptions::new(),
             current: Mutex::new(None),
             schemas: Schemas::default(),
         }
@@ -147,10 +163,12 @@ impl ProviderFactory for PgFactory {
     async fn create_provider(&self) -> Arc<dyn Provider> {
         let schema = unique_schema("v");
         self.schemas.track(&schema);
-        let options = PostgresOptions::new()
+        let options = self
+            .options
+            .clone()
             .schema(&schema)
             .long_poll(self.long_poll);
-        let provider = PostgresProvider::connect(&server::database_url(), options)
+        let provider = PostgresProvider::connect(&self.url, options)
             .await
             .expect("create provider");
         *self.current.lock().unwrap() = Some(schema);

@@ -21,10 +21,12 @@
 //!     that completed more than AGE ago (30d, 12h, 90m, 45s), in short
 //!     batches, printing progress; --dry-run only counts
 //!
-//! common: [--url URL | URL] [--schema NAME] [--json]
+//! common: [--url URL | URL] [--schema NAME] [--json] [--transaction-pooler]
 //! ```
 //!
-//! The URL defaults to `$DATABASE_URL`, the schema to `duroxide`. Read
+//! The URL defaults to `$DATABASE_URL`, the schema to `duroxide`.
+//! `--transaction-pooler`: the URL goes through PgBouncer in transaction
+//! mode (`PostgresOptions::transaction_pooler`). Read
 //! commands print a table that fits 100 columns, or JSON with `--json`. They
 //! and the writing commands run no DDL (the schema must be migrated); cancel,
 //! raise and delete go through duroxide's `Client`, so the runtime's rules
@@ -49,7 +51,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const USAGE: &str = "\
-usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
+usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json]
+                         [--transaction-pooler] ...
   migrate [--retire-other-function-sets]   create or upgrade the schema
   verify                                   check the schema, running no DDL
   status [--attempts N]                    health: instances, queues, leases, vacuum
@@ -65,7 +68,8 @@ usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json] ...
   ui [--listen ADDR] [--token T]           read-only web dashboard (default 127.0.0.1:8080)
   purge --older-than AGE [--status completed,failed] [--dry-run] [--batch-size N] [--throttle F]
                                            delete finished root trees older than AGE (30d, 12h)
-URL defaults to $DATABASE_URL, NAME to duroxide.";
+URL defaults to $DATABASE_URL, NAME to duroxide. --transaction-pooler: URL is PgBouncer
+in transaction mode (unnamed statements; statement_timeout must be set on the role).";
 
 /// A failed command: exit status 1 with a message, or 2 with the usage.
 enum Failure {
@@ -88,6 +92,7 @@ struct Args {
     schema: Option<String>,
     json: bool,
     retire: bool,
+    transaction_pooler: bool,
     force: bool,
     attempts: Option<u32>,
     ready_for: Option<u64>,
@@ -134,6 +139,7 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--schema" => args.schema = Some(value(&mut it, &arg)?),
             "--json" => args.json = true,
             "--retire-other-function-sets" => args.retire = true,
+            "--transaction-pooler" => args.transaction_pooler = true,
             "--force" => args.force = true,
             "--attempts" => args.attempts = Some(number(value(&mut it, &arg)?, &arg)?),
             "--ready-for" => args.ready_for = Some(number(value(&mut it, &arg)?, &arg)?),
@@ -263,7 +269,8 @@ async fn run(mut args: Args) -> Outcome {
         .migration_policy(policy)
         .long_poll(false)
         .health_sample_interval(None)
-        .max_connections(2);
+        .max_connections(2)
+        .transaction_pooler(args.transaction_pooler);
     let store = PostgresProvider::connect(&url, options)
         .await
         .map_err(error)?;
