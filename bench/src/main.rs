@@ -20,6 +20,7 @@ mod idle;
 mod latency;
 mod logcap;
 mod pg;
+mod processes;
 mod scale;
 mod soak;
 mod stores;
@@ -32,12 +33,13 @@ use std::time::{Duration, Instant};
 use util::{heading, Result};
 
 const SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "soak", "scale",
+    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "processes", "soak",
+    "scale",
 ];
 /// Sections run without `--only` (the soak takes 20 minutes, scale loads
 /// 1,000,000 instances: on request only).
 const DEFAULT_SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos",
+    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "processes",
 ];
 
 const USAGE: &str = "\
@@ -52,7 +54,9 @@ OPTIONS:
     --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
                         floor, turns, stress, latency, history, idle, chaos,
-                        soak, scale (default: all but soak and scale; chaos
+                        processes, soak, scale (default: all but soak and
+                        scale; processes runs 1, 2 and 4 OS processes of
+                        this binary on one store; chaos
                         restarts a private server of its own, never
                         DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
@@ -147,6 +151,10 @@ fn parse_only(list: &str) -> std::result::Result<Vec<String>, String> {
 }
 
 fn main() {
+    // A runtime process of the `processes` section.
+    if std::env::args().nth(1).as_deref() == Some(processes::CHILD_FLAG) {
+        processes::child_main();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
@@ -259,6 +267,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
                 "chaos" => chaos::run(&c).await,
+                "processes" => processes::run(&c).await,
                 "soak" => soak::run(&c).await,
                 "scale" => scale::run(&c).await,
                 _ => Ok(()),
