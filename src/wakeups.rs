@@ -40,7 +40,7 @@
 
 use duroxide::providers::ProviderError;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -120,6 +120,15 @@ struct Group {
     /// `epoch`, nothing was committed since, so such a fetch coming back
     /// from a turn waits without looking first.
     quiet_at: Mutex<HashMap<String, u64>>,
+    /// Waiters parked in `poll`'s wait with their wake registered: each of
+    /// them is woken by one `notify_one` and then looks.
+    parked: AtomicUsize,
+    /// Wakes this process took on itself instead of telling the other
+    /// processes (see [`Signals::committed`]), by the epoch of their commit;
+    /// a woken waiter whose attempt started at or after that epoch
+    /// discharges one, and passes it on to the other processes if it found
+    /// nothing.
+    tickets: Mutex<Vec<u64>>,
 }
 
 impl Default for Group {
@@ -130,6 +139,8 @@ impl Default for Group {
             due_changed: Notify::new(),
             epoch: AtomicU64::new(0),
             quiet_at: Mutex::new(HashMap::new()),
+            parked: AtomicUsize::new(0),
+            tickets: Mutex::new(Vec::new()),
         }
     }
 }
@@ -139,8 +150,9 @@ impl Group {
         self.epoch.load(Ordering::Acquire)
     }
 
-    fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Advances the epoch; returns the new one.
+    fn bump(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// An attempt of `fetcher` that started at `epoch` found nothing.
@@ -177,6 +189,20 @@ impl Group {
         }
     }
 
+    /// Discharges the oldest ticket of a commit no later than `epoch` (an
+    /// attempt that started at `epoch` saw that commit); whether there was
+    /// one.
+    fn take_ticket(&self, epoch: u64) -> bool {
+        let mut tickets = self.tickets.lock().expect("tickets lock");
+        let oldest = tickets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t <= epoch)
+            .min_by_key(|(_, t)| **t)
+            .map(|(i, _)| i);
+        oldest.map(|i| tickets.swap_remove(i)).is_some()
+    }
+
     /// Takes the due time if it has come (one waiter of the group does).
     fn take_due(&self) -> bool {
         let mut due = self.due.lock().expect("due lock");
@@ -203,6 +229,17 @@ impl Waiters {
     }
 
     fn wake(&self, wake: Wake) {
+        self.wake_absorbing(wake, false);
+    }
+
+    /// Wakes as [`Waiters::wake`] does. With `absorb`, and one group of
+    /// waiters, also returns how many of a count the group has parked
+    /// waiters for (otherwise 0): each of those waiters looks after this
+    /// commit (it is woken, or was woken already and looks again), so
+    /// other processes need not be told; the group gets that many tickets.
+    /// With several groups nothing is absorbed: a group whose filter
+    /// excludes the work could stand for one that can take it.
+    fn wake_absorbing(&self, wake: Wake, absorb: bool) -> u32 {
         let groups: Vec<Arc<Group>> = self
             .groups
             .lock()
@@ -210,8 +247,20 @@ impl Waiters {
             .values()
             .cloned()
             .collect();
+        let absorbed = match (wake, groups.as_slice()) {
+            (Wake::Count(n), [g]) if absorb => {
+                // Counted before the epoch moves: a waiter that parks
+                // later looks after the commit anyway (not quiet).
+                n.min(u32::try_from(g.parked.load(Ordering::SeqCst)).unwrap_or(u32::MAX))
+            }
+            _ => 0,
+        };
         for g in groups {
-            g.bump();
+            let epoch = g.bump();
+            if absorbed > 0 {
+                let mut tickets = g.tickets.lock().expect("tickets lock");
+                tickets.extend(std::iter::repeat_n(epoch, absorbed as usize));
+            }
             match wake {
                 Wake::All => g.notify.notify_waiters(),
                 Wake::Count(n) => {
@@ -221,6 +270,7 @@ impl Waiters {
                 }
             }
         }
+        absorbed
     }
 }
 
@@ -271,13 +321,42 @@ impl Signals {
     }
 
     /// Work was committed to `queue` by this process: wake its waiters now
-    /// and have the listener task tell the other processes.
+    /// and have the listener task tell the other processes what this
+    /// process cannot take on itself.
+    ///
+    /// Of a count, as many units as every group has parked waiters are
+    /// taken on locally and not announced (issue 10: each announced unit
+    /// wakes a waiter in every other process, and all but one find
+    /// nothing). Each such wake leaves a ticket; the woken waiter discharges
+    /// it, and if it found nothing (another process took the work, or its
+    /// filter excludes it) it announces one unit after all ([`Self::forward`]),
+    /// so a waiter elsewhere that could take the work is still woken.
     pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
-        self.waiters(queue).wake(wake);
+        // Only orchestrator work is absorbed: an orchestrator fetch that
+        // takes an instance says whether any other is ready, and its
+        // dispatcher is back within a turn; a worker may hold its slot for
+        // as long as an activity runs.
+        let absorbed = self
+            .waiters(queue)
+            .wake_absorbing(wake, queue == Queue::Orchestrator);
         let add = match wake {
             Wake::All => ALL_COUNT,
-            Wake::Count(n) => u64::from(n),
+            Wake::Count(n) => u64::from(n - absorbed),
         };
+        if add == 0 {
+            return;
+        }
+        self.announce(queue, add);
+    }
+
+    /// A woken waiter found nothing and discharged a ticket: tell the other
+    /// processes about the one unit this process had taken on.
+    fn forward(&self, queue: Queue) {
+        self.announce(queue, 1);
+    }
+
+    /// Adds `add` wakes (or [`ALL_COUNT`]) for the listener task to send.
+    fn announce(&self, queue: Queue, add: u64) {
         // Saturating: ALL_COUNT stays all.
         let _ = self
             .outgoing(queue)
@@ -392,6 +471,8 @@ where
         && signals.connected()
         && group.quiet(spec.fetcher_key);
     let mut looked = false;
+    // This attempt follows a wake by a commit or notification.
+    let mut woken = false;
     loop {
         let notified = group.notify.notified();
         tokio::pin!(notified);
@@ -405,6 +486,13 @@ where
             looked = true;
             attempt().await?
         };
+        if std::mem::take(&mut woken) && group.take_ticket(epoch) {
+            // The wake may have been one this process took on instead of
+            // the others: if it found nothing, they must look.
+            if matches!(polled, Polled::Empty { .. } | Polled::Skipped) {
+                signals.forward(spec.queue);
+            }
+        }
         match polled {
             Polled::ReadyLast {
                 value,
@@ -445,6 +533,9 @@ where
             return Ok(None);
         }
         took_due = false;
+        // Counted while parked below with the wake registered (`notified`
+        // was enabled before this attempt): a `notify_one` then reaches it.
+        let _parked = Parked::new(&group.parked);
         loop {
             let changed = group.due_changed.notified();
             tokio::pin!(changed);
@@ -460,6 +551,7 @@ where
             tokio::select! {
                 _ = &mut notified => {
                     (spec.on_wake)();
+                    woken = true;
                     break;
                 }
                 _ = &mut changed => continue,
@@ -486,6 +578,23 @@ where
                 }
             }
         }
+    }
+}
+
+/// Counts a parked waiter for as long as it lives (also when the waiting
+/// future is dropped).
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Parked(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -33,13 +33,28 @@ use std::time::{Duration, Instant};
 use util::{heading, Result};
 
 const SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "processes", "soak",
+    "floor",
+    "turns",
+    "stress",
+    "latency",
+    "history",
+    "idle",
+    "chaos",
+    "processes",
+    "soak",
     "scale",
 ];
 /// Sections run without `--only` (the soak takes 20 minutes, scale loads
 /// 1,000,000 instances: on request only).
 const DEFAULT_SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos", "processes",
+    "floor",
+    "turns",
+    "stress",
+    "latency",
+    "history",
+    "idle",
+    "chaos",
+    "processes",
 ];
 
 const USAGE: &str = "\

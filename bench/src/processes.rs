@@ -109,14 +109,18 @@ fn activities() -> ActivityRegistry {
 
 fn orchestrations() -> OrchestrationRegistry {
     OrchestrationRegistry::builder()
-        .register(ORCH, |ctx: OrchestrationContext, input: String| async move {
-            let a = ctx.schedule_activity(ACT, "a").await?;
-            let b = ctx.schedule_activity(ACT, "b").await?;
-            Ok(format!("{input}{a}{b}"))
-        })
-        .register(PING, |_ctx: OrchestrationContext, input: String| async move {
-            Ok(input)
-        })
+        .register(
+            ORCH,
+            |ctx: OrchestrationContext, input: String| async move {
+                let a = ctx.schedule_activity(ACT, "a").await?;
+                let b = ctx.schedule_activity(ACT, "b").await?;
+                Ok(format!("{input}{a}{b}"))
+            },
+        )
+        .register(
+            PING,
+            |_ctx: OrchestrationContext, input: String| async move { Ok(input) },
+        )
         .build()
 }
 
@@ -271,10 +275,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             );
         }
     }
-    if let (Some(Ok(a)), Some(Ok(b))) = (
-        one.map(|r| &r.saturating),
-        four.map(|r| &r.saturating),
-    ) {
+    if let (Some(Ok(a)), Some(Ok(b))) = (one.map(|r| &r.saturating), four.map(|r| &r.saturating)) {
         let x = b.rate / a.rate.max(1e-9);
         println!(
             "  target: saturating throughput with 4 processes >= 1.5 x one process: {:.0} vs {:.0} \
@@ -292,7 +293,10 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(err(format!("failed with {} process(es)", failed.join(", "))))
+        Err(err(format!(
+            "failed with {} process(es)",
+            failed.join(", ")
+        )))
     }
 }
 
@@ -404,7 +408,9 @@ async fn wait_ready(c: &mut Child) -> Result<()> {
         .await
         .map_err(|_| err("a child process did not start within 30 s"))??;
     if line.as_deref() != Some("ready") {
-        return Err(err(format!("a child process said {line:?} instead of ready")));
+        return Err(err(format!(
+            "a child process said {line:?} instead of ready"
+        )));
     }
     Ok(())
 }
