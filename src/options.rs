@@ -37,6 +37,7 @@ pub struct PostgresOptions {
     pub(crate) health_sample_interval: Option<Duration>,
     pub(crate) health_attempts: u32,
     pub(crate) retention: Option<RetentionPolicy>,
+    pub(crate) announce_all_wakes: bool,
 }
 
 impl Default for PostgresOptions {
@@ -55,6 +56,7 @@ impl Default for PostgresOptions {
             health_sample_interval: Some(Duration::from_secs(15)),
             health_attempts: 5,
             retention: None,
+            announce_all_wakes: false,
         }
     }
 }
@@ -118,6 +120,16 @@ impl PostgresOptions {
     /// return at once and the runtime's own poll interval applies.
     pub fn long_poll(mut self, enabled: bool) -> Self {
         self.long_poll = enabled;
+        self
+    }
+
+    /// Announce every orchestrator wake to the other processes, as builds
+    /// before issue 10 did, instead of taking on locally what this
+    /// process's idle fetches can absorb (`src/wakeups.rs`). For measuring
+    /// the difference (the benchmark's `processes` section); default off.
+    #[doc(hidden)]
+    pub fn announce_all_wakes(mut self, enabled: bool) -> Self {
+        self.announce_all_wakes = enabled;
         self
     }
 

@@ -286,9 +286,20 @@ pub(crate) struct Signals {
     outgoing_orchestrator: AtomicU64,
     outgoing_worker: AtomicU64,
     pub(crate) outgoing: Notify,
+    /// Off: every wake is announced to the other processes (none absorbed).
+    absorb: bool,
 }
 
 impl Signals {
+    /// Signals that absorb wakes locally where they can (see
+    /// [`Signals::committed`]) if `absorb`.
+    pub(crate) fn new(absorb: bool) -> Self {
+        Self {
+            absorb,
+            ..Self::default()
+        }
+    }
+
     fn waiters(&self, queue: Queue) -> &Waiters {
         match queue {
             Queue::Orchestrator => &self.orchestrator,
@@ -338,7 +349,7 @@ impl Signals {
         // as long as an activity runs.
         let absorbed = self
             .waiters(queue)
-            .wake_absorbing(wake, queue == Queue::Orchestrator);
+            .wake_absorbing(wake, self.absorb && queue == Queue::Orchestrator);
         let add = match wake {
             Wake::All => ALL_COUNT,
             Wake::Count(n) => u64::from(n - absorbed),

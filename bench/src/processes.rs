@@ -7,7 +7,10 @@
 //! items per orchestration) and `ProcPing` (one turn). The section process
 //! only starts orchestrations (a `Client` on its own provider) and watches.
 //!
-//! Per process count, three phases on a fresh schema:
+//! Per process count, each twice: the children announce every orchestrator
+//! wake to the other processes (`announce-all`, as before issue 10), or
+//! absorb locally what their idle fetches can take (`absorb`, the default);
+//! three phases on a fresh schema:
 //!
 //! * **low load**: starts at a fixed rate well below what one process can do;
 //! * **saturating**: a backlog started as fast as four client tasks can;
@@ -48,12 +51,21 @@ const DISPATCHERS: usize = 4;
 // The child process
 // ---------------------------------------------------------------------------
 
-/// `--processes-child URL SCHEMA NAME`: runs a runtime until stdin closes.
+/// `--processes-child URL SCHEMA NAME WAKES`: runs a runtime until stdin
+/// closes; WAKES is `absorb` (the provider's default) or `announce-all`.
 pub fn child_main() -> ! {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let [url, schema, name] = args.as_slice() else {
-        eprintln!("usage: {CHILD_FLAG} URL SCHEMA NAME");
+    let [url, schema, name, wakes] = args.as_slice() else {
+        eprintln!("usage: {CHILD_FLAG} URL SCHEMA NAME absorb|announce-all");
         std::process::exit(2);
+    };
+    let announce_all = match wakes.as_str() {
+        "absorb" => false,
+        "announce-all" => true,
+        other => {
+            eprintln!("child {name}: unknown wake mode {other:?}");
+            std::process::exit(2);
+        }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,7 +80,8 @@ pub fn child_main() -> ! {
     let code = rt.block_on(async {
         let options = PostgresOptions::new()
             .schema(schema)
-            .application_name(format!("{APP_PREFIX}{name}"));
+            .application_name(format!("{APP_PREFIX}{name}"))
+            .announce_all_wakes(announce_all);
         let store = match PostgresProvider::connect(url, options).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -155,6 +168,7 @@ struct Phase {
 
 struct Run {
     processes: usize,
+    wakes: &'static str,
     low: Result<Phase>,
     saturating: Result<Phase>,
     ping: Result<Samples>,
@@ -175,15 +189,23 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     if !ctx.admin.pgss() {
         println!("  (pg_stat_statements unavailable: statement and fetch counts skipped)");
     }
+    println!(
+        "  wakes: announce-all = every orchestrator wake announced to the other processes (as \
+         before issue 10); absorb = what this process's idle fetches can take is not announced \
+         (the default); same run, alternating"
+    );
     let mut runs = Vec::new();
     for processes in [1usize, 2, 4] {
-        crate::settle(ctx, "processes").await;
-        runs.push(run_one(ctx, processes, low_rate, low_secs, backlog, pings).await?);
+        for wakes in ["announce-all", "absorb"] {
+            crate::settle(ctx, "processes").await;
+            runs.push(run_one(ctx, processes, wakes, low_rate, low_secs, backlog, pings).await?);
+        }
     }
 
     let mut table = Table::new(
         &[
             "processes",
+            "wakes",
             "load",
             "done",
             "orch/s",
@@ -196,7 +218,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             "conns (max per process)",
             "cpu busy/server/runtimes",
         ],
-        2,
+        3,
     );
     let f2 = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
     for r in &runs {
@@ -204,6 +226,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             match phase {
                 Ok(p) => table.row(vec![
                     r.processes.to_string(),
+                    r.wakes.to_string(),
                     load.to_string(),
                     format!("{}/{}", p.completed, p.started),
                     fmt_num(p.rate),
@@ -223,6 +246,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                 ]),
                 Err(e) => table.row(vec![
                     r.processes.to_string(),
+                    r.wakes.to_string(),
                     load.to_string(),
                     format!("failed: {e}"),
                 ]),
@@ -239,20 +263,28 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     for r in &runs {
         match &r.ping {
             Ok(s) => println!(
-                "  idle pickup, {} process(es): one-turn start to completion p50 {}, max {} \
+                "  idle pickup, {} process(es), {}: one-turn start to completion p50 {}, max {} \
                  ({} samples)",
                 r.processes,
+                r.wakes,
                 fmt_ms(s.p50()),
                 fmt_ms(s.max()),
                 s.len()
             ),
-            Err(e) => println!("  idle pickup, {} process(es): failed: {e}", r.processes),
+            Err(e) => println!(
+                "  idle pickup, {} process(es), {}: failed: {e}",
+                r.processes, r.wakes
+            ),
         }
     }
 
     // Targets (issue 10).
-    let four = runs.iter().find(|r| r.processes == 4);
-    let one = runs.iter().find(|r| r.processes == 1);
+    let four = runs
+        .iter()
+        .find(|r| r.processes == 4 && r.wakes == "absorb");
+    let one = runs
+        .iter()
+        .find(|r| r.processes == 1 && r.wakes == "absorb");
     if let Some(four) = four {
         for (load, phase) in [("low", &four.low), ("saturating", &four.saturating)] {
             if let Ok(p) = phase {
@@ -300,15 +332,17 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     ctx: &Ctx,
     processes: usize,
+    wakes: &'static str,
     low_rate: usize,
     low_secs: u64,
     backlog: usize,
     pings: usize,
 ) -> Result<Run> {
-    let schema = crate::pg::schema_name(&format!("procs{processes}"));
+    let schema = crate::pg::schema_name(&format!("procs{processes}_{}", &wakes[..2]));
     ctx.admin.track_schema(&schema);
     // Migrates the schema before the children connect.
     let store = Arc::new(
@@ -329,7 +363,12 @@ async fn run_one(
 
     let mut children = Vec::new();
     for i in 0..processes {
-        children.push(spawn_child(&ctx.url, &schema, &format!("{processes}x{i}"))?);
+        children.push(spawn_child(
+            &ctx.url,
+            &schema,
+            &format!("{processes}x{i}"),
+            wakes,
+        )?);
     }
     for c in &mut children {
         wait_ready(c).await?;
@@ -378,16 +417,17 @@ async fn run_one(
     ctx.admin.drop_schema(&schema).await;
     Ok(Run {
         processes,
+        wakes,
         low,
         saturating,
         ping,
     })
 }
 
-fn spawn_child(url: &str, schema: &str, name: &str) -> Result<Child> {
+fn spawn_child(url: &str, schema: &str, name: &str, wakes: &str) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let proc = tokio::process::Command::new(exe)
-        .args([CHILD_FLAG, url, schema, name])
+        .args([CHILD_FLAG, url, schema, name, wakes])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())

@@ -184,7 +184,7 @@ impl PostgresProvider {
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
 
-        let signals = Arc::new(Signals::default());
+        let signals = Arc::new(Signals::new(!options.announce_all_wakes));
         let listener = options.long_poll.then(|| {
             notifier::start(
                 config,
