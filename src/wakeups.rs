@@ -30,6 +30,18 @@
 //! (by hand, without a notification) is therefore found at the latest when
 //! a waiting fetch's poll timeout ends.
 //!
+//! **Across processes** (issue 10, decision 0009): every announced unit
+//! wakes a waiter in every other process, and all but one of them find
+//! nothing. So a process does not announce orchestrator work that its own
+//! parked fetches can absorb (one group of waiters, that many parked): each
+//! such wake leaves a ticket, and a fetch that looks after the commit and
+//! finds nothing it may take announces one unit after all; one that claims
+//! the only ready instance settles them; one that claims an instance while
+//! others are ready leaves them to its next look, one turn later. So a
+//! waiter elsewhere that could take the work is still woken when this
+//! process cannot take it (its filter excludes it). Worker work is always
+//! announced (an activity can hold a worker slot for hours).
+//!
 //! Waiters are grouped by what they may take (the fetch's filter): a wake
 //! goes to every group, so a waiter whose filter excludes the work never
 //! stands between the work and a waiter that could take it. A waiter is
@@ -125,9 +137,7 @@ struct Group {
     parked: AtomicUsize,
     /// Wakes this process took on itself instead of telling the other
     /// processes (see [`Signals::committed`]), by the epoch of their commit;
-    /// a woken waiter whose attempt started at or after that epoch
-    /// discharges one, and passes it on to the other processes if it found
-    /// nothing.
+    /// settled by attempts that started at or after it ([`settle_tickets`]).
     tickets: Mutex<Vec<u64>>,
 }
 
@@ -189,18 +199,13 @@ impl Group {
         }
     }
 
-    /// Discharges the oldest ticket of a commit no later than `epoch` (an
-    /// attempt that started at `epoch` saw that commit); whether there was
-    /// one.
-    fn take_ticket(&self, epoch: u64) -> bool {
+    /// Discharges every ticket of a commit no later than `epoch` (an
+    /// attempt that started at `epoch` saw those commits); how many.
+    fn discharge_tickets(&self, epoch: u64) -> usize {
         let mut tickets = self.tickets.lock().expect("tickets lock");
-        let oldest = tickets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t <= epoch)
-            .min_by_key(|(_, t)| **t)
-            .map(|(i, _)| i);
-        oldest.map(|i| tickets.swap_remove(i)).is_some()
+        let before = tickets.len();
+        tickets.retain(|t| *t > epoch);
+        before - tickets.len()
     }
 
     /// Takes the due time if it has come (one waiter of the group does).
@@ -338,10 +343,11 @@ impl Signals {
     /// Of a count, as many units as every group has parked waiters are
     /// taken on locally and not announced (issue 10: each announced unit
     /// wakes a waiter in every other process, and all but one find
-    /// nothing). Each such wake leaves a ticket; the woken waiter discharges
-    /// it, and if it found nothing (another process took the work, or its
-    /// filter excludes it) it announces one unit after all ([`Self::forward`]),
-    /// so a waiter elsewhere that could take the work is still woken.
+    /// nothing). Each such wake leaves a ticket; a fetch that looks after
+    /// the commit and finds nothing it may take (another process took the
+    /// work, or its filter excludes it) announces one unit after all
+    /// ([`Self::forward`]), so a waiter elsewhere that could take the work
+    /// is still woken ([`settle_tickets`]).
     pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
         // Only orchestrator work is absorbed: an orchestrator fetch that
         // takes an instance says whether any other is ready, and its
@@ -360,7 +366,7 @@ impl Signals {
         self.announce(queue, add);
     }
 
-    /// A woken waiter found nothing and discharged a ticket: tell the other
+    /// A fetch found nothing and discharged a ticket: tell the other
     /// processes about the one unit this process had taken on.
     fn forward(&self, queue: Queue) {
         self.announce(queue, 1);
@@ -482,8 +488,6 @@ where
         && signals.connected()
         && group.quiet(spec.fetcher_key);
     let mut looked = false;
-    // This attempt follows a wake by a commit or notification.
-    let mut woken = false;
     loop {
         let notified = group.notify.notified();
         tokio::pin!(notified);
@@ -495,15 +499,10 @@ where
             }
         } else {
             looked = true;
-            attempt().await?
+            let polled = attempt().await?;
+            settle_tickets(signals, &group, spec.queue, epoch, &polled);
+            polled
         };
-        if std::mem::take(&mut woken) && group.take_ticket(epoch) {
-            // The wake may have been one this process took on instead of
-            // the others: if it found nothing, they must look.
-            if matches!(polled, Polled::Empty { .. } | Polled::Skipped) {
-                signals.forward(spec.queue);
-            }
-        }
         match polled {
             Polled::ReadyLast {
                 value,
@@ -534,7 +533,10 @@ where
         }
         if !spec.long_poll || Instant::now() >= deadline {
             if !looked {
-                match attempt().await? {
+                let epoch = group.epoch();
+                let polled = attempt().await?;
+                settle_tickets(signals, &group, spec.queue, epoch, &polled);
+                match polled {
                     Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                         return Ok(Some(value))
                     }
@@ -562,7 +564,6 @@ where
             tokio::select! {
                 _ = &mut notified => {
                     (spec.on_wake)();
-                    woken = true;
                     break;
                 }
                 _ = &mut changed => continue,
@@ -570,7 +571,10 @@ where
                     if Instant::now() >= deadline {
                         if !looked {
                             // Look once before reporting nothing.
-                            return match attempt().await? {
+                            let epoch = group.epoch();
+                            let polled = attempt().await?;
+                            settle_tickets(signals, &group, spec.queue, epoch, &polled);
+                            return match polled {
                                 Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                                     Ok(Some(value))
                                 }
@@ -589,6 +593,42 @@ where
                 }
             }
         }
+    }
+}
+
+/// What an attempt that started at `epoch` did for the tickets of its
+/// group (wakes this process took on instead of announcing them; see
+/// [`Signals::committed`]). It saw every commit up to `epoch`, so:
+///
+/// * it claimed the only ready instance (`ReadyLast`: no other instance has
+///   a ready message, leased or not): every ticket up to `epoch` is settled;
+/// * it found nothing it may take (`Empty`, `Skipped`): the work of those
+///   tickets was taken, or this group's filter excludes it; they are
+///   settled and one wake goes to the other processes after all (a waiter
+///   there that takes such work and sees more ready comes back for it);
+/// * it claimed an instance while others have ready messages (`Ready`):
+///   nothing is settled. The group cannot be quiet while a ticket is left
+///   (only an attempt that started at the current epoch and found nothing
+///   or the only ready instance marks it quiet, and that attempt settles
+///   every ticket), so the fetch's dispatcher, back within a turn, looks
+///   again.
+fn settle_tickets<T>(
+    signals: &Signals,
+    group: &Group,
+    queue: Queue,
+    epoch: u64,
+    polled: &Polled<T>,
+) {
+    match polled {
+        Polled::ReadyLast { .. } => {
+            group.discharge_tickets(epoch);
+        }
+        Polled::Empty { .. } | Polled::Skipped => {
+            if group.discharge_tickets(epoch) > 0 {
+                signals.forward(queue);
+            }
+        }
+        Polled::Ready(_) => {}
     }
 }
 
