@@ -982,11 +982,13 @@ async fn g_four_processes_on_one_store_one_sigkilled() {
             .expect("connect"),
     );
     install_turn_ledger(&db, &schema).await;
-    workload::start_missing(&Client::new(store.clone()), &roots)
-        .await
-        .expect("start the roots");
-    let names = ["p1", "p2", "p3", "p4"];
-    let logs = names.map(|n| std::env::temp_dir().join(format!("{schema}-{n}.log")));
+    let names = ["p1", "p2", "p3", "p4"].map(|n| format!("{schema}-{n}"));
+    let apps = names
+        .clone()
+        .map(|n| format!("duroxide-postgres-workload-{n}"));
+    let logs = names
+        .clone()
+        .map(|n| std::env::temp_dir().join(format!("{n}.log")));
     let mut children: Vec<tokio::process::Child> = names
         .iter()
         .zip(&logs)
@@ -997,13 +999,35 @@ async fn g_four_processes_on_one_store_one_sigkilled() {
                 .expect("spawn duroxide-postgres-workload")
         })
         .collect();
+    // Start the roots once all four are connected, so that all compete.
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let connected: i64 = db
+            .query_one(
+                "SELECT count(DISTINCT application_name) FROM pg_stat_activity \
+                 WHERE application_name = ANY($1)",
+                &[&apps.to_vec()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if connected == 4 {
+            break;
+        }
+        assert!(Instant::now() < limit, "the four processes never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workload::start_missing(&Client::new(store.clone()), &roots)
+        .await
+        .expect("start the roots");
 
     // Kill the second once it committed turns and a quarter of the
     // activities ran (or 3 s after it committed its first turn).
-    let victim = "duroxide-postgres-workload-p2";
-    let turns_of = |app: &'static str| {
+    let victim = apps[1].as_str();
+    let turns_of = |app: &str| {
         let db = &db;
         let schema = &schema;
+        let app = app.to_string();
         async move {
             db.query_one(
                 &format!("SELECT count(*) FROM \"{schema}\".turn_ledger WHERE app = $1"),
