@@ -469,15 +469,24 @@ impl SideTable {
             .build()
             .map_err(|e| format!("side table connection: {e}"))?;
         let q = format!("\"{schema}\"");
+        // Several processes may start at once: CREATE TABLE IF NOT EXISTS
+        // is not safe against a concurrent one (duplicate pg_type row), so
+        // creators take turns under a transaction-scoped advisory lock.
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {q}.workload_activity_runs (instance_id text NOT NULL, \
-             activity text NOT NULL, run_at timestamptz NOT NULL DEFAULT now())"
+            "BEGIN; \
+             SELECT pg_advisory_xact_lock(hashtext('{schema}.workload_activity_runs')); \
+             CREATE TABLE IF NOT EXISTS {q}.workload_activity_runs (instance_id text NOT NULL, \
+             activity text NOT NULL, run_at timestamptz NOT NULL DEFAULT now()); \
+             COMMIT"
         );
         let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .batch_execute(&ddl)
-            .await
-            .map_err(|e| format!("cannot create {q}.workload_activity_runs: {e}"))?;
+        client.batch_execute(&ddl).await.map_err(|e| {
+            let cause = match e.as_db_error() {
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            };
+            format!("cannot create {q}.workload_activity_runs: {cause}")
+        })?;
         Ok(SideTable { pool, q })
     }
 
