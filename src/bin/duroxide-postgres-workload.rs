@@ -471,10 +471,11 @@ impl SideTable {
         let q = format!("\"{schema}\"");
         // Several processes may start at once: CREATE TABLE IF NOT EXISTS
         // is not safe against a concurrent one (duplicate pg_type row), so
-        // creators take turns under a transaction-scoped advisory lock.
+        // creators take turns under a transaction-scoped advisory lock (one
+        // for all schemas: it is held only while the table is created).
         let ddl = format!(
             "BEGIN; \
-             SELECT pg_advisory_xact_lock(hashtext('{schema}.workload_activity_runs')); \
+             SELECT pg_advisory_xact_lock(hashtext('duroxide-postgres-workload side table')); \
              CREATE TABLE IF NOT EXISTS {q}.workload_activity_runs (instance_id text NOT NULL, \
              activity text NOT NULL, run_at timestamptz NOT NULL DEFAULT now()); \
              COMMIT"
