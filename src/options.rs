@@ -47,6 +47,7 @@ pub struct PostgresOptions {
     pub(crate) credential_retry_budget: Duration,
     pub(crate) transaction_pooler: bool,
     pub(crate) listen_url: Option<String>,
+    pub(crate) announce_all_wakes: bool,
 }
 
 impl Default for PostgresOptions {
@@ -69,6 +70,7 @@ impl Default for PostgresOptions {
             credential_retry_budget: Duration::from_secs(30),
             transaction_pooler: false,
             listen_url: None,
+            announce_all_wakes: false,
         }
     }
 }
@@ -192,6 +194,16 @@ impl PostgresOptions {
     /// applies.
     pub fn long_poll(mut self, enabled: bool) -> Self {
         self.long_poll = enabled;
+        self
+    }
+
+    /// Announce every orchestrator wake to the other processes, as builds
+    /// before issue 10 did, instead of taking on locally what this
+    /// process's idle fetches can absorb (`src/wakeups.rs`). For measuring
+    /// the difference (the benchmark's `processes` section); default off.
+    #[doc(hidden)]
+    pub fn announce_all_wakes(mut self, enabled: bool) -> Self {
+        self.announce_all_wakes = enabled;
         self
     }
 

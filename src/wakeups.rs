@@ -36,6 +36,18 @@
 //! (by hand, without a notification) is therefore found at the latest when
 //! a waiting fetch's poll timeout ends.
 //!
+//! **Across processes** (issue 10, decision 0009): every announced unit
+//! wakes a waiter in every other process, and all but one of them find
+//! nothing. So a process does not announce orchestrator work that its own
+//! parked fetches can absorb (one group of waiters, that many parked): each
+//! such wake leaves a ticket, and a fetch that looks after the commit and
+//! finds nothing it may take announces one unit after all; one that claims
+//! the only ready instance settles them; one that claims an instance while
+//! others are ready leaves them to its next look, one turn later. So a
+//! waiter elsewhere that could take the work is still woken when this
+//! process cannot take it (its filter excludes it). Worker work is always
+//! announced (an activity can hold a worker slot for hours).
+//!
 //! Waiters are grouped by what they may take (the fetch's filter): a wake
 //! goes to every group, so a waiter whose filter excludes the work never
 //! stands between the work and a waiter that could take it. A waiter is
@@ -46,7 +58,7 @@
 
 use duroxide::providers::ProviderError;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -132,6 +144,13 @@ struct Group {
     quiet_at: Mutex<HashMap<String, u64>>,
     /// Without a listener: the next wait between looks.
     backoff: Mutex<Duration>,
+    /// Waiters parked in `poll`'s wait with their wake registered: each of
+    /// them is woken by one `notify_one` and then looks.
+    parked: AtomicUsize,
+    /// Wakes this process took on itself instead of telling the other
+    /// processes (see [`Signals::committed`]), by the epoch of their commit;
+    /// settled by attempts that started at or after it ([`settle_tickets`]).
+    tickets: Mutex<Vec<u64>>,
 }
 
 impl Default for Group {
@@ -143,6 +162,8 @@ impl Default for Group {
             epoch: AtomicU64::new(0),
             quiet_at: Mutex::new(HashMap::new()),
             backoff: Mutex::new(BACKOFF_MIN),
+            parked: AtomicUsize::new(0),
+            tickets: Mutex::new(Vec::new()),
         }
     }
 }
@@ -152,8 +173,9 @@ impl Group {
         self.epoch.load(Ordering::Acquire)
     }
 
-    fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Advances the epoch; returns the new one.
+    fn bump(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// An attempt of `fetcher` that started at `epoch` found nothing.
@@ -204,6 +226,15 @@ impl Group {
         }
     }
 
+    /// Discharges every ticket of a commit no later than `epoch` (an
+    /// attempt that started at `epoch` saw those commits); how many.
+    fn discharge_tickets(&self, epoch: u64) -> usize {
+        let mut tickets = self.tickets.lock().expect("tickets lock");
+        let before = tickets.len();
+        tickets.retain(|t| *t > epoch);
+        before - tickets.len()
+    }
+
     /// Takes the due time if it has come (one waiter of the group does).
     fn take_due(&self) -> bool {
         let mut due = self.due.lock().expect("due lock");
@@ -230,6 +261,17 @@ impl Waiters {
     }
 
     fn wake(&self, wake: Wake) {
+        self.wake_absorbing(wake, false);
+    }
+
+    /// Wakes as [`Waiters::wake`] does. With `absorb`, and one group of
+    /// waiters, also returns how many of a count the group has parked
+    /// waiters for (otherwise 0): each of those waiters looks after this
+    /// commit (it is woken, or was woken already and looks again), so
+    /// other processes need not be told; the group gets that many tickets.
+    /// With several groups nothing is absorbed: a group whose filter
+    /// excludes the work could stand for one that can take it.
+    fn wake_absorbing(&self, wake: Wake, absorb: bool) -> u32 {
         let groups: Vec<Arc<Group>> = self
             .groups
             .lock()
@@ -237,8 +279,20 @@ impl Waiters {
             .values()
             .cloned()
             .collect();
+        let absorbed = match (wake, groups.as_slice()) {
+            (Wake::Count(n), [g]) if absorb => {
+                // Counted before the epoch moves: a waiter that parks
+                // later looks after the commit anyway (not quiet).
+                n.min(u32::try_from(g.parked.load(Ordering::SeqCst)).unwrap_or(u32::MAX))
+            }
+            _ => 0,
+        };
         for g in groups {
-            g.bump();
+            let epoch = g.bump();
+            if absorbed > 0 {
+                let mut tickets = g.tickets.lock().expect("tickets lock");
+                tickets.extend(std::iter::repeat_n(epoch, absorbed as usize));
+            }
             match wake {
                 Wake::All => g.notify.notify_waiters(),
                 Wake::Count(n) => {
@@ -248,6 +302,7 @@ impl Waiters {
                 }
             }
         }
+        absorbed
     }
 }
 
@@ -263,9 +318,20 @@ pub(crate) struct Signals {
     outgoing_orchestrator: AtomicU64,
     outgoing_worker: AtomicU64,
     pub(crate) outgoing: Notify,
+    /// Off: every wake is announced to the other processes (none absorbed).
+    absorb: bool,
 }
 
 impl Signals {
+    /// Signals that absorb wakes locally where they can (see
+    /// [`Signals::committed`]) if `absorb`.
+    pub(crate) fn new(absorb: bool) -> Self {
+        Self {
+            absorb,
+            ..Self::default()
+        }
+    }
+
     fn waiters(&self, queue: Queue) -> &Waiters {
         match queue {
             Queue::Orchestrator => &self.orchestrator,
@@ -298,13 +364,43 @@ impl Signals {
     }
 
     /// Work was committed to `queue` by this process: wake its waiters now
-    /// and have the listener (or relay) task tell the other processes.
+    /// and have the listener (or relay) task tell the other processes what
+    /// this process cannot take on itself.
+    ///
+    /// Of a count, as many units as every group has parked waiters are
+    /// taken on locally and not announced (issue 10: each announced unit
+    /// wakes a waiter in every other process, and all but one find
+    /// nothing). Each such wake leaves a ticket; a fetch that looks after
+    /// the commit and finds nothing it may take (another process took the
+    /// work, or its filter excludes it) announces one unit after all
+    /// ([`Self::forward`]), so a waiter elsewhere that could take the work
+    /// is still woken ([`settle_tickets`]).
     pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
-        self.waiters(queue).wake(wake);
+        // Only orchestrator work is absorbed: an orchestrator fetch that
+        // takes an instance says whether any other is ready, and its
+        // dispatcher is back within a turn; a worker may hold its slot for
+        // as long as an activity runs.
+        let absorbed = self
+            .waiters(queue)
+            .wake_absorbing(wake, self.absorb && queue == Queue::Orchestrator);
         let add = match wake {
             Wake::All => ALL_COUNT,
-            Wake::Count(n) => u64::from(n),
+            Wake::Count(n) => u64::from(n - absorbed),
         };
+        if add == 0 {
+            return;
+        }
+        self.announce(queue, add);
+    }
+
+    /// A fetch found nothing and discharged a ticket: tell the other
+    /// processes about the one unit this process had taken on.
+    fn forward(&self, queue: Queue) {
+        self.announce(queue, 1);
+    }
+
+    /// Adds `add` wakes (or [`ALL_COUNT`]) for the listener task to send.
+    fn announce(&self, queue: Queue, add: u64) {
         // Saturating: ALL_COUNT stays all.
         let _ = self
             .outgoing(queue)
@@ -432,7 +528,9 @@ where
             }
         } else {
             looked = true;
-            attempt().await?
+            let polled = attempt().await?;
+            settle_tickets(signals, &group, spec.queue, epoch, &polled);
+            polled
         };
         match polled {
             Polled::ReadyLast {
@@ -470,7 +568,10 @@ where
         }
         if !spec.long_poll || Instant::now() >= deadline {
             if !looked {
-                match attempt().await? {
+                let epoch = group.epoch();
+                let polled = attempt().await?;
+                settle_tickets(signals, &group, spec.queue, epoch, &polled);
+                match polled {
                     Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                         return Ok(Some(value))
                     }
@@ -481,6 +582,9 @@ where
         }
         took_due = false;
         let look_at = spec.backoff.then(|| Instant::now() + group.next_backoff());
+        // Counted while parked below with the wake registered (`notified`
+        // was enabled before this attempt): a `notify_one` then reaches it.
+        let _parked = Parked::new(&group.parked);
         loop {
             let changed = group.due_changed.notified();
             tokio::pin!(changed);
@@ -506,7 +610,10 @@ where
                     if Instant::now() >= deadline {
                         if !looked {
                             // Look once before reporting nothing.
-                            return match attempt().await? {
+                            let epoch = group.epoch();
+                            let polled = attempt().await?;
+                            settle_tickets(signals, &group, spec.queue, epoch, &polled);
+                            return match polled {
                                 Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                                     Ok(Some(value))
                                 }
@@ -525,6 +632,59 @@ where
                 }
             }
         }
+    }
+}
+
+/// What an attempt that started at `epoch` did for the tickets of its
+/// group (wakes this process took on instead of announcing them; see
+/// [`Signals::committed`]). It saw every commit up to `epoch`, so:
+///
+/// * it claimed the only ready instance (`ReadyLast`: no other instance has
+///   a ready message, leased or not): every ticket up to `epoch` is settled;
+/// * it found nothing it may take (`Empty`, `Skipped`): the work of those
+///   tickets was taken, or this group's filter excludes it; they are
+///   settled and one wake goes to the other processes after all (a waiter
+///   there that takes such work and sees more ready comes back for it);
+/// * it claimed an instance while others have ready messages (`Ready`):
+///   nothing is settled. The group cannot be quiet while a ticket is left
+///   (only an attempt that started at the current epoch and found nothing
+///   or the only ready instance marks it quiet, and that attempt settles
+///   every ticket), so the fetch's dispatcher, back within a turn, looks
+///   again.
+fn settle_tickets<T>(
+    signals: &Signals,
+    group: &Group,
+    queue: Queue,
+    epoch: u64,
+    polled: &Polled<T>,
+) {
+    match polled {
+        Polled::ReadyLast { .. } => {
+            group.discharge_tickets(epoch);
+        }
+        Polled::Empty { .. } | Polled::Skipped => {
+            if group.discharge_tickets(epoch) > 0 {
+                signals.forward(queue);
+            }
+        }
+        Polled::Ready(_) => {}
+    }
+}
+
+/// Counts a parked waiter for as long as it lives (also when the waiting
+/// future is dropped).
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Parked(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -179,3 +179,99 @@ async fn a_fetch_that_did_not_look_looks_before_reporting_nothing() {
         "it waited first: nothing had woken it"
     );
 }
+
+/// Two processes on one store (two providers, each with its listener). A
+/// commits orchestrator work while its one idle fetch waits; A takes that
+/// wake on itself instead of announcing it (issue 10), but its fetch's
+/// version filter excludes the instance. That fetch finds nothing and must
+/// pass the wake on, so B's waiting fetch, which may take the instance, is
+/// woken at once instead of at its 30 s deadline. (Without the pass-on, B
+/// waited out its poll: this test failed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wake_one_process_took_on_reaches_another_when_it_cannot_take_the_work() {
+    use common::items::{activity, completed, first_turn_metadata, started_event};
+    use duroxide::providers::{DispatcherCapabilityFilter, SemverRange, TagFilter};
+    let (a, _schemas) = common::provider("wake_pass", PostgresOptions::new()).await;
+    let b = PostgresProvider::connect(
+        &common::server::database_url(),
+        PostgresOptions::new().schema(a.schema()),
+    )
+    .await
+    .unwrap();
+    let setup = producer_for(&a).await;
+    let version = |s: &str| semver::Version::parse(s).unwrap();
+    let range = |max: &str| DispatcherCapabilityFilter {
+        supported_duroxide_versions: vec![SemverRange::new(version("0.0.0"), version(max))],
+    };
+
+    // An instance pinned to 2.0.0 with one activity scheduled.
+    setup
+        .enqueue_for_orchestrator(start("pinned", ""), None)
+        .await
+        .unwrap();
+    let (_, token, _) = setup
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the start");
+    let mut metadata = first_turn_metadata();
+    metadata.pinned_duroxide_version = Some(version("2.0.0"));
+    setup
+        .ack_orchestration_item(
+            &token,
+            1,
+            vec![started_event("pinned", "")],
+            vec![activity("pinned", 2, "in", None)],
+            vec![],
+            metadata,
+            vec![],
+        )
+        .await
+        .unwrap();
+    settle().await;
+
+    // A waits with a filter up to 1.0.0, B with one up to 3.0.0.
+    let (old, new) = (range("1.0.0"), range("3.0.0"));
+    let a = std::sync::Arc::new(a);
+    let a_waits = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.fetch_orchestration_item(LOCK, Duration::from_secs(30), Some(&old))
+                .await
+                .unwrap()
+        })
+    };
+    let b_waits = tokio::spawn(async move {
+        let began = Instant::now();
+        let got = b
+            .fetch_orchestration_item(LOCK, Duration::from_secs(30), Some(&new))
+            .await
+            .unwrap();
+        (got, began.elapsed())
+    });
+    // Both have looked and are waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A runs the activity: its ack commits the completion (one ready
+    // instance), which A's waiting fetch cannot take.
+    let (_, wtoken, _) = a
+        .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+        .await
+        .unwrap()
+        .expect("the activity");
+    a.ack_work_item(&wtoken, Some(completed("pinned", 2, "out")))
+        .await
+        .unwrap();
+
+    let (got, waited) = tokio::time::timeout(Duration::from_secs(20), b_waits)
+        .await
+        .expect("B's fetch was not woken: it waited out its poll")
+        .unwrap();
+    let (item, _, _) = got.expect("B takes the completion");
+    assert_eq!(item.instance, "pinned");
+    assert!(
+        waited < Duration::from_secs(10),
+        "B was woken only after {waited:?}"
+    );
+    a_waits.abort();
+}

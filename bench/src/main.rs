@@ -21,6 +21,7 @@ mod latency;
 mod logcap;
 mod pg;
 mod pgbouncer;
+mod processes;
 mod scale;
 mod soak;
 mod stores;
@@ -40,6 +41,7 @@ const SECTIONS: &[&str] = &[
     "history",
     "idle",
     "chaos",
+    "processes",
     "soak",
     "scale",
     "pgbouncer",
@@ -48,7 +50,14 @@ const SECTIONS: &[&str] = &[
 /// 1,000,000 instances, pgbouncer needs PgBouncer installed: on request
 /// only).
 const DEFAULT_SECTIONS: &[&str] = &[
-    "floor", "turns", "stress", "latency", "history", "idle", "chaos",
+    "floor",
+    "turns",
+    "stress",
+    "latency",
+    "history",
+    "idle",
+    "chaos",
+    "processes",
 ];
 
 const USAGE: &str = "\
@@ -63,8 +72,10 @@ OPTIONS:
     --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
                         floor, turns, stress, latency, history, idle, chaos,
-                        soak, scale, pgbouncer (default: all but soak, scale
-                        and pgbouncer, which needs /usr/sbin/pgbouncer; chaos
+                        processes, soak, scale, pgbouncer (default: all but
+                        soak, scale and pgbouncer, which needs
+                        /usr/sbin/pgbouncer; processes runs 1, 2 and 4 OS
+                        processes of this binary on one store; chaos
                         restarts a private server of its own, never
                         DATABASE_URL's)
                         (the PostgreSQL floor is always measured: it is the
@@ -159,6 +170,10 @@ fn parse_only(list: &str) -> std::result::Result<Vec<String>, String> {
 }
 
 fn main() {
+    // A runtime process of the `processes` section.
+    if std::env::args().nth(1).as_deref() == Some(processes::CHILD_FLAG) {
+        processes::child_main();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
@@ -271,6 +286,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "history" => history::run(&c).await,
                 "idle" => idle::run(&c).await,
                 "chaos" => chaos::run(&c).await,
+                "processes" => processes::run(&c).await,
                 "soak" => soak::run(&c).await,
                 "scale" => scale::run(&c).await,
                 "pgbouncer" => pgbouncer::run(&c).await,

@@ -4,6 +4,7 @@
 //! ```text
 //! duroxide-postgres-workload --schema S --url URL --orchestrations N
 //!                            [--prefix P] [--start] [--run-for-secs T]
+//!                            [--name NAME]
 //! ```
 //!
 //! What it is for: smoke- and soak-testing a deployment (does a real runtime
@@ -36,6 +37,10 @@
 //! (`workload schema=… completed=C …`), and exits 0 if all N completed with
 //! the expected output, 1 otherwise, 2 on bad usage.
 //!
+//! `--name NAME` appends `-NAME` to the provider's `application_name`
+//! (`duroxide-postgres-workload-NAME`), so that several processes on one
+//! store can be told apart in `pg_stat_activity` and by triggers.
+//!
 //! The side table is written over its own small connection pool; its TLS
 //! follows `sslmode` `disable`, `prefer` or `require` (certificate not
 //! verified; the `verify-*` modes are not supported for this connection).
@@ -54,7 +59,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 const USAGE: &str = "usage: duroxide-postgres-workload --schema S --url URL --orchestrations N \
-                     [--prefix P] [--start] [--run-for-secs T]";
+                     [--prefix P] [--start] [--run-for-secs T] [--name NAME]";
 
 /// The root orchestration.
 pub const ORCHESTRATION: &str = "Workload";
@@ -98,9 +103,13 @@ async fn main() -> ExitCode {
 /// Runs the workload; `Ok(true)` if all N completed with the expected output.
 async fn run(args: &Args) -> Result<bool, String> {
     let began = Instant::now();
+    let application_name = match &args.name {
+        Some(name) => format!("{APPLICATION_NAME}-{name}"),
+        None => APPLICATION_NAME.to_string(),
+    };
     let options = PostgresOptions::new()
         .schema(&args.schema)
-        .application_name(APPLICATION_NAME);
+        .application_name(&application_name);
     let store = Arc::new(
         PostgresProvider::connect(&args.url, options)
             .await
@@ -149,12 +158,14 @@ struct Args {
     prefix: String,
     start: bool,
     run_for: Option<Duration>,
+    name: Option<String>,
 }
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         let (mut schema, mut url, mut orchestrations) = (None, None, None);
         let (mut prefix, mut start, mut run_for) = ("workload".to_string(), false, None);
+        let mut name = None;
         while let Some(flag) = args.next() {
             if flag == "--start" {
                 start = true;
@@ -172,6 +183,7 @@ impl Args {
                 "--orchestrations" => orchestrations = Some(number()? as usize),
                 "--prefix" => prefix = value.clone(),
                 "--run-for-secs" => run_for = Some(Duration::from_secs(number()?)),
+                "--name" => name = Some(value.clone()),
                 _ => return Err(format!("unknown argument {flag}")),
             }
         }
@@ -182,6 +194,7 @@ impl Args {
             prefix,
             start,
             run_for,
+            name,
         })
     }
 }
@@ -456,15 +469,25 @@ impl SideTable {
             .build()
             .map_err(|e| format!("side table connection: {e}"))?;
         let q = format!("\"{schema}\"");
+        // Several processes may start at once: CREATE TABLE IF NOT EXISTS
+        // is not safe against a concurrent one (duplicate pg_type row), so
+        // creators take turns under a transaction-scoped advisory lock (one
+        // for all schemas: it is held only while the table is created).
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {q}.workload_activity_runs (instance_id text NOT NULL, \
-             activity text NOT NULL, run_at timestamptz NOT NULL DEFAULT now())"
+            "BEGIN; \
+             SELECT pg_advisory_xact_lock(hashtext('duroxide-postgres-workload side table')); \
+             CREATE TABLE IF NOT EXISTS {q}.workload_activity_runs (instance_id text NOT NULL, \
+             activity text NOT NULL, run_at timestamptz NOT NULL DEFAULT now()); \
+             COMMIT"
         );
         let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .batch_execute(&ddl)
-            .await
-            .map_err(|e| format!("cannot create {q}.workload_activity_runs: {e}"))?;
+        client.batch_execute(&ddl).await.map_err(|e| {
+            let cause = match e.as_db_error() {
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            };
+            format!("cannot create {q}.workload_activity_runs: {cause}")
+        })?;
         Ok(SideTable { pool, q })
     }
 

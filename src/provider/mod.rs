@@ -204,7 +204,7 @@ impl PostgresProvider {
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
 
-        let signals = Arc::new(Signals::default());
+        let signals = Arc::new(Signals::new(!options.announce_all_wakes));
         let listen = listen.connection(config, connector, &options);
         let listening = listen.is_some();
         let listener = match listen {
