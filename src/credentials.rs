@@ -176,7 +176,11 @@ impl std::fmt::Display for ConnectError {
             write!(f, " as {user:?}")?;
         }
         match &self.cause {
-            Cause::Source(e) => write!(f, ": the credential source failed: {}", chain(&**e))?,
+            Cause::Source(e) => write!(
+                f,
+                ": the credential source failed: {}",
+                crate::error::describe_chain(&**e)
+            )?,
             // "[28P01] password authentication failed ...", or for a
             // failure without SQLSTATE the error and its causes.
             Cause::Database(e) if e.as_db_error().is_some() => {
@@ -203,21 +207,6 @@ impl std::error::Error for ConnectError {
             Cause::Database(e) => Some(e),
         }
     }
-}
-
-/// `err` and its causes, each once.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let next = c.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 fn port_of(config: &Config, i: usize) -> u16 {

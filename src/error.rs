@@ -130,10 +130,11 @@ fn io_kind_is_transient(kind: std::io::ErrorKind) -> bool {
     )
 }
 
-/// `err` with its causes ("error deserializing column 2: invalid type").
-pub(crate) fn describe_chain(err: &tokio_postgres::Error) -> String {
+/// `err` with its causes ("error deserializing column 2: invalid type"),
+/// each once.
+pub(crate) fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
-    let mut cause = std::error::Error::source(err);
+    let mut cause = err.source();
     while let Some(c) = cause {
         let next = c.to_string();
         if !text.contains(&next) {

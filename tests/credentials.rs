@@ -9,12 +9,8 @@ mod common;
 
 use common::server::TempServer;
 use duroxide::providers::Provider;
-use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::Runtime;
-use duroxide::{
-    ActivityContext, Client, EventKind, OrchestrationContext, OrchestrationRegistry,
-    OrchestrationStatus,
-};
+use duroxide::{Client, EventKind, OrchestrationStatus};
 use duroxide_postgres::{BoxError, Error, PostgresOptions, PostgresProvider};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -178,18 +174,7 @@ async fn a_workload_survives_two_password_rotations() {
             .expect("connect with the vault's password"),
     );
 
-    let activities = ActivityRegistry::builder()
-        .register("Double", |_: ActivityContext, n: String| async move {
-            Ok((n.parse::<i64>().unwrap() * 2).to_string())
-        })
-        .build();
-    let orchestrations = OrchestrationRegistry::builder()
-        .register("Twice", |ctx: OrchestrationContext, n: String| async move {
-            let once = ctx.schedule_activity("Double", n).await?;
-            ctx.schedule_timer(Duration::from_millis(50)).await;
-            ctx.schedule_activity("Double", once).await
-        })
-        .build();
+    let (activities, orchestrations) = common::twice_registries(Duration::from_millis(50));
     let rt = Runtime::start_with_store(store.clone(), activities, orchestrations).await;
     let client = Client::new(store.clone());
 

@@ -4,11 +4,8 @@
 #[allow(dead_code)]
 mod common;
 
-use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::Runtime;
-use duroxide::{
-    ActivityContext, Client, OrchestrationContext, OrchestrationRegistry, OrchestrationStatus,
-};
+use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::{Error, MigrationPolicy, PostgresOptions, PostgresProvider};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,18 +53,7 @@ async fn runtime_role_runs_a_workload_without_ddl_rights() {
             .expect("verify-only start as the runtime role"),
         );
 
-        let activities = ActivityRegistry::builder()
-            .register("Double", |_: ActivityContext, n: String| async move {
-                Ok((n.parse::<i64>().unwrap() * 2).to_string())
-            })
-            .build();
-        let orchestrations = OrchestrationRegistry::builder()
-            .register("Twice", |ctx: OrchestrationContext, n: String| async move {
-                let once = ctx.schedule_activity("Double", n).await?;
-                ctx.schedule_timer(Duration::from_millis(20)).await;
-                ctx.schedule_activity("Double", once).await
-            })
-            .build();
+        let (activities, orchestrations) = common::twice_registries(Duration::from_millis(20));
         let rt = Runtime::start_with_store(store.clone(), activities, orchestrations).await;
         let client = Client::new(store.clone());
         for i in 0..5 {

@@ -13,35 +13,19 @@
 #[path = "../../tests/common/pgbouncer.rs"]
 mod bouncer;
 
+use crate::stress::Factory;
 use crate::turns::{self, Queue};
 use crate::util::{err, fmt_ms, fmt_num, heading, Result, Table};
 use crate::Ctx;
-use duroxide::provider_stress_tests::parallel_orchestrations::{
-    run_parallel_orchestrations_test_with_config, ProviderStressFactory,
-};
+use duroxide::provider_stress_tests::parallel_orchestrations::run_parallel_orchestrations_test_with_config;
 use duroxide::provider_stress_tests::StressTestConfig;
 use duroxide::providers::Provider;
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::OrchestrationRegistry;
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Factory {
-    provider: Mutex<Option<Arc<dyn Provider>>>,
-}
-
-#[async_trait::async_trait]
-impl ProviderStressFactory for Factory {
-    async fn create_provider(&self) -> Arc<dyn Provider> {
-        self.provider
-            .lock()
-            .ok()
-            .and_then(|mut p| p.take())
-            .expect("one provider per stress test")
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -177,9 +161,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
 
             // Runtime throughput.
             let (p, schema) = provider(ctx, &bouncer_url, mode, "stress").await?;
-            let factory = Factory {
-                provider: Mutex::new(Some(p as Arc<dyn Provider>)),
-            };
+            let factory = Factory::once(p as Arc<dyn Provider>);
             let stress = run_parallel_orchestrations_test_with_config(
                 &factory,
                 StressTestConfig {

@@ -18,8 +18,17 @@ use std::sync::{Arc, Mutex};
 
 /// Hands the stress test a provider created (and wrapped) beforehand, so
 /// creation errors are reported instead of panicking inside the test.
-struct Factory {
+pub(crate) struct Factory {
     provider: Mutex<Option<Arc<dyn Provider>>>,
+}
+
+impl Factory {
+    /// A factory that hands out `provider`, once.
+    pub(crate) fn once(provider: Arc<dyn Provider>) -> Self {
+        Self {
+            provider: Mutex::new(Some(provider)),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -352,9 +361,7 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
     let schema = store.schema.clone();
     crate::with_store(ctx, store, |p| async move {
         let (wrapped, counts) = Counting::wrap(p);
-        let factory = Factory {
-            provider: Mutex::new(Some(wrapped)),
-        };
+        let factory = Factory::once(wrapped);
         if schema.is_some() {
             ctx.admin.pgss_reset().await?;
         }

@@ -215,3 +215,30 @@ impl ProviderFactory for PgFactory {
         row.get::<_, i32>(0) as u32
     }
 }
+
+/// A small real workload: orchestration "Twice" doubles its input with the
+/// activity "Double", waits `timer`, and doubles again (input n, output 4n).
+pub fn twice_registries(
+    timer: Duration,
+) -> (
+    duroxide::runtime::registry::ActivityRegistry,
+    duroxide::OrchestrationRegistry,
+) {
+    use duroxide::{ActivityContext, OrchestrationContext};
+    let activities = duroxide::runtime::registry::ActivityRegistry::builder()
+        .register("Double", |_: ActivityContext, n: String| async move {
+            Ok((n.parse::<i64>().unwrap() * 2).to_string())
+        })
+        .build();
+    let orchestrations = duroxide::OrchestrationRegistry::builder()
+        .register(
+            "Twice",
+            move |ctx: OrchestrationContext, n: String| async move {
+                let once = ctx.schedule_activity("Double", n).await?;
+                ctx.schedule_timer(timer).await;
+                ctx.schedule_activity("Double", once).await
+            },
+        )
+        .build();
+    (activities, orchestrations)
+}
