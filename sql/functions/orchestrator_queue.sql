@@ -23,9 +23,13 @@
 --   marked parked. The next message for that instance makes it a candidate
 --   again; its fetch moves the held messages back first, so they come in
 --   the same batch as the start.
--- * Fetch never waits on another fetcher: candidates are claimed with
---   FOR UPDATE SKIP LOCKED, and a fetch that loses a candidate keeps looking
---   within the same call; it returns no instance only when nothing is ready.
+-- * Fetch never queues on another fetcher's lock: candidates are claimed
+--   with FOR UPDATE SKIP LOCKED, and a fetch that loses a candidate keeps
+--   looking within the same call; it returns no instance only when nothing
+--   is ready. When the only ready instances were skipped because another
+--   transaction holds their lease rows at that moment, it waits for that
+--   transaction (2 ms steps, at most 50 ms) before saying so: the other
+--   claim may yet be released (a dropped fetch, src/provider/claim.rs).
 -- * A lease is computed from now_ms() after its row lock is held, so it is
 --   never returned already expired.
 -- * An ack holds the lease row lock from its token check to its commit, so
@@ -198,6 +202,7 @@ DECLARE
     v_ready BIGINT;
     v_starts BIGINT;
     v_others BIGINT;
+    v_waits INTEGER := 0;
 BEGIN
     LOOP
         v_now := __SCHEMA__.now_ms();
@@ -221,6 +226,32 @@ BEGIN
         ORDER BY q.visible_at_ms, q.id
         LIMIT 1
         FOR NO KEY UPDATE OF l SKIP LOCKED;
+
+        -- Nothing claimable, but a ready instance may have been skipped
+        -- only because another transaction holds its lease row right now
+        -- (a fetch claiming it, or a deletion): wait for that transaction,
+        -- a few milliseconds, rather than report nothing ready while the
+        -- other claim may still be undone (a fetch whose caller went away
+        -- is released, src/provider/claim.rs). Bounded: 25 waits of 2 ms.
+        IF v_instance IS NULL AND v_waits < 25 AND EXISTS (
+            SELECT 1
+            FROM __SCHEMA__.orchestrator_queue q
+            JOIN __SCHEMA__.instance_locks l ON l.instance_id = q.instance_id
+            LEFT JOIN __SCHEMA__.instances i ON i.instance_id = q.instance_id
+            LEFT JOIN __SCHEMA__.executions e
+                   ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+            WHERE q.visible_at_ms <= v_now
+              AND l.locked_until_ms <= v_now
+              AND q.instance_id <> ALL (v_skip)
+              AND (p_min IS NULL
+                   OR e.pinned_major IS NULL
+                   OR ((e.pinned_major, e.pinned_minor, e.pinned_patch) >= (p_min[1], p_min[2], p_min[3])
+                       AND (e.pinned_major, e.pinned_minor, e.pinned_patch) <= (p_max[1], p_max[2], p_max[3]))))
+        THEN
+            v_waits := v_waits + 1;
+            PERFORM pg_sleep(0.002);
+            CONTINUE;
+        END IF;
 
         IF v_instance IS NULL THEN
             RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::INTEGER, NULL::BOOLEAN, NULL::TEXT,
