@@ -149,6 +149,20 @@ BEGIN
 END
 $$;
 
+-- Whether an execution pinned at (major, minor, patch) may be fetched by a
+-- dispatcher supporting the inclusive range [p_min, p_max] (NULL: no
+-- filter); an unpinned execution always may. A plain SQL expression, which
+-- the planner inlines into the claim's queries.
+CREATE FUNCTION __SCHEMA__.pinned_within(
+    p_major BIGINT, p_minor BIGINT, p_patch BIGINT, p_min BIGINT[], p_max BIGINT[]
+) RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_min IS NULL
+        OR p_major IS NULL
+        OR ((p_major, p_minor, p_patch) >= (p_min[1], p_min[2], p_min[3])
+            AND (p_major, p_minor, p_patch) <= (p_max[1], p_max[2], p_max[3]))
+$$;
+
 -- Claim the next ready instance and return everything a turn needs.
 -- With no ready instance, returns one row whose instance_id is NULL and whose
 -- next_visible_in_ms says in how many milliseconds the earliest delayed
@@ -219,10 +233,7 @@ BEGIN
         WHERE q.visible_at_ms <= v_now
           AND l.locked_until_ms <= v_now
           AND q.instance_id <> ALL (v_skip)
-          AND (p_min IS NULL
-               OR e.pinned_major IS NULL
-               OR ((e.pinned_major, e.pinned_minor, e.pinned_patch) >= (p_min[1], p_min[2], p_min[3])
-                   AND (e.pinned_major, e.pinned_minor, e.pinned_patch) <= (p_max[1], p_max[2], p_max[3])))
+          AND __SCHEMA__.pinned_within(e.pinned_major, e.pinned_minor, e.pinned_patch, p_min, p_max)
         ORDER BY q.visible_at_ms, q.id
         LIMIT 1
         FOR NO KEY UPDATE OF l SKIP LOCKED;
@@ -243,10 +254,7 @@ BEGIN
             WHERE q.visible_at_ms <= v_now
               AND l.locked_until_ms <= v_now
               AND q.instance_id <> ALL (v_skip)
-              AND (p_min IS NULL
-                   OR e.pinned_major IS NULL
-                   OR ((e.pinned_major, e.pinned_minor, e.pinned_patch) >= (p_min[1], p_min[2], p_min[3])
-                       AND (e.pinned_major, e.pinned_minor, e.pinned_patch) <= (p_max[1], p_max[2], p_max[3]))))
+              AND __SCHEMA__.pinned_within(e.pinned_major, e.pinned_minor, e.pinned_patch, p_min, p_max))
         THEN
             v_waits := v_waits + 1;
             PERFORM pg_sleep(0.002);

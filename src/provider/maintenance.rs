@@ -10,7 +10,7 @@
 
 use super::functions::{self as sql, SqlFn};
 use super::rows::{count, get};
-use super::{call_retrying, check_arity, Call, Db, PostgresProvider};
+use super::{call_retrying, check_arity, first_row, Call, Db, PostgresProvider};
 use crate::function_set::FunctionSet;
 use crate::retention::{PurgeProgress, PurgeRequest, RetentionPolicy, TerminalStatus};
 use duroxide::providers::ProviderError;
@@ -108,11 +108,7 @@ impl Runner {
         f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
-        self.call(op, f, params)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ProviderError::permanent(op, format!("{} returned no row", f.name)))
+        first_row(op, f, self.call(op, f, params).await?)
     }
 
     async fn now_ms(&self) -> Result<i64, ProviderError> {

@@ -338,11 +338,7 @@ impl PostgresProvider {
         f: &SqlFn,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, ProviderError> {
-        self.call(op, f, params)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ProviderError::permanent(op, format!("{} returned no row", f.name)))
+        first_row(op, f, self.call(op, f, params).await?)
     }
 
     /// Runs `attempt` until it yields something or `poll_timeout` runs out,
@@ -440,6 +436,14 @@ impl Call {
             instance_param: f.instance_param(),
         }
     }
+}
+
+/// The first of `rows` of a call of `f` that returns exactly one row; its
+/// absence is a permanent error naming the function.
+pub(crate) fn first_row(op: &str, f: &SqlFn, rows: Vec<Row>) -> Result<Row, ProviderError> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::permanent(op, format!("{} returned no row", f.name)))
 }
 
 /// `params` must match `f`'s descriptor: a mismatch is a bug of this crate,
