@@ -81,9 +81,9 @@ $$;
 -- Inserts messages into the queue (every writer of orchestrator messages
 -- calls this: enqueue, the ack's messages to other instances, the worker
 -- ack's completion), in array order, created at p_inserted_ms. p_visible_ms:
--- when each becomes visible. A message for an instance whose lease is live
--- and whose lease row no other transaction holds for update (no fetch, ack
--- or abandon under way) is deferred: visible when the lease ends, its own
+-- when each becomes visible (NULL: at once). A message for an instance
+-- whose lease is live and whose lease row no other transaction holds for
+-- update (no fetch, ack or abandon under way) is deferred: visible when the lease ends, its own
 -- visibility kept in deferred_visible_ms until release_deferred. The lease
 -- row stays share-locked until commit (see the header). Segment: see
 -- segment_for.
@@ -97,7 +97,9 @@ LANGUAGE sql AS $$
         CASE WHEN v.visible_at > m.visible THEN m.visible END,
         p_inserted_ms, __SCHEMA__.segment_for(v.visible_at, p_inserted_ms)
     FROM unnest(p_instances, p_kinds, p_items, p_visible_ms)
-         WITH ORDINALITY AS m(instance_id, kind, item, visible, ord)
+         WITH ORDINALITY AS u(instance_id, kind, item, visible, ord)
+    CROSS JOIN LATERAL (SELECT u.instance_id, u.kind, u.item, COALESCE(u.visible, p_inserted_ms) AS visible,
+                               u.ord) m
     LEFT JOIN LATERAL (
         SELECT l.locked_until_ms FROM __SCHEMA__.instance_locks l
         WHERE l.instance_id = m.instance_id AND l.locked_until_ms > p_inserted_ms
@@ -569,9 +571,7 @@ BEGIN
         -- Lease rows of the targets, held against their deletion (header).
         PERFORM __SCHEMA__.hold_instances(p_orch_instances);
         PERFORM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
-            ARRAY(SELECT COALESCE(t.v, v_now) FROM unnest(p_orch_visible_at_ms) WITH ORDINALITY AS t(v, o)
-                  ORDER BY t.o),
-            v_now);
+            p_orch_visible_at_ms, v_now);
     END IF;
 
     DELETE FROM __SCHEMA__.orchestrator_queue q
