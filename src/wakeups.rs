@@ -32,7 +32,11 @@
 //! instance ([`Polled::ReadyLast`]), (and the listener is up),
 //! a dispatcher coming back from a turn waits without a statement; should
 //! nothing wake it, it looks once at its deadline, so a fetch never reports
-//! "nothing" without having looked. Work written behind the provider's back
+//! "nothing" without having looked. The same holds for a waiter that a
+//! commit woke: when a fetch of its group started after that commit and
+//! claimed the only ready instance (typically a dispatcher back from its
+//! turn, which looks at once and wins the race), the woken waiter goes back
+//! to waiting instead of running a fetch that finds nothing (issue 11). Work written behind the provider's back
 //! (by hand, without a notification) is therefore found at the latest when
 //! a waiting fetch's poll timeout ends.
 //!
@@ -85,6 +89,11 @@ pub(crate) enum Wake {
 /// More wakes than this per group and commit only cost fetches: no process
 /// runs that many idle dispatchers of one kind.
 const MAX_COUNT: u32 = 64;
+
+/// How long a look handed back to the dispatcher that acked may wait for
+/// it ([`Signals::handed_back`]); that dispatcher fetches again within
+/// microseconds unless it is stopping.
+const HANDBACK_GRACE: Duration = Duration::from_millis(100);
 
 /// The first and the longest wait between looks without a listener.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -151,6 +160,10 @@ struct Group {
     /// processes (see [`Signals::committed`]), by the epoch of their commit;
     /// settled by attempts that started at or after it ([`settle_tickets`]).
     tickets: Mutex<Vec<u64>>,
+    /// A look owed to work an ack made ready for the dispatcher that is
+    /// about to come back ([`Signals::handed_back`]): when a waiter takes
+    /// it if no fetch has (see [`look`]), and the epoch of the ack.
+    owed: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Default for Group {
@@ -164,6 +177,7 @@ impl Default for Group {
             backoff: Mutex::new(BACKOFF_MIN),
             parked: AtomicUsize::new(0),
             tickets: Mutex::new(Vec::new()),
+            owed: Mutex::new(None),
         }
     }
 }
@@ -235,6 +249,37 @@ impl Group {
         before - tickets.len()
     }
 
+    fn owed(&self) -> Option<Instant> {
+        self.owed.lock().expect("owed lock").map(|(at, _)| at)
+    }
+
+    /// Owes a look at `at` for work committed at `epoch`.
+    fn owe(&self, at: Instant, epoch: u64) {
+        let mut owed = self.owed.lock().expect("owed lock");
+        *owed = Some(match *owed {
+            Some((a, e)) => (a.min(at), e.max(epoch)),
+            None => (at, epoch),
+        });
+        drop(owed);
+        self.due_changed.notify_waiters();
+    }
+
+    /// Takes the owed look, due or not (a fetch is about to look).
+    fn take_owed_now(&self) -> bool {
+        self.owed.lock().expect("owed lock").take().is_some()
+    }
+
+    /// Takes the owed look if it is due (one waiter of the group does).
+    fn take_owed(&self) -> bool {
+        let mut owed = self.owed.lock().expect("owed lock");
+        if owed.is_some_and(|(at, _)| at <= Instant::now()) {
+            *owed = None;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Takes the due time if it has come (one waiter of the group does).
     fn take_due(&self) -> bool {
         let mut due = self.due.lock().expect("due lock");
@@ -272,6 +317,13 @@ impl Waiters {
     /// With several groups nothing is absorbed: a group whose filter
     /// excludes the work could stand for one that can take it.
     fn wake_absorbing(&self, wake: Wake, absorb: bool) -> u32 {
+        self.wake_or_owe(wake, absorb, None)
+    }
+
+    /// As [`Waiters::wake_absorbing`]; with `owe_at`, waiters are not woken
+    /// now: each group owes one look at that time instead (see
+    /// [`Signals::handed_back`]).
+    fn wake_or_owe(&self, wake: Wake, absorb: bool, owe_at: Option<Instant>) -> u32 {
         let groups: Vec<Arc<Group>> = self
             .groups
             .lock()
@@ -292,6 +344,10 @@ impl Waiters {
             if absorbed > 0 {
                 let mut tickets = g.tickets.lock().expect("tickets lock");
                 tickets.extend(std::iter::repeat_n(epoch, absorbed as usize));
+            }
+            if let Some(at) = owe_at {
+                g.owe(at, epoch);
+                continue;
             }
             match wake {
                 Wake::All => g.notify.notify_waiters(),
@@ -391,6 +447,32 @@ impl Signals {
             return;
         }
         self.announce(queue, add);
+    }
+
+    /// An ack made `n` units of orchestrator work ready for the instance
+    /// its own dispatcher just released (messages that arrived during the
+    /// lease), and that dispatcher is about to fetch again: waking a parked
+    /// waiter now only makes the two race, and the loser finds nothing
+    /// (issue 11). So the group owes one look instead: the next fetch of
+    /// the group that looks takes it on (the acking dispatcher's, a few
+    /// microseconds later); if none has within [`HANDBACK_GRACE`] (the
+    /// dispatcher stopped), a parked waiter looks. A fetch that claims
+    /// another instance while more are ready comes back for the rest after
+    /// its turn, as always. Other processes are told as by
+    /// [`Self::committed`].
+    pub(crate) fn handed_back(&self, queue: Queue, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let owe_at = Instant::now() + HANDBACK_GRACE;
+        let absorbed = self.waiters(queue).wake_or_owe(
+            Wake::Count(n),
+            self.absorb && queue == Queue::Orchestrator,
+            Some(owe_at),
+        );
+        if n > absorbed {
+            self.announce(queue, u64::from(n - absorbed));
+        }
     }
 
     /// A fetch found nothing and discharged a ticket: tell the other
@@ -512,25 +594,23 @@ where
     let mut took_due = false;
     // Nothing was committed since a fetch of this group last found nothing:
     // wait first. A fetch that never looked looks once at its deadline.
-    let mut skip = spec.long_poll
-        && !spec.poll_timeout.is_zero()
-        && signals.connected()
-        && group.quiet(spec.fetcher_key);
+    let may_skip = || spec.long_poll && !spec.poll_timeout.is_zero() && signals.connected();
+    let mut skip = may_skip();
     let mut looked = false;
     loop {
         let notified = group.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let epoch = group.epoch();
-        let polled = if std::mem::take(&mut skip) {
+        // Checked after `notified` is enabled: a commit from here on wakes
+        // this waiter again.
+        let polled = if std::mem::take(&mut skip) && group.quiet(spec.fetcher_key) {
             Polled::Empty {
                 next_visible_in: None,
             }
         } else {
             looked = true;
-            let polled = attempt().await?;
-            settle_tickets(signals, &group, spec.queue, epoch, &polled);
-            polled
+            look(signals, &group, spec.queue, epoch, &mut attempt).await?
         };
         match polled {
             Polled::ReadyLast {
@@ -569,9 +649,7 @@ where
         if !spec.long_poll || Instant::now() >= deadline {
             if !looked {
                 let epoch = group.epoch();
-                let polled = attempt().await?;
-                settle_tickets(signals, &group, spec.queue, epoch, &polled);
-                match polled {
+                match look(signals, &group, spec.queue, epoch, &mut attempt).await? {
                     Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                         return Ok(Some(value))
                     }
@@ -593,6 +671,9 @@ where
             if let Some(due) = group.due() {
                 wake = wake.min(due);
             }
+            if let Some(owed) = group.owed() {
+                wake = wake.min(owed);
+            }
             if let Some(at) = look_at {
                 wake = wake.min(at);
             }
@@ -603,6 +684,11 @@ where
             tokio::select! {
                 _ = &mut notified => {
                     (spec.on_wake)();
+                    // A fetch of this group that started after the commit
+                    // that woke us may already have claimed its work and
+                    // seen nothing else ready (the dispatcher back from a
+                    // turn looks at once): then looking finds nothing.
+                    skip = may_skip();
                     break;
                 }
                 _ = &mut changed => continue,
@@ -611,9 +697,9 @@ where
                         if !looked {
                             // Look once before reporting nothing.
                             let epoch = group.epoch();
-                            let polled = attempt().await?;
-                            settle_tickets(signals, &group, spec.queue, epoch, &polled);
-                            return match polled {
+                            return match look(signals, &group, spec.queue, epoch, &mut attempt)
+                                .await?
+                            {
                                 Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
                                     Ok(Some(value))
                                 }
@@ -626,11 +712,53 @@ where
                         took_due = true;
                         break;
                     }
+                    if group.take_owed() {
+                        break;
+                    }
                     if disconnected || look_at.is_some_and(|at| Instant::now() >= at) {
                         break;
                     }
                 }
             }
+        }
+    }
+}
+
+/// One attempt of a fetch that started at `epoch`. It takes on the look
+/// the group owes to handed-back work ([`Signals::handed_back`]), if any:
+/// it looks, so no waiter needs to; should it not complete (an error, or
+/// its future dropped), the look is owed again at once.
+async fn look<T, F, Fut>(
+    signals: &Signals,
+    group: &Group,
+    queue: Queue,
+    epoch: u64,
+    attempt: &mut F,
+) -> Result<Polled<T>, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
+{
+    let mut owed = OwedLook {
+        group,
+        taken: group.take_owed_now(),
+    };
+    let polled = attempt().await?;
+    owed.taken = false;
+    settle_tickets(signals, group, queue, epoch, &polled);
+    Ok(polled)
+}
+
+/// A handed-back look a fetch took on; owed again if dropped while taken.
+struct OwedLook<'a> {
+    group: &'a Group,
+    taken: bool,
+}
+
+impl Drop for OwedLook<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            self.group.owe(Instant::now(), self.group.epoch());
         }
     }
 }

@@ -275,3 +275,133 @@ async fn a_wake_one_process_took_on_reaches_another_when_it_cannot_take_the_work
     );
     a_waits.abort();
 }
+
+/// Work that becomes ready for the instance a dispatcher is working on is
+/// handed to that dispatcher, not to an idle one (issue 11: the two raced
+/// and the loser ran a fetch that found nothing):
+/// * a completion that arrives while the instance is leased is deferred
+///   behind the lease and wakes no waiting fetch;
+/// * the ack that ends the lease leaves it to the acking dispatcher's next
+///   fetch, and a waiting fetch does not look when that fetch took it;
+/// * if no fetch comes for it, a waiting fetch takes it after all.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_for_a_leased_instance_goes_to_the_dispatcher_that_acks() {
+    use common::items::{activity, completed, external, first_turn_metadata, started_event};
+    use duroxide::providers::{ExecutionMetadata, TagFilter};
+
+    let admin = admin_with_pgss().await;
+    let (p, _schemas) = common::provider("wake_handback", PostgresOptions::new()).await;
+    let setup = producer_for(&p).await;
+    // "hb" runs a first turn that schedules an activity, then is leased
+    // again by this process (`p`) for an event.
+    setup
+        .enqueue_for_orchestrator(start("hb", ""), None)
+        .await
+        .unwrap();
+    let (_, first, _) = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the start");
+    p.ack_orchestration_item(
+        &first,
+        1,
+        vec![started_event("hb", "")],
+        vec![activity("hb", 2, "in", None)],
+        vec![],
+        first_turn_metadata(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    setup
+        .enqueue_for_orchestrator(external("hb", "e1", "x"), None)
+        .await
+        .unwrap();
+    let (_, second, _) = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the event");
+    let (_, work, _) = setup
+        .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::default())
+        .await
+        .unwrap()
+        .expect("the activity");
+    settle().await;
+
+    // An idle dispatcher of `p` looks once and waits.
+    let p = std::sync::Arc::new(p);
+    let waiter = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.fetch_orchestration_item(LOCK, Duration::from_secs(30), None)
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let looked = statements(&admin, &p, "fetch_orchestration_item").await;
+
+    // The activity completes while "hb" is leased: deferred, no wake.
+    setup
+        .ack_work_item(&work, Some(completed("hb", 2, "out")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        statements(&admin, &p, "fetch_orchestration_item").await,
+        looked,
+        "a completion deferred behind a lease woke a waiting fetch"
+    );
+
+    // The turn ends; its dispatcher fetches again and gets the completion.
+    p.ack_orchestration_item(
+        &second,
+        1,
+        vec![],
+        vec![],
+        vec![],
+        ExecutionMetadata::default(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (item, third, _) = p
+        .fetch_orchestration_item(LOCK, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .expect("the completion, handed back");
+    assert_eq!(item.instance, "hb");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        statements(&admin, &p, "fetch_orchestration_item").await,
+        looked + 1,
+        "the waiting fetch looked although the acking dispatcher took the work"
+    );
+    assert!(!waiter.is_finished());
+
+    // Another event arrives during this lease; the turn ends and nobody
+    // fetches: the waiting fetch takes it.
+    setup
+        .enqueue_for_orchestrator(external("hb", "e2", "y"), None)
+        .await
+        .unwrap();
+    p.ack_orchestration_item(
+        &third,
+        1,
+        vec![],
+        vec![],
+        vec![],
+        ExecutionMetadata::default(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (item, _, _) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiting fetch was not woken for work nobody fetched")
+        .unwrap()
+        .expect("the event");
+    assert_eq!(item.instance, "hb");
+}

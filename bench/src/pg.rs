@@ -140,9 +140,34 @@ impl Admin {
     /// Calls per SQL function of `schema` (the name after `"schema".` in the
     /// statement text; other statements keep a shortened text).
     pub async fn pgss_by_function(&self, schema: &str) -> Result<Vec<(String, i64)>> {
-        let mut out: Vec<(String, i64)> = Vec::new();
+        Ok(self
+            .pgss_time_by_function(schema)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.calls))
+            .collect())
+    }
+
+    /// Calls and server execution time per SQL function of `schema`, most
+    /// called first (top-level statements: a function's time includes the
+    /// statements it runs).
+    pub async fn pgss_time_by_function(&self, schema: &str) -> Result<Vec<FunctionTime>> {
+        let mut out: Vec<FunctionTime> = Vec::new();
+        if !self.pgss() {
+            return Ok(out);
+        }
         let prefix = format!("\"{schema}\".");
-        for (calls, query) in self.pgss_top(schema, 1000).await? {
+        let rows = self
+            .client
+            .query(
+                "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') \
+                 FROM pg_stat_statements WHERE strpos(query, $1) > 0 ORDER BY calls DESC",
+                &[&schema],
+            )
+            .await?;
+        for row in rows {
+            let (calls, ms, query): (i64, f64, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             let name = match query.find(&prefix) {
                 Some(i) => {
                     let rest = &query[i + prefix.len()..];
@@ -158,11 +183,19 @@ impl Admin {
                 }
                 None => query.chars().take(60).collect(),
             };
-            match out.iter_mut().find(|(n, _)| *n == name) {
-                Some(e) => e.1 += calls,
-                None => out.push((name, calls)),
+            match out.iter_mut().find(|f| f.name == name) {
+                Some(f) => {
+                    f.calls += calls;
+                    f.exec_ms += ms;
+                }
+                None => out.push(FunctionTime {
+                    name,
+                    calls,
+                    exec_ms: ms,
+                }),
             }
         }
+        out.sort_by(|a, b| b.exec_ms.total_cmp(&a.exec_ms));
         Ok(out)
     }
 
@@ -185,6 +218,16 @@ impl Admin {
         }
         Ok(out)
     }
+}
+
+/// One SQL function's calls and server execution time (pg_stat_statements).
+#[derive(Debug, Clone)]
+pub struct FunctionTime {
+    /// The function's name without its set tag.
+    pub name: String,
+    pub calls: i64,
+    /// Total execution time on the server, ms.
+    pub exec_ms: f64,
 }
 
 /// "function sql/provider=ratio, ..." for the provider methods that were

@@ -60,6 +60,8 @@ struct Row {
     statements: Option<i64>,
     /// SQL function -> calls (PostgreSQL).
     by_function: Vec<(String, i64)>,
+    /// SQL function -> calls and server time (PostgreSQL).
+    times: Vec<crate::pg::FunctionTime>,
     /// Server ms per fetch_orchestration_item call, per sampling window.
     fetch_ms_series: Vec<f64>,
     /// Table statistics at the end of the run.
@@ -336,6 +338,8 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             verdict(Some(o <= 1.2 && w <= 1.2))
         );
     }
+    per_call_table(&rows);
+    cpu_budget(&rows);
     crate::logcap::report(
         &rows
             .iter()
@@ -420,13 +424,14 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
             Some(s) => table_stats(ctx, s).await.unwrap_or_else(|e| e.to_string()),
             None => String::new(),
         };
-        let (statements, by_function) = match &schema {
+        let (statements, times) = match &schema {
             Some(s) => (
                 ctx.admin.pgss_calls_in_schema(s).await?,
-                ctx.admin.pgss_by_function(s).await?,
+                ctx.admin.pgss_time_by_function(s).await?,
             ),
             None => (None, Vec::new()),
         };
+        let by_function = times.iter().map(|f| (f.name.clone(), f.calls)).collect();
         Ok(Row {
             kind,
             test,
@@ -434,6 +439,7 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
             calls: counts.snapshot(),
             statements,
             by_function,
+            times,
             fetch_ms_series,
             tables,
             cpu,
@@ -442,6 +448,109 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
     })
     .await
     .map_err(|e| err(format!("{} {tag}: {e}", kind.label())))
+}
+
+/// Where the server's time goes under the runtime (issue 11): per SQL
+/// function, calls per completed orchestration and server ms per call in
+/// the 0 ms fan-out runs, the lowest concurrency next to the highest.
+fn per_call_table(rows: &[Row]) {
+    let runs: Vec<&Row> = rows
+        .iter()
+        .filter(|r| {
+            r.kind == Kind::Postgres
+                && !r.times.is_empty()
+                && matches!(r.test, Test::Parallel { delay_ms: 0, .. })
+                && r.result.as_ref().is_ok_and(|x| x.completed > 0)
+        })
+        .collect();
+    let (Some(low), Some(high)) = (runs.first(), runs.last()) else {
+        return;
+    };
+    let (_, lo) = label(low.test);
+    let (_, hi) = label(high.test);
+    let completed = |r: &Row| r.result.as_ref().map(|x| x.completed).unwrap_or(0).max(1) as f64;
+    println!(
+        "  server time per call, fan-out 0 ms, {lo} next to {hi} (pg_stat_statements, top-level \
+         statements; target: {hi} ms/call <= 1.5 x {lo}):"
+    );
+    let mut t = Table::new(
+        &[
+            "function",
+            &format!("calls/orch {lo}"),
+            &format!("ms/call {lo}"),
+            &format!("calls/orch {hi}"),
+            &format!("ms/call {hi}"),
+            "ratio",
+            &format!("server s {hi}"),
+            &format!("server ms/orch {hi}"),
+        ],
+        1,
+    );
+    let mut total_hi = 0.0;
+    for f in high.times.iter().filter(|f| f.exec_ms >= 1.0) {
+        let at_low = low.times.iter().find(|g| g.name == f.name);
+        let per = |g: &crate::pg::FunctionTime| g.exec_ms / g.calls.max(1) as f64;
+        total_hi += f.exec_ms;
+        t.row(vec![
+            f.name.chars().take(40).collect(),
+            at_low
+                .map(|g| format!("{:.2}", g.calls as f64 / completed(low)))
+                .unwrap_or_else(|| "-".into()),
+            at_low
+                .map(|g| format!("{:.3}", per(g)))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.2}", f.calls as f64 / completed(high)),
+            format!("{:.3}", per(f)),
+            at_low
+                .map(|g| format!("{:.2}x", per(f) / per(g).max(1e-9)))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.2}", f.exec_ms / 1000.0),
+            format!("{:.2}", f.exec_ms / completed(high)),
+        ]);
+    }
+    t.print();
+    println!(
+        "  server execution time of these calls at {hi}: {:.1} ms per completed orchestration",
+        total_hi / completed(high)
+    );
+}
+
+/// Machine CPU per completed orchestration, split into the PostgreSQL
+/// server's processes, this process (the runtime, the stress test and the
+/// bench), the kernel and other programs.
+fn cpu_budget(rows: &[Row]) {
+    println!(
+        "  CPU per completed orchestration (ms; /proc): machine = server + runtime (this \
+         process) + kernel + other programs"
+    );
+    let mut t = Table::new(
+        &[
+            "test", "o:w", "store", "machine", "server", "runtime", "kernel", "other",
+        ],
+        3,
+    );
+    for row in rows {
+        let Ok(r) = &row.result else { continue };
+        if r.completed == 0 {
+            continue;
+        }
+        let (name, conc) = label(row.test);
+        let n = r.completed as f64;
+        let u = &row.cpu;
+        t.row(vec![
+            name,
+            conc,
+            row.kind.label().into(),
+            format!("{:.2}", u.machine_ms / n),
+            u.server_ms
+                .map(|s| format!("{:.2}", s / n))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.2}", u.own_ms / n),
+            format!("{:.2}", u.kernel_ms / n),
+            format!("{:.2}", u.other_ms() / n),
+        ]);
+    }
+    t.print();
 }
 
 static SERIES: Mutex<Vec<f64>> = Mutex::new(Vec::new());

@@ -172,18 +172,21 @@ END
 $$;
 
 -- Complete an item: delete it while its lease is live and, with a completion,
--- enqueue that to the orchestrator queue in the same transaction.
+-- enqueue that to the orchestrator queue in the same transaction. Returns
+-- whether the completion is ready now (not deferred behind its instance's
+-- lease: then the ack that ends the lease wakes a fetch for it).
 CREATE FUNCTION __SCHEMA__.ack_work_item(
     p_lock_token TEXT,
     p_target_instance TEXT,
     p_kind TEXT,
     p_completion TEXT,
     p_notify BOOLEAN
-) RETURNS VOID
+) RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
 DECLARE
     v_session TEXT;
     v_now BIGINT;
+    v_ready BOOLEAN := FALSE;
     v_id BIGINT := __SCHEMA__.token_item_id(p_lock_token);
 BEGIN
     -- Lease row first (lock order; header).
@@ -200,9 +203,9 @@ BEGIN
     v_now := __SCHEMA__.now_ms();
 
     IF p_completion IS NOT NULL THEN
-        PERFORM __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
-            ARRAY[p_completion], ARRAY[v_now], v_now);
-        IF p_notify THEN
+        v_ready := __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
+            ARRAY[p_completion], ARRAY[v_now], v_now) > 0;
+        IF p_notify AND v_ready THEN
             PERFORM pg_notify('__CHANNEL__', 'o:1');
         END IF;
     END IF;
@@ -211,6 +214,7 @@ BEGIN
         UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = v_now
         WHERE s.session_id = v_session AND s.locked_until_ms > v_now;
     END IF;
+    RETURN v_ready;
 END
 $$;
 

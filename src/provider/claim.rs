@@ -130,7 +130,22 @@ impl PostgresProvider {
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            let rows = run_call(&db, &call, op, &refs).await.map_err(|(e, _)| e)?;
+            let rows = match run_call(&db, &call, op, &refs).await {
+                Ok(rows) => rows,
+                Err((e, _)) => {
+                    // A claim undone with its transaction leaves its work
+                    // ready without a commit: fetches that skipped it while
+                    // it was locked, here or elsewhere, must look again.
+                    if let Some(signals) = &release.signals {
+                        let wake = match release.queue {
+                            Queue::Orchestrator => Wake::Count(1),
+                            Queue::Worker => Wake::All,
+                        };
+                        signals.committed(release.queue, wake);
+                    }
+                    return Err(e);
+                }
+            };
             let token = match rows.first() {
                 Some(row) => row
                     .try_get::<_, Option<String>>("lock_token")

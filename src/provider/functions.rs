@@ -46,6 +46,7 @@ functions! {
     ];
     FETCH_ORCHESTRATION_ITEM = "fetch_orchestration_item", Runtime, [
         "p_lock_timeout_ms": INT8, "p_min": INT8_ARRAY, "p_max": INT8_ARRAY,
+        "p_wait_for_claims": BOOL,
     ];
     ACK_ORCHESTRATION_ITEM = "ack_orchestration_item", Runtime, [
         "p_lock_token": TEXT, "p_execution_id": INT8,

@@ -383,6 +383,14 @@ impl PostgresProvider {
         }
     }
 
+    /// Work an ack made ready for the instance it released, for the
+    /// dispatcher that acked to take (see `Signals::handed_back`).
+    fn handed_back(&self, queue: Queue, n: u32) {
+        if self.long_poll {
+            self.signals.handed_back(queue, n);
+        }
+    }
+
     /// Retries a lease renewal on retryable errors for up to `budget`.
     ///
     /// The runtime treats any renewal error as the end of the lease: an

@@ -58,6 +58,9 @@ impl PostgresProvider {
             },
         };
         let lock_ms = millis(lock_timeout);
+        // Only a fetch that cannot be woken later waits, in SQL, for claims
+        // in progress on ready instances (orchestrator_queue.sql).
+        let wait_for_claims = !self.long_poll || poll_timeout.is_zero();
         let filter_key = format!("{min:?}..{max:?}");
         let keys = (filter_key.as_str(), filter_key.as_str());
         self.poll(Queue::Orchestrator, keys, poll_timeout, || async {
@@ -67,6 +70,7 @@ impl PostgresProvider {
                 Box::new(lock_ms),
                 Box::new(min.clone()),
                 Box::new(max.clone()),
+                Box::new(wait_for_claims),
             ];
             let claim = self
                 .claim(
@@ -225,16 +229,20 @@ impl PostgresProvider {
             None => true,
             Some(r) => get::<bool, _>(OP, r, 0)?,
         };
-        // One wake per instance that now has ready messages; any worker
-        // item bound to a session wakes every worker (only the session's
-        // owner may take it).
-        let ready_instances = o_instances
+        // One wake per instance the ack sent messages to; the acked
+        // instance's own that arrived during the lease (`more`) are handed back to the dispatcher
+        // that acked, which fetches next (wakeups.rs). Any worker item
+        // bound to a session wakes every worker (only the session's owner
+        // may take it).
+        let sent_to = o_instances
             .iter()
             .collect::<std::collections::HashSet<_>>()
-            .len()
-            + usize::from(more);
-        if ready_instances > 0 {
-            self.committed(Queue::Orchestrator, Wake::Count(ready_instances as u32));
+            .len();
+        if sent_to > 0 {
+            self.committed(Queue::Orchestrator, Wake::Count(sent_to as u32));
+        }
+        if more {
+            self.handed_back(Queue::Orchestrator, 1);
         }
         if !worker_items.is_empty() {
             let wake = if w_sessions.iter().any(Option::is_some) {
