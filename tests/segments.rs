@@ -4,8 +4,9 @@
 //! moved out of the ring once, into segment 3, instead of being rewritten by
 //! every reclaim for its whole life.
 //!
-//! Reclaims are driven the way a runtime drives them: by fetches (at most one
-//! reclaim per queue every 250 ms per process).
+//! Reclaims are driven the way a runtime drives them: a provider's
+//! background task reclaims every 250 ms while fetches run and for 4 s after
+//! the last one.
 
 #[allow(dead_code)]
 mod common;
@@ -164,4 +165,66 @@ async fn long_lived_rows_leave_the_ring_once_and_the_ring_is_truncated() {
         .expect("fetch the due message")
         .expect("the message of segment 3 is claimed when due");
     assert_eq!(item.instance, "sleeper");
+}
+
+/// The segments a burst of work wrote are emptied during the quiet period
+/// that follows, without any further fetch: the first fetch after the
+/// quiet period does not pay for truncating them (issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_is_emptied_during_a_quiet_period() {
+    let (store, _schemas) = common::provider("segments_quiet", PostgresOptions::new()).await;
+    let schema = store.schema().to_string();
+    let admin = common::admin_client().await;
+
+    // A burst: 20 instances started, each claimed and abandoned (rows and
+    // dead rows in the ring segments of the orchestrator queue), 20 worker
+    // items claimed and acked.
+    for i in 0..20 {
+        store
+            .enqueue_for_orchestrator(start(&format!("quiet-{i}"), ""), None)
+            .await
+            .expect("enqueue");
+        store
+            .enqueue_for_worker(common::items::activity(&format!("quiet-{i}"), 2, "x", None))
+            .await
+            .expect("enqueue work");
+    }
+    for _ in 0..20 {
+        let (_, token, _) = store
+            .fetch_work_item(
+                Duration::from_secs(30),
+                Duration::ZERO,
+                None,
+                &TagFilter::DefaultOnly,
+            )
+            .await
+            .expect("fetch work")
+            .expect("an item");
+        store.ack_work_item(&token, None).await.expect("ack work");
+    }
+    admin
+        .batch_execute(&format!("DELETE FROM \"{schema}\".orchestrator_queue"))
+        .await
+        .expect("leave dead rows only");
+    let orch = ring_sizes(&admin, &schema, "orchestrator_queue").await;
+    let work = ring_sizes(&admin, &schema, "worker_queue").await;
+    assert!(
+        orch.iter().any(|s| *s > 0) && work.iter().any(|s| *s > 0),
+        "the burst left nothing in the ring: {orch:?} / {work:?}"
+    );
+
+    // No fetch from here on.
+    let started = Instant::now();
+    loop {
+        let orch = ring_sizes(&admin, &schema, "orchestrator_queue").await;
+        let work = ring_sizes(&admin, &schema, "worker_queue").await;
+        if orch == [0, 0, 0] && work == [0, 0, 0] {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "after {WAIT:?} without fetches the ring still holds pages: {orch:?} / {work:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

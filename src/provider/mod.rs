@@ -79,7 +79,7 @@ pub struct PostgresProvider {
     retry_budget: Duration,
     _listener: Option<Listener>,
     _health: Option<telemetry::health::Sampler>,
-    /// When this process next reclaims a queue segment.
+    /// Empties queue segments in the background while fetches run.
     reclaimer: reclaim::Reclaimer,
     _maintenance: Option<maintenance::MaintenanceHandle>,
 }
@@ -233,6 +233,7 @@ impl PostgresProvider {
             let call = Call::new(&quoted, &functions, &functions::HEALTH_SAMPLE);
             telemetry::health::start(db.clone(), call, interval, options.health_attempts)
         });
+        let reclaimer = reclaim::Reclaimer::start(db.clone(), &quoted, &functions);
         let mut provider = Self {
             db,
             quoted,
@@ -245,7 +246,7 @@ impl PostgresProvider {
             retry_budget: options.client_retry_budget,
             _listener: listener,
             _health: health,
-            reclaimer: reclaim::Reclaimer::default(),
+            reclaimer,
             _maintenance: None,
         };
         if let Some(policy) = options.retention {

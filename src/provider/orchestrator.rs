@@ -64,8 +64,7 @@ impl PostgresProvider {
         let filter_key = format!("{min:?}..{max:?}");
         let keys = (filter_key.as_str(), filter_key.as_str());
         self.poll(Queue::Orchestrator, keys, poll_timeout, || async {
-            self.reclaim_if_due(super::reclaim::QueueKind::Orchestrator)
-                .await;
+            self.reclaimer.fetching();
             let params: Vec<Param> = vec![
                 Box::new(lock_ms),
                 Box::new(min.clone()),

@@ -65,7 +65,7 @@ impl PostgresProvider {
         let fetcher_key = format!("{filter_key}:owner={owner:?}");
         let keys = (filter_key.as_str(), fetcher_key.as_str());
         self.poll(Queue::Worker, keys, poll_timeout, || async {
-            self.reclaim_if_due(super::reclaim::QueueKind::Worker).await;
+            self.reclaimer.fetching();
             // Loops only past corrupt items, which are set aside first.
             loop {
                 let params: Vec<Param> = vec![
