@@ -36,9 +36,16 @@
 //! commit woke: when a fetch of its group started after that commit and
 //! claimed the only ready instance (typically a dispatcher back from its
 //! turn, which looks at once and wins the race), the woken waiter goes back
-//! to waiting instead of running a fetch that finds nothing (issue 11). Work written behind the provider's back
-//! (by hand, without a notification) is therefore found at the latest when
-//! a waiting fetch's poll timeout ends.
+//! to waiting instead of running a fetch that finds nothing (issue 11).
+//! Work written behind the provider's back (by hand, without a
+//! notification) is therefore found at the latest when a waiting fetch's
+//! poll timeout ends.
+//!
+//! **Handed back** (decision 0011): messages that arrived for an instance
+//! while it was leased become ready when its ack ends the lease, and the
+//! dispatcher that acked fetches again at once. Waking a waiter for them
+//! would make the two race; instead the group owes a look, which the next
+//! fetch of the group takes on ([`Signals::handed_back`]).
 //!
 //! **Across processes** (issue 10, decision 0009): every announced unit
 //! wakes a waiter in every other process, and all but one of them find
@@ -162,8 +169,8 @@ struct Group {
     tickets: Mutex<Vec<u64>>,
     /// A look owed to work an ack made ready for the dispatcher that is
     /// about to come back ([`Signals::handed_back`]): when a waiter takes
-    /// it if no fetch has (see [`look`]), and the epoch of the ack.
-    owed: Mutex<Option<(Instant, u64)>>,
+    /// it if no fetch has (see [`look`]).
+    owed: Mutex<Option<Instant>>,
 }
 
 impl Default for Group {
@@ -250,16 +257,13 @@ impl Group {
     }
 
     fn owed(&self) -> Option<Instant> {
-        self.owed.lock().expect("owed lock").map(|(at, _)| at)
+        *self.owed.lock().expect("owed lock")
     }
 
-    /// Owes a look at `at` for work committed at `epoch`.
-    fn owe(&self, at: Instant, epoch: u64) {
+    /// Owes a look, at `at` at the latest.
+    fn owe(&self, at: Instant) {
         let mut owed = self.owed.lock().expect("owed lock");
-        *owed = Some(match *owed {
-            Some((a, e)) => (a.min(at), e.max(epoch)),
-            None => (at, epoch),
-        });
+        *owed = Some(owed.map_or(at, |a| a.min(at)));
         drop(owed);
         self.due_changed.notify_waiters();
     }
@@ -272,7 +276,7 @@ impl Group {
     /// Takes the owed look if it is due (one waiter of the group does).
     fn take_owed(&self) -> bool {
         let mut owed = self.owed.lock().expect("owed lock");
-        if owed.is_some_and(|(at, _)| at <= Instant::now()) {
+        if owed.is_some_and(|at| at <= Instant::now()) {
             *owed = None;
             true
         } else {
@@ -346,7 +350,7 @@ impl Waiters {
                 tickets.extend(std::iter::repeat_n(epoch, absorbed as usize));
             }
             if let Some(at) = owe_at {
-                g.owe(at, epoch);
+                g.owe(at);
                 continue;
             }
             match wake {
@@ -758,7 +762,7 @@ struct OwedLook<'a> {
 impl Drop for OwedLook<'_> {
     fn drop(&mut self) {
         if self.taken {
-            self.group.owe(Instant::now(), self.group.epoch());
+            self.group.owe(Instant::now());
         }
     }
 }

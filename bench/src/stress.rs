@@ -62,6 +62,11 @@ struct Row {
     by_function: Vec<(String, i64)>,
     /// SQL function -> calls and server time (PostgreSQL).
     times: Vec<crate::pg::FunctionTime>,
+    /// What the store's active backends were doing, by sample count:
+    /// (wait event type, wait event), "CPU" when not waiting.
+    waits: Vec<((String, String), u64)>,
+    /// How many times the wait events were sampled.
+    samples: u64,
     /// Server ms per fetch_orchestration_item call, per sampling window.
     fetch_ms_series: Vec<f64>,
     /// Table statistics at the end of the run.
@@ -339,6 +344,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         );
     }
     per_call_table(&rows);
+    wait_table(&rows);
     cpu_budget(&rows);
     crate::logcap::report(
         &rows
@@ -375,6 +381,10 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
             let url = ctx.url.clone();
             tokio::spawn(sample_fetch(url, s))
         });
+        let waits = schema.clone().map(|s| {
+            let url = ctx.url.clone();
+            tokio::spawn(sample_waits(url, s))
+        });
         let cpu_before = crate::cpu::snap(ctx.postmaster);
         let handle = tokio::spawn(async move {
             let r = match test {
@@ -409,17 +419,13 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
         };
         let cpu = crate::cpu::snap(ctx.postmaster).since(&cpu_before);
         let logs = crate::logcap::end();
-        let fetch_ms_series = match sampler {
-            Some(h) => {
-                h.abort();
-                let _ = h.await;
-                SERIES
-                    .lock()
-                    .map(|mut v| std::mem::take(&mut *v))
-                    .unwrap_or_default()
-            }
-            None => Vec::new(),
-        };
+        let mut waits = stop_sampler(waits, &WAITS).await;
+        let samples = waits
+            .iter()
+            .find(|((t, _), _)| t.is_empty())
+            .map_or(0, |(_, n)| *n);
+        waits.retain(|((t, _), _)| !t.is_empty());
+        let fetch_ms_series = stop_sampler(sampler, &SERIES).await;
         let tables = match &schema {
             Some(s) => table_stats(ctx, s).await.unwrap_or_else(|e| e.to_string()),
             None => String::new(),
@@ -440,6 +446,8 @@ async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
             statements,
             by_function,
             times,
+            waits,
+            samples,
             fetch_ms_series,
             tables,
             cpu,
@@ -551,6 +559,107 @@ fn cpu_budget(rows: &[Row]) {
         ]);
     }
     t.print();
+}
+
+/// Where the store's backends spent their time while active, from
+/// `pg_stat_activity` sampled every 10 ms: running (CPU) or waiting, and
+/// for what (lock waits are what concurrency adds on its own; CPU shared by
+/// more backends than cores is the rest).
+fn wait_table(rows: &[Row]) {
+    println!(
+        "  active backends of the store by wait event (pg_stat_activity every 10 ms; share of \
+         active samples; CPU = running or runnable):"
+    );
+    for row in rows
+        .iter()
+        .filter(|r| r.kind == Kind::Postgres && !r.waits.is_empty())
+    {
+        let (name, conc) = label(row.test);
+        let total: u64 = row.waits.iter().map(|(_, n)| n).sum();
+        let mut sorted = row.waits.clone();
+        sorted.sort_by_key(|w| std::cmp::Reverse(w.1));
+        let parts: Vec<String> = sorted
+            .iter()
+            .take(6)
+            .map(|((t, e), n)| {
+                let what = if t == "CPU" {
+                    "CPU".to_string()
+                } else {
+                    format!("{t}:{e}")
+                };
+                format!("{what} {:.0}%", 100.0 * *n as f64 / total.max(1) as f64)
+            })
+            .collect();
+        let locks: u64 = row
+            .waits
+            .iter()
+            .filter(|((t, _), _)| t == "Lock")
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "    {name} {conc}: {} (lock waits {:.1}%, {:.2} active backends on average)",
+            parts.join(", "),
+            100.0 * locks as f64 / total.max(1) as f64,
+            total as f64 / row.samples.max(1) as f64
+        );
+    }
+}
+
+/// Stops a sampling task and takes what it collected in `into`.
+async fn stop_sampler<T>(
+    task: Option<tokio::task::JoinHandle<()>>,
+    into: &Mutex<Vec<T>>,
+) -> Vec<T> {
+    let Some(task) = task else {
+        return Vec::new();
+    };
+    task.abort();
+    let _ = task.await;
+    into.lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+}
+
+static WAITS: Mutex<Vec<((String, String), u64)>> = Mutex::new(Vec::new());
+
+/// Every 10 ms: the wait events of the store's active backends (the
+/// provider's connections run statements of `schema` only), added up in
+/// [`WAITS`] with the number of samples under ("", "samples"). Runs until
+/// aborted.
+async fn sample_waits(url: String, schema: String) {
+    if let Ok(mut v) = WAITS.lock() {
+        v.clear();
+    }
+    let Ok(client) = crate::pg::connect(&url).await else {
+        return;
+    };
+    let needle = format!("\"{schema}\".");
+    let Ok(statement) = client
+        .prepare(
+            "SELECT coalesce(wait_event_type, 'CPU'), coalesce(wait_event, ''), count(*)::bigint \
+             FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() \
+               AND strpos(query, $1) > 0 GROUP BY 1, 2",
+        )
+        .await
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        let Ok(found) = client.query(&statement, &[&needle]).await else {
+            return;
+        };
+        let Ok(mut v) = WAITS.lock() else { return };
+        let mut add = |key: (String, String), n: u64| match v.iter_mut().find(|(k, _)| *k == key) {
+            Some(e) => e.1 += n,
+            None => v.push((key, n)),
+        };
+        add((String::new(), "samples".into()), 1);
+        for r in found {
+            add((r.get(0), r.get(1)), r.get::<_, i64>(2) as u64);
+        }
+    }
 }
 
 static SERIES: Mutex<Vec<f64>> = Mutex::new(Vec::new());
