@@ -35,6 +35,16 @@ fn is_lock_error(state: Option<&str>) -> bool {
     matches!(state, Some("DX001" | "DX002"))
 }
 
+/// The boolean an ack function returns (whether it left work ready), from
+/// [`PostgresProvider::ack_resolving`]'s row; `true` when unknown (an
+/// earlier attempt committed), so that nobody misses a wake.
+pub(super) fn ready_or_unknown(op: &str, row: &Option<Row>) -> Result<bool, ProviderError> {
+    match row {
+        None => Ok(true),
+        Some(r) => get::<bool, _>(op, r, 0),
+    }
+}
+
 impl PostgresProvider {
     /// Calls the ack function `ack` with `params`, resolving a retryable
     /// failure through the outcome function `outcome` (see the module docs).

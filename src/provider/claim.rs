@@ -47,6 +47,16 @@ struct Release {
     queue: Queue,
 }
 
+/// What work a claim gave back (released, or undone with its transaction)
+/// wakes: one orchestrator fetch for its instance; every worker fetch, as
+/// a worker item may be bound to a session only its owner may take.
+fn released_wake(queue: Queue) -> Wake {
+    match queue {
+        Queue::Orchestrator => Wake::Count(1),
+        Queue::Worker => Wake::All,
+    }
+}
+
 impl Drop for Release {
     fn drop(&mut self) {
         let Some(token) = self.token.take() else {
@@ -80,12 +90,7 @@ impl Drop for Release {
                     tracing::debug!(target: "duroxide_postgres", %token,
                         "released a claim whose fetch was dropped");
                     if let Some(signals) = signals {
-                        // A worker item may be bound to a session.
-                        let wake = match queue {
-                            Queue::Orchestrator => Wake::Count(1),
-                            Queue::Worker => Wake::All,
-                        };
-                        signals.committed(queue, wake);
+                        signals.committed(queue, released_wake(queue));
                     }
                 }
                 Err((e, _)) => tracing::warn!(target: "duroxide_postgres", %token, error = %e,
@@ -137,11 +142,7 @@ impl PostgresProvider {
                     // ready without a commit: fetches that skipped it while
                     // it was locked, here or elsewhere, must look again.
                     if let Some(signals) = &release.signals {
-                        let wake = match release.queue {
-                            Queue::Orchestrator => Wake::Count(1),
-                            Queue::Worker => Wake::All,
-                        };
-                        signals.committed(release.queue, wake);
+                        signals.committed(release.queue, released_wake(release.queue));
                     }
                     return Err(e);
                 }

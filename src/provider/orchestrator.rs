@@ -224,15 +224,12 @@ impl PostgresProvider {
             .await?;
         // Whether messages that arrived during the lease are now ready
         // (unknown if an earlier attempt committed: assume so).
-        let more = match &row {
-            None => true,
-            Some(r) => get::<bool, _>(OP, r, 0)?,
-        };
+        let more = super::ack::ready_or_unknown(OP, &row)?;
         // One wake per instance the ack sent messages to; the acked
-        // instance's own that arrived during the lease (`more`) are handed back to the dispatcher
-        // that acked, which fetches next (wakeups.rs). Any worker item
-        // bound to a session wakes every worker (only the session's owner
-        // may take it).
+        // instance's own, which arrived during the lease (`more`), are
+        // handed back to the dispatcher that acked, which fetches next
+        // (wakeups.rs). Any worker item bound to a session wakes every
+        // worker (only the session's owner may take it).
         let sent_to = o_instances
             .iter()
             .collect::<std::collections::HashSet<_>>()

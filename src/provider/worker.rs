@@ -181,11 +181,7 @@ impl PostgresProvider {
         // A completion deferred behind its instance's lease wakes nobody
         // now: the ack or abandon that ends the lease does (issue 11: at 4
         // dispatchers such wakes were a third of the orchestrator fetches).
-        // Unknown (an earlier attempt committed): assume ready.
-        let ready = match &row {
-            None => true,
-            Some(r) => get::<bool, _>(OP, r, 0)?,
-        };
+        let ready = super::ack::ready_or_unknown(OP, &row)?;
         if completion.is_some() && ready {
             self.committed(Queue::Orchestrator, Wake::Count(1));
         }
