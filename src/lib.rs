@@ -62,6 +62,7 @@ pub mod inspect;
 mod migrations;
 mod notifier;
 mod options;
+mod peers;
 mod provider;
 mod retention;
 mod schema;

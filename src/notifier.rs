@@ -9,11 +9,11 @@
 //! commits/s at 8 clients). So after an ack commits, the provider wakes the
 //! fetchers of its own process directly and asks this task to tell other
 //! processes; the task coalesces those requests into one `NOTIFY` at a time
-//! on its own connection. Notifications it sent itself are ignored when they
-//! come back. The payload names the queue and how many waiters to wake
-//! (`wakeups.rs`).
-//! (Enqueues from clients, which may run without a listener, still notify
-//! inside their transaction.)
+//! on its own connection, and only while another process listens
+//! (`peers.rs`: how processes learn of each other on the channel, and the
+//! payloads). Notifications this provider sent itself are ignored when they
+//! come back. (A client's enqueue, whose process may exit right after the
+//! call, notifies inside its own transaction instead.)
 //!
 //! Behind a transaction pooler without a direct `listen_url` there is no
 //! LISTEN connection; [`relay`] then sends this process's notifications
@@ -25,6 +25,7 @@
 //! is woken once and pending notifications are sent, so nothing is missed.
 
 use crate::credentials::Connector;
+use crate::peers::{DISCOVERY, HEARTBEAT};
 use crate::telemetry::Target;
 use crate::wakeups::Signals;
 use std::future::poll_fn;
@@ -123,23 +124,39 @@ async fn listen_once(
     let (client, mut connection) = connector.connect(config).await?;
     let client = &client;
     // The channel is derived from a validated schema name (hex digits).
-    let listen = format!("LISTEN {channel}; SELECT pg_backend_pid()");
+    let listen = format!("LISTEN {channel}");
     let subscribe = client.simple_query(&listen);
     tokio::pin!(subscribe);
-    let mut own_pid: Option<i32> = None;
+    let mut listening = false;
     let mut sending: Option<Sending<'_>> = None;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let discovery = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(discovery);
     loop {
         tokio::select! {
-            result = &mut subscribe, if own_pid.is_none() => {
-                own_pid = Some(backend_pid(&result?));
+            result = &mut subscribe, if !listening => {
+                result?;
+                listening = true;
                 signals.set_connected(true);
                 on_listening();
+                // Tell the others we are here (their answers say who they
+                // are: peers.rs) and look once more when they had time to.
+                signals.hello();
+                discovery.as_mut().reset(tokio::time::Instant::now() + DISCOVERY);
                 // Work may have been committed while we were not listening,
                 // and notifications may be waiting to go out.
                 signals.wake_all();
                 signals.outgoing.notify_one();
             }
-            _ = signals.outgoing.notified(), if own_pid.is_some() && sending.is_none() => {
+            _ = &mut discovery, if listening => {
+                discovery.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+                if signals.peers.discovery_over() {
+                    signals.wake_all();
+                }
+            }
+            _ = heartbeat.tick(), if listening => signals.here(),
+            _ = signals.outgoing.notified(), if listening && sending.is_none() => {
                 if let Some(statement) = signals.take_outgoing(channel) {
                     sending = Some(Box::pin(async move { client.batch_execute(&statement).await }));
                 }
@@ -149,12 +166,7 @@ async fn listen_once(
                 result?;
             }
             message = poll_fn(|cx| connection.poll_message(cx)) => match message {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if Some(n.process_id()) == own_pid {
-                        continue; // ours: this process was woken when it committed
-                    }
-                    signals.received(n.payload());
-                }
+                Some(Ok(AsyncMessage::Notification(n))) => signals.received(n.payload()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
@@ -167,14 +179,3 @@ async fn listen_once(
 type Sending<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
 >;
-
-/// The backend PID from the reply to `LISTEN ...; SELECT pg_backend_pid()`.
-fn backend_pid(messages: &[tokio_postgres::SimpleQueryMessage]) -> i32 {
-    messages
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
-            _ => None,
-        })
-        .unwrap_or(0)
-}

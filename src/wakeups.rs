@@ -67,6 +67,7 @@
 //! work passes its wake on (tokio's `Notify` forwards an unreceived
 //! `notify_one` when its future is dropped).
 
+use crate::peers::{Message, Peers};
 use duroxide::providers::ProviderError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -108,36 +109,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// `Count(ALL_COUNT)` in the outgoing accumulator means [`Wake::All`].
 const ALL_COUNT: u64 = u64::MAX;
-
-impl Wake {
-    /// The payload of a notification for `queue`.
-    pub(crate) fn payload(self, queue: Queue) -> String {
-        let q = match queue {
-            Queue::Orchestrator => 'o',
-            Queue::Worker => 'w',
-        };
-        match self {
-            Wake::Count(n) => format!("{q}:{n}"),
-            Wake::All => format!("{q}:*"),
-        }
-    }
-
-    /// The queue and wake a payload asks for; `None` for a payload this
-    /// build does not know (the caller then wakes everything).
-    pub(crate) fn parse(payload: &str) -> Option<(Queue, Wake)> {
-        let (q, rest) = payload.split_at_checked(1)?;
-        let queue = match q {
-            "o" => Queue::Orchestrator,
-            "w" => Queue::Worker,
-            _ => return None,
-        };
-        let wake = match rest {
-            "" | ":*" => Wake::All,
-            _ => Wake::Count(rest.strip_prefix(':')?.parse().ok()?),
-        };
-        Some((queue, wake))
-    }
-}
 
 /// The waiters of one queue with one filter.
 #[derive(Debug)]
@@ -313,6 +284,13 @@ impl Waiters {
         self.wake_absorbing(wake, false);
     }
 
+    /// Work of this queue falls due at `at`: every group keeps the time.
+    fn lower_due(&self, at: Instant) {
+        for g in self.groups.lock().expect("groups lock").values() {
+            g.lower_due(at);
+        }
+    }
+
     /// Wakes as [`Waiters::wake`] does. With `absorb`, and one group of
     /// waiters, also returns how many of a count the group has parked
     /// waiters for (otherwise 0): each of those waiters looks after this
@@ -378,8 +356,42 @@ pub(crate) struct Signals {
     outgoing_orchestrator: AtomicU64,
     outgoing_worker: AtomicU64,
     pub(crate) outgoing: Notify,
+    /// Control messages for the listener task to send.
+    say_hello: AtomicBool,
+    say_here: AtomicBool,
+    /// The other processes on the channel (`peers.rs`).
+    pub(crate) peers: Peers,
     /// Off: every wake is announced to the other processes (none absorbed).
     absorb: bool,
+}
+
+/// What a committed call made ready, as its SQL function returned it (or,
+/// when that reply was lost, as much as the call could have made ready):
+/// the one input of [`Signals::committed`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Made {
+    /// Instances that now have ready orchestrator messages, besides `own`.
+    pub orchestrator: u32,
+    /// The instance the call released (an ack's or abandon's) has ready
+    /// messages: the dispatcher that called fetches next.
+    pub own: bool,
+    /// When the earliest delayed orchestrator message the call queued
+    /// becomes visible.
+    pub orchestrator_due: Option<Duration>,
+    /// Worker items ready now.
+    pub worker: u32,
+    /// One of them (or an item made ready later, see `worker_due`) is bound
+    /// to a session: only its owner may take it, so every worker looks.
+    pub worker_for_sessions: bool,
+    /// When a delayed worker item becomes visible.
+    pub worker_due: Option<Duration>,
+}
+
+impl Made {
+    /// From the millisecond columns the SQL functions return.
+    pub(crate) fn due(ms: Option<i64>) -> Option<Duration> {
+        in_ms(ms)
+    }
 }
 
 impl Signals {
@@ -423,60 +435,77 @@ impl Signals {
         self.worker.wake(Wake::All);
     }
 
-    /// Work was committed to `queue` by this process: wake its waiters now
-    /// and have the listener (or relay) task tell the other processes what
-    /// this process cannot take on itself.
+    /// The one decision of who wakes, after this process committed a call
+    /// that made `made` ready: this process's waiters now, other processes
+    /// through the listener (or relay) task, unless `announced` (a client's
+    /// enqueue told them in its own transaction) or nobody else listens
+    /// (`peers.rs`).
     ///
-    /// Of a count, as many units as every group has parked waiters are
-    /// taken on locally and not announced (issue 10: each announced unit
-    /// wakes a waiter in every other process, and all but one find
-    /// nothing). Each such wake leaves a ticket; a fetch that looks after
-    /// the commit and finds nothing it may take (another process took the
-    /// work, or its filter excludes it) announces one unit after all
-    /// ([`Self::forward`]), so a waiter elsewhere that could take the work
-    /// is still woken ([`settle_tickets`]).
-    pub(crate) fn committed(&self, queue: Queue, wake: Wake) {
-        // Only orchestrator work is absorbed: an orchestrator fetch that
-        // takes an instance says whether any other is ready, and its
-        // dispatcher is back within a turn; a worker may hold its slot for
-        // as long as an activity runs.
-        let absorbed = self
-            .waiters(queue)
-            .wake_absorbing(wake, self.absorb && queue == Queue::Orchestrator);
-        let add = match wake {
-            Wake::All => ALL_COUNT,
-            Wake::Count(n) => u64::from(n - absorbed),
+    /// * **Orchestrator work** of other instances wakes as many waiters of
+    ///   each group as instances became ready. Of that count, as many units
+    ///   as the one group has parked waiters are taken on locally and not
+    ///   announced (issue 10: each announced unit wakes a waiter in every
+    ///   other process, and all but one find nothing). Each such wake leaves
+    ///   a ticket; a fetch that looks after the commit and finds nothing it
+    ///   may take announces one unit after all ([`Self::forward`],
+    ///   [`settle_tickets`]), so a waiter elsewhere that could take the work
+    ///   is still woken.
+    /// * **The released instance's own messages** (they arrived during its
+    ///   lease) are handed back: the dispatcher that acked fetches again
+    ///   within microseconds, and waking a parked waiter only makes the two
+    ///   race (issue 11). The group owes one look instead, which the next
+    ///   fetch of the group takes on; if none has within [`HANDBACK_GRACE`]
+    ///   (the dispatcher stopped), a parked waiter looks.
+    /// * **Delayed work** lowers every group's due time; other processes
+    ///   are told one unit, so that one of their waiters looks and learns
+    ///   the time.
+    /// * **Worker items** wake as many worker waiters, or every one when an
+    ///   item is bound to a session. They are never absorbed: a worker fetch
+    ///   cannot say whether more is ready, and its dispatcher may be away
+    ///   for as long as an activity runs.
+    pub(crate) fn committed(&self, made: Made, announced: bool) {
+        let announce = |queue, add| {
+            if !announced && add > 0 {
+                self.announce(queue, add);
+            }
         };
-        if add == 0 {
-            return;
+        let absorb = self.absorb;
+        if made.orchestrator > 0 {
+            let wake = Wake::Count(made.orchestrator);
+            let absorbed = self.orchestrator.wake_absorbing(wake, absorb);
+            announce(Queue::Orchestrator, u64::from(made.orchestrator - absorbed));
         }
-        self.announce(queue, add);
+        if made.own {
+            let owe_at = Instant::now() + HANDBACK_GRACE;
+            let absorbed = self
+                .orchestrator
+                .wake_or_owe(Wake::Count(1), absorb, Some(owe_at));
+            announce(Queue::Orchestrator, u64::from(1 - absorbed));
+        }
+        if let Some(due) = made.orchestrator_due {
+            self.orchestrator.lower_due(Instant::now() + due);
+            announce(Queue::Orchestrator, 1);
+        }
+        if made.worker_for_sessions {
+            self.worker.wake(Wake::All);
+            announce(Queue::Worker, ALL_COUNT);
+        } else if made.worker > 0 {
+            self.worker.wake(Wake::Count(made.worker));
+            announce(Queue::Worker, u64::from(made.worker));
+        }
+        if let Some(due) = made.worker_due {
+            self.worker.lower_due(Instant::now() + due);
+            announce(Queue::Worker, 1);
+        }
     }
 
-    /// An ack made `n` units of orchestrator work ready for the instance
-    /// its own dispatcher just released (messages that arrived during the
-    /// lease), and that dispatcher is about to fetch again: waking a parked
-    /// waiter now only makes the two race, and the loser finds nothing
-    /// (issue 11). So the group owes one look instead: the next fetch of
-    /// the group that looks takes it on (the acking dispatcher's, a few
-    /// microseconds later); if none has within [`HANDBACK_GRACE`] (the
-    /// dispatcher stopped), a parked waiter looks. A fetch that claims
-    /// another instance while more are ready comes back for the rest after
-    /// its turn, as always. Other processes are told as by
-    /// [`Self::committed`].
-    pub(crate) fn handed_back(&self, queue: Queue, n: u32) {
-        if n == 0 {
-            return;
-        }
-        let owe_at = Instant::now() + HANDBACK_GRACE;
-        let absorbed = self.waiters(queue).wake_or_owe(
-            Wake::Count(n),
-            self.absorb && queue == Queue::Orchestrator,
-            Some(owe_at),
-        );
-        if n > absorbed {
-            self.announce(queue, u64::from(n - absorbed));
-        }
+    /// The payload a client's enqueue sends in its own transaction for
+    /// `wake` on `queue`, or `None` when no other process listens (then
+    /// [`Self::committed`] wakes this process's waiters alone).
+    pub(crate) fn announcement(&self, queue: Queue, wake: Wake) -> Option<String> {
+        self.peers
+            .may_exist(self.connected())
+            .then(|| Message::Work(queue, wake).payload(self.peers.own()))
     }
 
     /// A fetch found nothing and discharged a ticket: tell the other
@@ -485,8 +514,12 @@ impl Signals {
         self.announce(queue, 1);
     }
 
-    /// Adds `add` wakes (or [`ALL_COUNT`]) for the listener task to send.
+    /// Adds `add` wakes (or [`ALL_COUNT`]) for the listener task to send,
+    /// unless no other process listens.
     fn announce(&self, queue: Queue, add: u64) {
+        if !self.peers.may_exist(self.connected()) {
+            return;
+        }
         // Saturating: ALL_COUNT stays all.
         let _ = self
             .outgoing(queue)
@@ -496,17 +529,41 @@ impl Signals {
         self.outgoing.notify_one();
     }
 
-    /// A notification from another process (or a SQL function).
+    /// A notification arrived on the channel (see `peers.rs`): ours are
+    /// ignored, a `hello` is answered, work wakes waiters, and a body this
+    /// build does not know wakes everyone.
     pub(crate) fn received(&self, payload: &str) {
-        match Wake::parse(payload) {
-            Some((queue, wake)) => self.waiters(queue).wake(wake),
+        let (sender, message) = Message::parse(payload);
+        if !self.peers.heard(sender) {
+            return;
+        }
+        match message {
+            Some(Message::Work(queue, wake)) => self.waiters(queue).wake(wake),
+            Some(Message::Hello) => self.say(&self.say_here),
+            Some(Message::Here) => {}
             None => self.wake_all(),
         }
     }
 
+    /// Our listener is LISTENing: say `hello` (see `peers.rs`).
+    pub(crate) fn hello(&self) {
+        self.peers.said_hello();
+        self.say(&self.say_hello);
+    }
+
+    /// The heartbeat: say `here`.
+    pub(crate) fn here(&self) {
+        self.say(&self.say_here);
+    }
+
+    fn say(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        self.outgoing.notify_one();
+    }
+
     /// The NOTIFY statements for what is pending, if anything.
     pub(crate) fn take_outgoing(&self, channel: &str) -> Option<String> {
-        let mut statements = Vec::new();
+        let mut messages = Vec::new();
         for queue in [Queue::Orchestrator, Queue::Worker] {
             let n = self.outgoing(queue).swap(0, Ordering::AcqRel);
             if n == 0 {
@@ -516,9 +573,19 @@ impl Signals {
                 Ok(n) if n < u32::MAX => Wake::Count(n),
                 _ => Wake::All,
             };
-            let payload = wake.payload(queue);
-            statements.push(format!("NOTIFY {channel}, '{payload}'"));
+            messages.push(Message::Work(queue, wake));
         }
+        if self.say_hello.swap(false, Ordering::AcqRel) {
+            messages.push(Message::Hello);
+        }
+        if self.say_here.swap(false, Ordering::AcqRel) {
+            messages.push(Message::Here);
+        }
+        let own = self.peers.own();
+        let statements: Vec<String> = messages
+            .into_iter()
+            .map(|m| format!("NOTIFY {channel}, '{}'", m.payload(own)))
+            .collect();
         (!statements.is_empty()).then(|| statements.join("; "))
     }
 }
@@ -831,32 +898,89 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
 mod tests {
     use super::*;
 
-    #[test]
-    fn payloads_round_trip_and_old_payloads_mean_all() {
-        for queue in [Queue::Orchestrator, Queue::Worker] {
-            for wake in [Wake::Count(1), Wake::Count(7), Wake::All] {
-                assert_eq!(Wake::parse(&wake.payload(queue)), Some((queue, wake)));
-            }
+    fn orchestrator(n: u32) -> Made {
+        Made {
+            orchestrator: n,
+            ..Made::default()
         }
-        assert_eq!(Wake::parse("o"), Some((Queue::Orchestrator, Wake::All)));
-        assert_eq!(Wake::parse("w"), Some((Queue::Worker, Wake::All)));
-        assert_eq!(Wake::parse("x:1"), None);
-        assert_eq!(Wake::parse("o:-1"), None);
-        assert_eq!(Wake::parse(""), None);
+    }
+
+    /// Signals whose peers may exist (no listener: nobody is ruled out).
+    fn with_peers() -> Signals {
+        Signals::default()
     }
 
     #[test]
     fn outgoing_counts_add_up_and_all_wins() {
-        let s = Signals::default();
-        s.committed(Queue::Orchestrator, Wake::Count(2));
-        s.committed(Queue::Orchestrator, Wake::Count(3));
-        s.committed(Queue::Worker, Wake::Count(1));
-        s.committed(Queue::Worker, Wake::All);
+        let s = with_peers();
+        s.committed(orchestrator(2), false);
+        s.committed(orchestrator(3), false);
+        s.committed(
+            Made {
+                worker: 1,
+                ..Made::default()
+            },
+            false,
+        );
+        s.committed(
+            Made {
+                worker: 1,
+                worker_for_sessions: true,
+                ..Made::default()
+            },
+            false,
+        );
+        let own = s.peers.own().to_string();
         assert_eq!(
-            s.take_outgoing("ch").as_deref(),
-            Some("NOTIFY ch, 'o:5'; NOTIFY ch, 'w:*'")
+            s.take_outgoing("ch"),
+            Some(format!("NOTIFY ch, 'o:5@{own}'; NOTIFY ch, 'w:*@{own}'"))
         );
         assert_eq!(s.take_outgoing("ch"), None);
+        s.committed(orchestrator(1), true);
+        assert_eq!(s.take_outgoing("ch"), None, "announced by the call itself");
+    }
+
+    #[test]
+    fn alone_nothing_is_announced_but_hello_and_here() {
+        let s = with_peers();
+        s.set_connected(true);
+        s.committed(orchestrator(2), false);
+        assert_eq!(s.announcement(Queue::Orchestrator, Wake::Count(1)), None);
+        assert_eq!(s.take_outgoing("ch"), None, "nobody else listens");
+        s.here();
+        let own = s.peers.own().to_string();
+        assert_eq!(
+            s.take_outgoing("ch"),
+            Some(format!("NOTIFY ch, 'here@{own}'"))
+        );
+        s.received(&Message::Hello.payload("peer"));
+        assert_eq!(
+            s.take_outgoing("ch"),
+            Some(format!("NOTIFY ch, 'here@{own}'")),
+            "a hello is answered"
+        );
+        s.committed(orchestrator(2), false);
+        assert_eq!(
+            s.take_outgoing("ch"),
+            Some(format!("NOTIFY ch, 'o:2@{own}'")),
+            "a peer was heard"
+        );
+        assert!(s
+            .announcement(Queue::Orchestrator, Wake::Count(1))
+            .is_some());
+    }
+
+    #[test]
+    fn own_notifications_are_ignored() {
+        let s = with_peers();
+        let a = s.waiters(Queue::Orchestrator).group("a");
+        let mut f = Box::pin(a.notify.notified());
+        f.as_mut().enable();
+        let own = s.peers.own().to_string();
+        s.received(&Message::Work(Queue::Orchestrator, Wake::All).payload(&own));
+        assert!(!futures_ready(f.as_mut()), "our own payload wakes nobody");
+        s.received(&Message::Work(Queue::Orchestrator, Wake::All).payload("other"));
+        assert!(futures_ready(f.as_mut()));
     }
 
     #[tokio::test]
@@ -870,7 +994,7 @@ mod tests {
             f.as_mut().enable();
             futures.push(f);
         }
-        s.committed(Queue::Orchestrator, Wake::Count(2));
+        s.committed(orchestrator(2), false);
         let woken: Vec<bool> = futures
             .iter_mut()
             .map(|f| futures_ready(f.as_mut()))

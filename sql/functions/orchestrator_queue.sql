@@ -37,10 +37,13 @@
 --   checked as of the moment the ack arrived (request_ms(), see common.sql):
 --   a lease already taken over, or already expired when the ack arrived,
 --   makes the whole ack fail (DX001/DX002), committing nothing.
--- * Notifications: enqueues notify inside their transaction. Acks and
---   abandons notify only when p_notify is set (a provider without a
---   listener); otherwise the provider notifies after commit (see
---   src/notifier.rs for why).
+-- * Wake-ups: no function here decides who wakes. Each one that makes
+--   messages ready returns what it made ready (how many instances have ready
+--   messages, whether its own instance has, when the earliest delayed one
+--   falls due), and src/wakeups.rs decides after commit whom to wake, in
+--   this process and in others. Only a client's enqueue may notify inside
+--   its transaction, with the payload the provider passes (p_announce), so
+--   that a process which exits right after its call still wakes others.
 -- * Only messages tagged by the fetch (lock_token) are returned, deleted by
 --   its ack, or changed by its abandon; messages arriving during the lease
 --   wait for the next turn.
@@ -86,22 +89,25 @@ $$;
 -- ack's completion), in array order, created at p_inserted_ms. p_visible_ms:
 -- when each becomes visible (NULL: at once). A message for an instance
 -- whose lease is live and whose lease row no other transaction holds for
--- update (no fetch, ack or abandon under way) is deferred: visible when the lease ends, its own
--- visibility kept in deferred_visible_ms until release_deferred. The lease
--- row stays share-locked until commit (see the header). Segment: see
--- segment_for. Returns how many are ready now (neither delayed nor
--- deferred): only those are worth waking a fetch for.
+-- update (no fetch, ack or abandon under way) is deferred: visible when the
+-- lease ends, its own visibility kept in deferred_visible_ms until
+-- release_deferred. The lease row stays share-locked until commit (see the
+-- header). Segment: see segment_for. Returns what it made ready: how many
+-- instances other than p_except have a message ready now (neither delayed
+-- nor deferred: only those are worth waking a fetch for), and when the
+-- earliest delayed one becomes visible (deferred ones are not: whoever ends
+-- the lease reports them, and a lease that runs out is a due time of the
+-- fetch that took it).
 CREATE FUNCTION __SCHEMA__.queue_messages(
-    p_instances TEXT[], p_kinds TEXT[], p_items TEXT[], p_visible_ms BIGINT[], p_inserted_ms BIGINT
-) RETURNS INTEGER
+    p_instances TEXT[], p_kinds TEXT[], p_items TEXT[], p_visible_ms BIGINT[], p_inserted_ms BIGINT,
+    p_except TEXT, OUT ready INTEGER, OUT due_at_ms BIGINT
+)
 -- PL/pgSQL, not SQL: a SQL function's statement is planned again on every
 -- call (0.1 ms, a fifth of a worker ack's server time); this one's plan is
 -- cached per connection.
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE
-    v_ready INTEGER;
 BEGIN
     WITH inserted AS (
     INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms,
@@ -119,9 +125,13 @@ BEGIN
         FOR SHARE SKIP LOCKED) lease ON TRUE
     CROSS JOIN LATERAL (SELECT GREATEST(m.visible, lease.locked_until_ms) AS visible_at) v
     ORDER BY m.ord
-    RETURNING visible_at_ms)
-    SELECT count(*) FILTER (WHERE i.visible_at_ms <= p_inserted_ms) INTO v_ready FROM inserted i;
-    RETURN v_ready;
+    RETURNING instance_id, visible_at_ms, deferred_visible_ms)
+    SELECT count(DISTINCT i.instance_id) FILTER (WHERE i.visible_at_ms <= p_inserted_ms
+                                                   AND i.instance_id IS DISTINCT FROM p_except),
+           min(i.visible_at_ms) FILTER (WHERE i.visible_at_ms > p_inserted_ms
+                                          AND i.deferred_visible_ms IS NULL)
+    INTO ready, due_at_ms
+    FROM inserted i;
 END
 $$;
 
@@ -146,36 +156,41 @@ $$;
 -- Visibility: now + delay, whatever the kind: a TimerFired enqueued here with
 -- no delay is visible at once (only timers produced by an ack wait for their
 -- fire time). Idempotent per p_request_id (see first_request): a retry of a
--- call whose first attempt committed inserts nothing.
+-- call whose first attempt committed inserts nothing and returns NULLs (what
+-- that attempt made ready is unknown). Returns whether the message is ready
+-- now and, if delayed, in how many milliseconds it becomes visible; a
+-- message deferred behind a lease is neither (whoever releases the lease
+-- reports it). p_announce: a notification to send in this transaction when
+-- the message is ready or delayed (NULL: none; see the header).
 CREATE FUNCTION __SCHEMA__.enqueue_orchestrator(
     p_instance_id TEXT,
     p_kind TEXT,
     p_work_item TEXT,
     p_delay_ms BIGINT,
-    p_request_id UUID
-) RETURNS VOID
+    p_request_id UUID,
+    p_announce TEXT
+) RETURNS TABLE (ready BOOLEAN, due_in_ms BIGINT)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     v_now BIGINT := __SCHEMA__.now_ms();
     v_visible BIGINT := v_now + GREATEST(COALESCE(p_delay_ms, 0), 0);
     v_ready INTEGER;
+    v_due BIGINT;
 BEGIN
     IF NOT __SCHEMA__.first_request(p_request_id) THEN
+        RETURN QUERY SELECT NULL::BOOLEAN, NULL::BIGINT;
         RETURN;
     END IF;
     PERFORM __SCHEMA__.hold_instances(ARRAY[p_instance_id]);
 
-    v_ready := __SCHEMA__.queue_messages(ARRAY[p_instance_id], ARRAY[p_kind], ARRAY[p_work_item],
-        ARRAY[v_visible], v_now);
-
-    -- Delayed messages notify too: an idle fetcher's wake-up time may be
-    -- later than this message's. A message deferred behind a lease does
-    -- not: it becomes ready when the lease is released (whoever releases it
-    -- wakes a fetch) or runs out (a time every fetch that saw the lease
-    -- already waits for).
-    IF v_ready > 0 OR v_visible > v_now THEN
-        PERFORM pg_notify('__CHANNEL__', 'o:1');
+    SELECT m.ready, m.due_at_ms INTO v_ready, v_due
+    FROM __SCHEMA__.queue_messages(ARRAY[p_instance_id], ARRAY[p_kind], ARRAY[p_work_item],
+        ARRAY[v_visible], v_now, NULL) m;
+    IF p_announce IS NOT NULL AND (v_ready > 0 OR v_due IS NOT NULL) THEN
+        PERFORM pg_notify('__CHANNEL__', p_announce);
     END IF;
+    RETURN QUERY SELECT v_ready > 0, v_due - v_now;
 END
 $$;
 
@@ -244,6 +259,7 @@ DECLARE
     v_parked BOOLEAN;
     v_more BOOLEAN;
     v_next BIGINT;
+    v_lease_end BIGINT;
     v_ready BIGINT;
     v_starts BIGINT;
     v_others BIGINT;
@@ -395,20 +411,24 @@ BEGIN
         -- The lease starts now, after every wait of this call.
         UPDATE __SCHEMA__.instance_locks l
         SET lock_token = v_token, locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms
-        WHERE l.instance_id = v_instance;
+        WHERE l.instance_id = v_instance
+        RETURNING l.locked_until_ms INTO v_lease_end;
 
         -- Whether any other instance has a ready message (leased or not, so
         -- one index probe that stops at the first: a store full of leased
         -- work costs nothing more). If none, this process's next fetch may
         -- wait without looking until something is committed or falls due
-        -- (src/wakeups.rs), so the row also says when the next delayed
-        -- message falls due (no other message is ready, so no lease holds
-        -- ready work back). "None" is never wrong; "some" may be.
+        -- (src/wakeups.rs), so the row also says when something falls due:
+        -- the next delayed message, or the end of the lease just taken, for
+        -- if its holder never acks nor abandons (it died, or its abandon
+        -- failed before reaching the store), its messages and any deferred
+        -- behind it become claimable then, with no commit to say so.
+        -- "None" is never wrong; "some" may be.
         v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
                           WHERE q.visible_at_ms <= v_now AND q.instance_id <> v_instance);
         IF NOT v_more THEN
-            v_next := (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
-                       WHERE q.visible_at_ms > v_now) - v_now;
+            v_next := LEAST((SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
+                             WHERE q.visible_at_ms > v_now), v_lease_end) - v_now;
         END IF;
 
         RETURN QUERY
@@ -460,15 +480,18 @@ CREATE FUNCTION __SCHEMA__.ack_orchestration_item(
     p_kv_clear_all BOOLEAN,
     p_kv_keys TEXT[],
     p_kv_values BYTEA[],
-    p_kv_updated_at_ms BIGINT[],
-    p_notify BOOLEAN
-) RETURNS BOOLEAN
+    p_kv_updated_at_ms BIGINT[]
+) RETURNS TABLE (own_ready BOOLEAN, others_ready INTEGER, due_in_ms BIGINT, work_ready INTEGER,
+                 work_for_sessions BOOLEAN)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     v_more BOOLEAN;
     v_instance TEXT;
     v_locked_until BIGINT;
     v_now BIGINT;
+    v_others INTEGER := 0;
+    v_due BIGINT;
 BEGIN
     SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_locked_until
     FROM __SCHEMA__.instance_locks l
@@ -603,25 +626,23 @@ BEGIN
     IF cardinality(p_orch_items) > 0 THEN
         -- Lease rows of the targets, held against their deletion (header).
         PERFORM __SCHEMA__.hold_instances(p_orch_instances);
-        PERFORM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
-            p_orch_visible_at_ms, v_now);
+        SELECT m.ready, m.due_at_ms INTO v_others, v_due
+        FROM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
+            p_orch_visible_at_ms, v_now, v_instance) m;
     END IF;
 
     DELETE FROM __SCHEMA__.orchestrator_queue q
     WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
 
-    -- Messages that arrived during the lease are ready now.
+    -- What the turn made ready (see the header): messages that arrived
+    -- during the lease, ready now; the messages to other instances (its
+    -- own timers are counted there too: they are due, not ready); the new
+    -- activities, and whether one is bound to a session.
     v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
                       WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now);
-    IF p_notify THEN
-        IF cardinality(p_worker_items) > 0 THEN
-            PERFORM pg_notify('__CHANNEL__', 'w');
-        END IF;
-        IF cardinality(p_orch_items) > 0 OR v_more THEN
-            PERFORM pg_notify('__CHANNEL__', 'o');
-        END IF;
-    END IF;
-    RETURN v_more;
+    RETURN QUERY SELECT v_more, v_others, v_due - v_now,
+        cardinality(p_worker_items),
+        EXISTS (SELECT 1 FROM unnest(p_worker_sessions) AS s(id) WHERE s.id IS NOT NULL);
 END
 $$;
 
@@ -651,12 +672,13 @@ $$;
 CREATE FUNCTION __SCHEMA__.abandon_orchestration_item(
     p_lock_token TEXT,
     p_delay_ms BIGINT,
-    p_ignore_attempt BOOLEAN,
-    p_notify BOOLEAN
-) RETURNS VOID
+    p_ignore_attempt BOOLEAN
+) RETURNS TABLE (ready BOOLEAN, due_in_ms BIGINT)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     v_instance TEXT;
+    v_now BIGINT := __SCHEMA__.now_ms();
 BEGIN
     SELECT l.instance_id INTO v_instance
     FROM __SCHEMA__.instance_locks l
@@ -673,7 +695,7 @@ BEGIN
     UPDATE __SCHEMA__.orchestrator_queue q SET
         lock_token = NULL,
         visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
-                             ELSE __SCHEMA__.now_ms() + p_delay_ms END,
+                             ELSE v_now + p_delay_ms END,
         attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(q.attempt_count - 1, 0)
                              ELSE q.attempt_count END
     WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
@@ -682,9 +704,13 @@ BEGIN
     WHERE l.instance_id = v_instance;
     PERFORM __SCHEMA__.release_deferred(v_instance);
 
-    IF p_notify THEN
-        PERFORM pg_notify('__CHANNEL__', 'o:1');
-    END IF;
+    -- What the abandon made ready: the instance's messages, now or after
+    -- the delay (and any deferred behind the lease).
+    RETURN QUERY
+    SELECT EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                   WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now),
+           (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
+            WHERE q.instance_id = v_instance AND q.visible_at_ms > v_now) - v_now;
 END
 $$;
 

@@ -23,7 +23,8 @@
 
 -- Enqueue one item, visible now. Idempotent per p_request_id (see
 -- first_request in common.sql): a retry of a call whose first attempt
--- committed inserts nothing.
+-- committed inserts nothing. p_announce: a notification to send in this
+-- transaction (NULL: none), see orchestrator_queue.sql's header.
 CREATE FUNCTION __SCHEMA__.enqueue_worker(
     p_work_item TEXT,
     p_instance_id TEXT,
@@ -31,7 +32,8 @@ CREATE FUNCTION __SCHEMA__.enqueue_worker(
     p_activity_id BIGINT,
     p_session_id TEXT,
     p_tag TEXT,
-    p_request_id UUID
+    p_request_id UUID,
+    p_announce TEXT
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -44,9 +46,11 @@ BEGIN
     INSERT INTO __SCHEMA__.worker_queue (work_item, visible_at_ms, instance_id, execution_id,
         activity_id, session_id, tag, created_at_ms)
     VALUES (p_work_item, v_now, p_instance_id, p_execution_id, p_activity_id, p_session_id, p_tag, v_now);
-    -- Payload: how many waiters to wake (src/wakeups.rs); a session item
-    -- wakes every worker, only the session's owner may take it.
-    PERFORM pg_notify('__CHANNEL__', CASE WHEN p_session_id IS NULL THEN 'w:1' ELSE 'w:*' END);
+    -- Whom to wake is the provider's decision (src/wakeups.rs); a client's
+    -- enqueue may ask to tell other processes in this transaction.
+    IF p_announce IS NOT NULL THEN
+        PERFORM pg_notify('__CHANNEL__', p_announce);
+    END IF;
 END
 $$;
 
@@ -179,8 +183,7 @@ CREATE FUNCTION __SCHEMA__.ack_work_item(
     p_lock_token TEXT,
     p_target_instance TEXT,
     p_kind TEXT,
-    p_completion TEXT,
-    p_notify BOOLEAN
+    p_completion TEXT
 ) RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -203,11 +206,9 @@ BEGIN
     v_now := __SCHEMA__.now_ms();
 
     IF p_completion IS NOT NULL THEN
-        v_ready := __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
-            ARRAY[p_completion], ARRAY[v_now], v_now) > 0;
-        IF p_notify AND v_ready THEN
-            PERFORM pg_notify('__CHANNEL__', 'o:1');
-        END IF;
+        SELECT m.ready > 0 INTO v_ready
+        FROM __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
+            ARRAY[p_completion], ARRAY[v_now], v_now, NULL) m;
     END IF;
 
     IF v_session IS NOT NULL THEN
@@ -262,28 +263,35 @@ $$;
 
 -- Release a lease without completing. With a delay the item becomes visible
 -- at now + delay; with p_ignore_attempt its attempt is given back (floor 0).
+-- Returns whether the item is bound to a session and, if delayed, in how
+-- many milliseconds it becomes visible.
 CREATE FUNCTION __SCHEMA__.abandon_work_item(
     p_lock_token TEXT,
     p_delay_ms BIGINT,
-    p_ignore_attempt BOOLEAN,
-    p_notify BOOLEAN
-) RETURNS VOID
+    p_ignore_attempt BOOLEAN
+) RETURNS TABLE (for_session BOOLEAN, due_in_ms BIGINT)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_session TEXT;
+    v_visible BIGINT;
+    v_now BIGINT := __SCHEMA__.now_ms();
 BEGIN
     UPDATE __SCHEMA__.worker_queue w SET
         lock_token = NULL,
         locked_until_ms = NULL,
         visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN w.visible_at_ms
-                             ELSE __SCHEMA__.now_ms() + p_delay_ms END,
+                             ELSE v_now + p_delay_ms END,
         attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(w.attempt_count - 1, 0)
                              ELSE w.attempt_count END
-    WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token;
+    WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token
+    RETURNING w.session_id, w.visible_at_ms INTO v_session, v_visible;
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('abandon_work_item', p_lock_token, FALSE);
     END IF;
-    IF p_notify THEN
-        PERFORM pg_notify('__CHANNEL__', 'w');
-    END IF;
+    -- What the abandon made ready: the item, now or after the delay, and
+    -- whether only its session's owner may take it.
+    RETURN QUERY SELECT v_session IS NOT NULL, NULLIF(GREATEST(v_visible - v_now, 0), 0);
 END
 $$;
 

@@ -10,7 +10,7 @@
 
 use super::functions::SqlFn;
 use super::{run_call, Call, Db, PostgresProvider};
-use crate::wakeups::{Queue, Signals, Wake};
+use crate::wakeups::{Made, Queue, Signals};
 use duroxide::providers::ProviderError;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
@@ -42,18 +42,24 @@ struct Release {
     db: Db,
     call: Option<Call>,
     token: Option<String>,
-    notify_in_sql: bool,
-    signals: Option<Arc<Signals>>,
+    signals: Arc<Signals>,
     queue: Queue,
 }
 
-/// What work a claim gave back (released, or undone with its transaction)
-/// wakes: one orchestrator fetch for its instance; every worker fetch, as
-/// a worker item may be bound to a session only its owner may take.
-fn released_wake(queue: Queue) -> Wake {
+/// What a claim gave back (released, or undone with its transaction) made
+/// ready: its orchestrator instance; or its worker item, which may be bound
+/// to a session only its owner may take, so every worker looks.
+fn released(queue: Queue) -> Made {
     match queue {
-        Queue::Orchestrator => Wake::Count(1),
-        Queue::Worker => Wake::All,
+        Queue::Orchestrator => Made {
+            orchestrator: 1,
+            ..Made::default()
+        },
+        Queue::Worker => Made {
+            worker: 1,
+            worker_for_sessions: true,
+            ..Made::default()
+        },
     }
 }
 
@@ -70,28 +76,21 @@ impl Drop for Release {
         let Some(call) = self.call.take() else {
             return;
         };
-        let (db, notify, signals, queue) = (
-            self.db.clone(),
-            self.notify_in_sql,
-            self.signals.take(),
-            self.queue,
-        );
+        let (db, signals, queue) = (self.db.clone(), self.signals.clone(), self.queue);
         runtime.spawn(async move {
             let no_delay: Option<i64> = None;
             let result = run_call(
                 &db,
                 &call,
                 "release_unreceived_claim",
-                &[&token, &no_delay, &true, &notify],
+                &[&token, &no_delay, &true],
             )
             .await;
             match result {
                 Ok(_) => {
                     tracing::debug!(target: "duroxide_postgres", %token,
                         "released a claim whose fetch was dropped");
-                    if let Some(signals) = signals {
-                        signals.committed(queue, released_wake(queue));
-                    }
+                    signals.committed(released(queue), false);
                 }
                 Err((e, _)) => tracing::warn!(target: "duroxide_postgres", %token, error = %e,
                     "could not release a claim whose fetch was dropped; it is released when its \
@@ -114,7 +113,7 @@ impl PostgresProvider {
         queue: Queue,
     ) -> Result<Claim, ProviderError> {
         let db = self.db.clone();
-        if params.len() != f.params.len() || abandon.params.len() != 4 {
+        if params.len() != f.params.len() || abandon.params.len() != 3 {
             // A bug of this crate, caught before anything is sent.
             return Err(ProviderError::permanent(
                 op,
@@ -126,8 +125,7 @@ impl PostgresProvider {
             db: self.db.clone(),
             call: Some(self.prepared(abandon)),
             token: None,
-            notify_in_sql: self.notify_in_sql(),
-            signals: self.long_poll.then(|| self.signals.clone()),
+            signals: self.signals.clone(),
             queue,
         };
         let task = tokio::spawn(async move {
@@ -141,9 +139,7 @@ impl PostgresProvider {
                     // A claim undone with its transaction leaves its work
                     // ready without a commit: fetches that skipped it while
                     // it was locked, here or elsewhere, must look again.
-                    if let Some(signals) = &release.signals {
-                        signals.committed(release.queue, released_wake(release.queue));
-                    }
+                    release.signals.committed(released(release.queue), false);
                     return Err(e);
                 }
             };

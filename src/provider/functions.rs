@@ -42,7 +42,7 @@ functions! {
     // Orchestrator queue.
     ENQUEUE_ORCHESTRATOR = "enqueue_orchestrator", Write, [
         "p_instance_id": TEXT, "p_kind": TEXT, "p_work_item": TEXT, "p_delay_ms": INT8,
-        "p_request_id": UUID,
+        "p_request_id": UUID, "p_announce": TEXT,
     ];
     FETCH_ORCHESTRATION_ITEM = "fetch_orchestration_item", Runtime, [
         "p_lock_timeout_ms": INT8, "p_min": INT8_ARRAY, "p_max": INT8_ARRAY,
@@ -62,11 +62,11 @@ functions! {
         "p_cancel_activity_ids": INT8_ARRAY,
         "p_custom_status_action": INT2, "p_custom_status": BYTEA,
         "p_kv_clear_all": BOOL, "p_kv_keys": TEXT_ARRAY, "p_kv_values": BYTEA_ARRAY,
-        "p_kv_updated_at_ms": INT8_ARRAY, "p_notify": BOOL,
+        "p_kv_updated_at_ms": INT8_ARRAY,
     ];
     ACK_OUTCOME = "ack_outcome", Runtime, ["p_lock_token": TEXT];
     ABANDON_ORCHESTRATION_ITEM = "abandon_orchestration_item", Runtime, [
-        "p_lock_token": TEXT, "p_delay_ms": INT8, "p_ignore_attempt": BOOL, "p_notify": BOOL,
+        "p_lock_token": TEXT, "p_delay_ms": INT8, "p_ignore_attempt": BOOL,
     ];
     RENEW_ORCHESTRATION_ITEM_LOCK = "renew_orchestration_item_lock", Runtime, [
         "p_lock_token": TEXT, "p_extend_ms": INT8,
@@ -77,6 +77,7 @@ functions! {
     ENQUEUE_WORKER = "enqueue_worker", Write, [
         "p_work_item": TEXT, "p_instance_id": TEXT, "p_execution_id": INT8,
         "p_activity_id": INT8, "p_session_id": TEXT, "p_tag": TEXT, "p_request_id": UUID,
+        "p_announce": TEXT,
     ];
     FETCH_WORK_ITEM = "fetch_work_item", Runtime, [
         "p_lock_timeout_ms": INT8, "p_owner_id": TEXT, "p_session_lock_timeout_ms": INT8,
@@ -84,14 +85,13 @@ functions! {
     ];
     ACK_WORK_ITEM = "ack_work_item", Runtime, [
         "p_lock_token": TEXT, "p_target_instance": TEXT, "p_kind": TEXT, "p_completion": TEXT,
-        "p_notify": BOOL,
     ];
     WORK_ACK_OUTCOME = "work_ack_outcome", Runtime, ["p_lock_token": TEXT];
     RENEW_WORK_ITEM_LOCK = "renew_work_item_lock", Runtime, [
         "p_lock_token": TEXT, "p_extend_ms": INT8,
     ];
     ABANDON_WORK_ITEM = "abandon_work_item", Runtime, [
-        "p_lock_token": TEXT, "p_delay_ms": INT8, "p_ignore_attempt": BOOL, "p_notify": BOOL,
+        "p_lock_token": TEXT, "p_delay_ms": INT8, "p_ignore_attempt": BOOL,
     ];
     RENEW_SESSION_LOCK = "renew_session_lock", Runtime, [
         "p_owner_ids": TEXT_ARRAY, "p_extend_ms": INT8, "p_idle_timeout_ms": INT8,

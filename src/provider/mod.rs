@@ -29,7 +29,7 @@ use crate::options::PostgresOptions;
 use crate::schema::SchemaName;
 use crate::telemetry::{self, Target};
 use crate::tls;
-use crate::wakeups::{self, deadline_after, Polled, Queue, Signals, WaitSpec, Wake};
+use crate::wakeups::{self, deadline_after, Made, Polled, Queue, Signals, WaitSpec, Wake};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use duroxide::providers::{
@@ -216,12 +216,13 @@ impl PostgresProvider {
                 options.listener_reconnect_delay,
                 target.clone(),
             )),
-            None if options.long_poll => Some(notifier::relay(
+            // No LISTEN connection (long polling off, or behind a pooler
+            // without a listen_url): other processes are still told.
+            None => Some(notifier::relay(
                 pool.clone(),
                 schema.channel(),
                 signals.clone(),
             )),
-            None => None,
         };
         let db = Db {
             pool,
@@ -369,27 +370,17 @@ impl PostgresProvider {
         wakeups::poll(&self.signals, spec, attempt).await
     }
 
-    /// Whether the SQL functions must notify other processes themselves:
-    /// only when this provider has no listener (or relay) task to do it
-    /// after commit.
-    fn notify_in_sql(&self) -> bool {
-        !self.long_poll
+    /// A call committed and made `made` ready: see [`Signals::committed`],
+    /// the one place that decides who wakes. `announced`: the call told
+    /// other processes itself (a client's enqueue).
+    fn committed(&self, made: Made, announced: bool) {
+        self.signals.committed(made, announced);
     }
 
-    /// Work committed to `queue`: wake this process's fetchers and, through
-    /// the listener task, other processes (see `notifier`).
-    fn committed(&self, queue: Queue, wake: Wake) {
-        if self.long_poll {
-            self.signals.committed(queue, wake);
-        }
-    }
-
-    /// Work an ack made ready for the instance it released, for the
-    /// dispatcher that acked to take (see `Signals::handed_back`).
-    fn handed_back(&self, queue: Queue, n: u32) {
-        if self.long_poll {
-            self.signals.handed_back(queue, n);
-        }
+    /// The `p_announce` argument of a client's enqueue (see
+    /// [`Signals::announcement`]).
+    fn announcement(&self, queue: Queue, wake: Wake) -> Option<String> {
+        self.signals.announcement(queue, wake)
     }
 
     /// Retries a lease renewal on retryable errors for up to `budget`.

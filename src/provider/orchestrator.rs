@@ -2,10 +2,10 @@
 
 use super::claim::Param;
 use super::functions as sql;
-use super::rows::get;
+use super::rows::{count32, get};
 use super::PostgresProvider;
 use crate::codec::{self, millis};
-use crate::wakeups::{Polled, Queue, Wake};
+use crate::wakeups::{Made, Polled, Queue, Wake};
 use duroxide::providers::{
     DispatcherCapabilityFilter, ExecutionMetadata, KvEntry, OrchestrationItem, ProviderError,
     ScheduledActivityIdentifier, WorkItem,
@@ -32,12 +32,31 @@ impl PostgresProvider {
         let delay_ms = delay.map(millis);
         // Generated once per call: every retry of this call carries it.
         let request_id = uuid::Uuid::new_v4();
-        self.call(
-            OP,
-            &sql::ENQUEUE_ORCHESTRATOR,
-            &[&route.instance, &route.kind, &text, &delay_ms, &request_id],
-        )
-        .await?;
+        let announce = self.announcement(Queue::Orchestrator, Wake::Count(1));
+        let row = self
+            .call_one(
+                OP,
+                &sql::ENQUEUE_ORCHESTRATOR,
+                &[
+                    &route.instance,
+                    &route.kind,
+                    &text,
+                    &delay_ms,
+                    &request_id,
+                    &announce,
+                ],
+            )
+            .await?;
+        // NULL: an earlier attempt of this call committed; what it made
+        // ready is unknown, so wake as if ready.
+        let ready: Option<bool> = get(OP, &row, "ready")?;
+        let due = Made::due(get(OP, &row, "due_in_ms")?);
+        let made = Made {
+            orchestrator: u32::from(ready.unwrap_or(due.is_none())),
+            orchestrator_due: due,
+            ..Made::default()
+        };
+        self.committed(made, announce.is_some());
         Ok(())
     }
 
@@ -178,8 +197,6 @@ impl PostgresProvider {
         let status_change = StatusChange::from_delta(history_delta);
         let kv = KvChanges::from_delta(OP, history_delta)?;
         let pinned = metadata.pinned_duroxide_version.as_ref().map(semver_triple);
-        let notify_in_sql = self.notify_in_sql();
-
         let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
             &lock_token,
             &execution,
@@ -210,7 +227,6 @@ impl PostgresProvider {
             &kv.keys,
             &kv.values,
             &kv.updated_at_ms,
-            &notify_in_sql,
         ];
         let row = self
             .ack_resolving(
@@ -222,32 +238,27 @@ impl PostgresProvider {
                 params,
             )
             .await?;
-        // Whether messages that arrived during the lease are now ready
-        // (unknown if an earlier attempt committed: assume so).
-        let more = super::ack::ready_or_unknown(OP, &row)?;
-        // One wake per instance the ack sent messages to; the acked
-        // instance's own, which arrived during the lease (`more`), are
-        // handed back to the dispatcher that acked, which fetches next
-        // (wakeups.rs). Any worker item bound to a session wakes every
-        // worker (only the session's owner may take it).
-        let sent_to = o_instances
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        if sent_to > 0 {
-            self.committed(Queue::Orchestrator, Wake::Count(sent_to as u32));
-        }
-        if more {
-            self.handed_back(Queue::Orchestrator, 1);
-        }
-        if !worker_items.is_empty() {
-            let wake = if w_sessions.iter().any(Option::is_some) {
-                Wake::All
-            } else {
-                Wake::Count(worker_items.len() as u32)
-            };
-            self.committed(Queue::Worker, wake);
-        }
+        // What the turn made ready; when unknown (an earlier attempt
+        // committed and its reply was lost), all it could have.
+        let made = match &row {
+            Some(row) => Made {
+                own: get(OP, row, "own_ready")?,
+                orchestrator: count32(OP, row, "others_ready")?,
+                orchestrator_due: Made::due(get(OP, row, "due_in_ms")?),
+                worker: count32(OP, row, "work_ready")?,
+                worker_for_sessions: get(OP, row, "work_for_sessions")?,
+                worker_due: None,
+            },
+            None => Made {
+                own: true,
+                orchestrator: distinct(&o_instances),
+                orchestrator_due: None,
+                worker: worker_items.len() as u32,
+                worker_for_sessions: w_sessions.iter().any(Option::is_some),
+                worker_due: None,
+            },
+        };
+        self.committed(made, false);
         Ok(())
     }
 
@@ -257,19 +268,23 @@ impl PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
+        const OP: &str = "abandon_orchestration_item";
         let delay_ms = delay.map(millis);
-        self.call(
-            "abandon_orchestration_item",
-            &sql::ABANDON_ORCHESTRATION_ITEM,
-            &[
-                &lock_token,
-                &delay_ms,
-                &ignore_attempt,
-                &self.notify_in_sql(),
-            ],
-        )
-        .await?;
-        self.committed(Queue::Orchestrator, Wake::Count(1));
+        let row = self
+            .call_one(
+                OP,
+                &sql::ABANDON_ORCHESTRATION_ITEM,
+                &[&lock_token, &delay_ms, &ignore_attempt],
+            )
+            .await?;
+        // Not handed back: the runtime abandons when it cannot process the
+        // instance now, so another dispatcher (or process) should take it.
+        let made = Made {
+            orchestrator: u32::from(get::<bool, _>(OP, &row, "ready")?),
+            orchestrator_due: Made::due(get(OP, &row, "due_in_ms")?),
+            ..Made::default()
+        };
+        self.committed(made, false);
         Ok(())
     }
 
@@ -528,4 +543,9 @@ impl KvChanges {
         }
         Ok(out)
     }
+}
+
+/// How many distinct instances `ids` names.
+fn distinct<T: std::hash::Hash + Eq>(ids: &[T]) -> u32 {
+    ids.iter().collect::<std::collections::HashSet<_>>().len() as u32
 }

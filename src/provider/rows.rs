@@ -34,3 +34,12 @@ pub(crate) fn count<I: RowIndex + Display>(
 ) -> Result<u64, ProviderError> {
     Ok(get::<i64, I>(op, row, column)?.max(0) as u64)
 }
+
+/// A non-negative count column (INTEGER) as `u32`; negatives read as 0.
+pub(crate) fn count32<I: RowIndex + Display>(
+    op: &str,
+    row: &Row,
+    column: I,
+) -> Result<u32, ProviderError> {
+    Ok(get::<i32, I>(op, row, column)?.max(0) as u32)
+}

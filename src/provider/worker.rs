@@ -5,7 +5,7 @@ use super::functions as sql;
 use super::rows::{count, get};
 use super::PostgresProvider;
 use crate::codec::{self, millis};
-use crate::wakeups::{Polled, Queue, Wake};
+use crate::wakeups::{Made, Polled, Queue, Wake};
 use duroxide::providers::{ProviderError, SessionFetchConfig, TagFilter, WorkItem};
 use duroxide::ErrorDetails;
 use std::time::Duration;
@@ -25,6 +25,15 @@ impl PostgresProvider {
         let text = codec::encode_item(OP, item)?;
         // Generated once per call: every retry of this call carries it.
         let request_id = uuid::Uuid::new_v4();
+        let for_session = route.session_id.is_some();
+        // An item bound to a session wakes every worker: only the
+        // session's owner may take it.
+        let wake = if for_session {
+            Wake::All
+        } else {
+            Wake::Count(1)
+        };
+        let announce = self.announcement(Queue::Worker, wake);
         self.call(
             OP,
             &sql::ENQUEUE_WORKER,
@@ -36,9 +45,16 @@ impl PostgresProvider {
                 &route.session_id,
                 &route.tag,
                 &request_id,
+                &announce,
             ],
         )
         .await?;
+        let made = Made {
+            worker: 1,
+            worker_for_sessions: for_session,
+            ..Made::default()
+        };
+        self.committed(made, announce.is_some());
         Ok(())
     }
 
@@ -175,7 +191,7 @@ impl PostgresProvider {
                 &sql::ACK_WORK_ITEM,
                 &sql::WORK_ACK_OUTCOME,
                 token,
-                &[&token, &target, &kind, &text, &self.notify_in_sql()],
+                &[&token, &target, &kind, &text],
             )
             .await?;
         // A completion deferred behind its instance's lease wakes nobody
@@ -183,7 +199,11 @@ impl PostgresProvider {
         // dispatchers such wakes were a third of the orchestrator fetches).
         let ready = super::ack::ready_or_unknown(OP, &row)?;
         if completion.is_some() && ready {
-            self.committed(Queue::Orchestrator, Wake::Count(1));
+            let made = Made {
+                orchestrator: 1,
+                ..Made::default()
+            };
+            self.committed(made, false);
         }
         Ok(())
     }
@@ -212,15 +232,23 @@ impl PostgresProvider {
         delay: Option<Duration>,
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
+        const OP: &str = "abandon_work_item";
         let delay_ms = delay.map(millis);
-        self.call(
-            "abandon_work_item",
-            &sql::ABANDON_WORK_ITEM,
-            &[&token, &delay_ms, &ignore_attempt, &self.notify_in_sql()],
-        )
-        .await?;
-        // The item may be bound to a session only its owner may take.
-        self.committed(Queue::Worker, Wake::All);
+        let row = self
+            .call_one(
+                OP,
+                &sql::ABANDON_WORK_ITEM,
+                &[&token, &delay_ms, &ignore_attempt],
+            )
+            .await?;
+        let due = Made::due(get(OP, &row, "due_in_ms")?);
+        let made = Made {
+            worker: u32::from(due.is_none()),
+            worker_for_sessions: get(OP, &row, "for_session")?,
+            worker_due: due,
+            ..Made::default()
+        };
+        self.committed(made, false);
         Ok(())
     }
 }
