@@ -32,6 +32,10 @@
 --   claim may yet be released (a dropped fetch, src/provider/claim.rs).
 -- * A lease is computed from now_ms() after its row lock is held, so it is
 --   never returned already expired.
+-- * Acks, abandons and enqueues are durable; claims and renewals are not
+--   (commit_without_flush in common.sql): a claim lost in a crash only
+--   makes its ack fail on the token, and every durable commit after it
+--   flushes it anyway.
 -- * An ack holds the lease row lock from its token check to its commit, so
 --   its lease cannot be taken over before the turn commits. Its lease is
 --   checked as of the moment the ack arrived (request_ms(), see common.sql):
@@ -391,7 +395,9 @@ BEGIN
 
         -- Tag every message visible now. Our snapshot may be older than the
         -- lease row we locked: if another turn consumed them meanwhile,
-        -- nothing is tagged and we look further.
+        -- nothing is tagged and we look further. The claim need not be
+        -- durable (see commit_without_flush).
+        PERFORM __SCHEMA__.commit_without_flush();
         v_token := __SCHEMA__.new_token(v_instance);
         WITH tagged AS (
             UPDATE __SCHEMA__.orchestrator_queue q
@@ -624,8 +630,11 @@ BEGIN
     PERFORM __SCHEMA__.release_deferred(v_instance);
 
     IF cardinality(p_orch_items) > 0 THEN
-        -- Lease rows of the targets, held against their deletion (header).
-        PERFORM __SCHEMA__.hold_instances(p_orch_instances);
+        -- Lease rows of the targets, held against their deletion (header);
+        -- our own is locked already (timers and continue-as-new go there).
+        IF EXISTS (SELECT 1 FROM unnest(p_orch_instances) AS t(id) WHERE t.id <> v_instance) THEN
+            PERFORM __SCHEMA__.hold_instances(p_orch_instances);
+        END IF;
         SELECT m.ready, m.due_at_ms INTO v_others, v_due
         FROM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
             p_orch_visible_at_ms, v_now, v_instance) m;
@@ -715,13 +724,16 @@ END
 $$;
 
 -- Extend a live lease to now + extend. Never revives a lease that had
--- expired when the request arrived, never shortens a live one.
+-- expired when the request arrived, never shortens a live one. Not durable
+-- (see commit_without_flush): a renewal lost in a crash is a lease that ends
+-- sooner.
 CREATE FUNCTION __SCHEMA__.renew_orchestration_item_lock(
     p_lock_token TEXT,
     p_extend_ms BIGINT
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM __SCHEMA__.commit_without_flush();
     UPDATE __SCHEMA__.instance_locks l
     SET locked_until_ms = GREATEST(l.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
