@@ -1,70 +1,68 @@
 //! How an idle fetch waits, and what wakes it: the one place that decides.
 //!
-//! A fetch that finds nothing waits (long polling) until one of three things:
+//! **Who wakes.** Every SQL function that makes work ready returns what it
+//! made ready ([`Made`]: ready instances, the released instance's own
+//! messages, delayed work, worker items and whether one is bound to a
+//! session). After the call commits, [`Signals::committed`] alone decides
+//! whom that wakes: this process's waiters at once, other processes through
+//! the listener task (`notifier.rs`), and only while another process listens
+//! on the store's channel (`peers.rs`). No SQL function decides who wakes; a
+//! client's enqueue only carries the payload this module chose into its own
+//! transaction ([`Signals::announcement`]), so that a process which exits
+//! right after the call still wakes the others.
 //!
-//! * **Committed work.** Whoever commits work says how many waiters it may
-//!   wake ([`Wake::Count`]: one per ready instance or work item) or that
-//!   every waiter must look ([`Wake::All`]: work only some waiters may take,
-//!   such as an item of a session another worker owns). A count wakes that
-//!   many waiters, not all of them: with four idle dispatchers, one commit
-//!   costs one fetch instead of four (issue 11). This process's commits wake
-//!   its waiters at once; other processes learn the same through the
-//!   listener (`notifier.rs`), whose payload carries the count (`o:3`, `w:*`;
-//!   a bare `o` or `w`, as older builds send, means all).
-//! * **A due time.** An empty fetch reports when delayed work becomes
-//!   visible, or a lease holding ready work expires. That time is kept per
-//!   group of waiters, not per waiter, so it is not forgotten when the waiter
-//!   that learned it leaves with other work; exactly one waiter of the group
-//!   claims it when it comes, and if that waiter finds work it wakes one more
-//!   (several items may fall due together).
-//! * **Its deadline** (the caller's poll timeout), or, while the listener is
-//!   disconnected, the re-check interval.
-//! * **Its backoff**, when the provider has no listener at all (behind a
-//!   transaction pooler without a direct `listen_url`): other processes'
-//!   commits cannot wake it, so it looks again after 10 ms, then 20, 40, ...
-//!   up to 1 s between looks. The interval is kept per group and starts
-//!   over at 10 ms when a fetch of the group finds work; this process's own
-//!   commits still wake it at once.
+//! **Counted, per group.** A commit that makes `n` units ready wakes `n`
+//! waiters, not all: with four idle dispatchers, one commit costs one fetch
+//! (issue 11). Waiters are grouped by what they may take (the fetch's
+//! filter); a wake goes to every group, so a waiter whose filter excludes the
+//! work never stands between the work and one that could take it. Work only
+//! some waiters of a group may take (a session's item) wakes them all.
 //!
-//! A fetch looks before it waits, except when nothing can have changed: every
-//! wake of a group advances its epoch, and while the epoch is the one at
-//! which a fetch of the group last found nothing, or claimed the only ready
-//! instance ([`Polled::ReadyLast`]), (and the listener is up),
-//! a dispatcher coming back from a turn waits without a statement; should
-//! nothing wake it, it looks once at its deadline, so a fetch never reports
-//! "nothing" without having looked. The same holds for a waiter that a
-//! commit woke: when a fetch of its group started after that commit and
-//! claimed the only ready instance (typically a dispatcher back from its
-//! turn, which looks at once and wins the race), the woken waiter goes back
-//! to waiting instead of running a fetch that finds nothing (issue 11).
-//! Work written behind the provider's back (by hand, without a
-//! notification) is therefore found at the latest when a waiting fetch's
-//! poll timeout ends.
+//! A fetch that finds nothing waits until one of:
+//!
+//! * **a wake** for committed work, from this process or another;
+//! * **a due time**: an empty fetch reports when delayed work becomes visible
+//!   or a lease holding ready work expires, and a fetch that claims the only
+//!   ready instance reports when its own lease ends (if its holder never acks
+//!   nor abandons, what it held becomes claimable then, with no commit to say
+//!   so). The time is kept per group, not per waiter, so it is not forgotten
+//!   when the waiter that learned it leaves with other work; one waiter of
+//!   the group takes it when it comes, and if that waiter finds work it wakes
+//!   one more (several items may fall due together);
+//! * **an owed look** for handed-back work (below);
+//! * **its deadline** (the caller's poll timeout), or, while the listener is
+//!   disconnected, the re-check interval;
+//! * **its backoff**, when the provider has no listener at all (behind a
+//!   transaction pooler without a direct `listen_url`, or long polling off):
+//!   other processes' commits cannot wake it, so it looks again after 10 ms,
+//!   then 20, 40, ... up to 1 s, starting over when the group finds work.
+//!
+//! **Nothing new, no statement.** Every wake of a group advances its epoch.
+//! While the epoch is the one at which a fetch of the group last found
+//! nothing, or claimed the only ready instance ([`Polled::ReadyLast`]), a
+//! dispatcher coming back from a turn, or a waiter woken by a commit whose
+//! work a fetch of its group has already claimed, waits without a statement;
+//! should nothing wake it, it looks once at its deadline, so a fetch never
+//! reports "nothing" without having looked. Work written behind the
+//! provider's back (without a notification) is therefore found at the latest
+//! when a waiting fetch's poll timeout ends.
 //!
 //! **Handed back** (decision 0011): messages that arrived for an instance
 //! while it was leased become ready when its ack ends the lease, and the
 //! dispatcher that acked fetches again at once. Waking a waiter for them
-//! would make the two race; instead the group owes a look, which the next
-//! fetch of the group takes on ([`Signals::handed_back`]).
+//! would make the two race; the group owes a look instead, which the next
+//! fetch of the group takes on.
 //!
-//! **Across processes** (issue 10, decision 0009): every announced unit
-//! wakes a waiter in every other process, and all but one of them find
-//! nothing. So a process does not announce orchestrator work that its own
-//! parked fetches can absorb (one group of waiters, that many parked): each
-//! such wake leaves a ticket, and a fetch that looks after the commit and
-//! finds nothing it may take announces one unit after all; one that claims
-//! the only ready instance settles them; one that claims an instance while
-//! others are ready leaves them to its next look, one turn later. So a
-//! waiter elsewhere that could take the work is still woken when this
-//! process cannot take it (its filter excludes it). Worker work is always
+//! **Across processes** (decision 0009): a process does not announce
+//! orchestrator work that its own parked waiters can absorb (one group, that
+//! many parked): each such wake leaves a ticket, and a fetch that looks after
+//! the commit and finds nothing it may take announces one unit after all; one
+//! that claims the only ready instance settles them. Worker work is always
 //! announced (an activity can hold a worker slot for hours).
 //!
-//! Waiters are grouped by what they may take (the fetch's filter): a wake
-//! goes to every group, so a waiter whose filter excludes the work never
-//! stands between the work and a waiter that could take it. A waiter is
-//! registered before its fetch runs, so work committed while the fetch's
-//! statement runs wakes it; a waiter that is woken but leaves with other
-//! work passes its wake on (tokio's `Notify` forwards an unreceived
+//! A waiter is registered before its fetch runs, so work committed while the
+//! fetch's statement runs wakes it; a waiter that is woken but leaves with
+//! other work passes its wake on (tokio's `Notify` forwards an unreceived
 //! `notify_one` when its future is dropped).
 
 use crate::peers::{Message, Peers};
@@ -99,7 +97,7 @@ pub(crate) enum Wake {
 const MAX_COUNT: u32 = 64;
 
 /// How long a look handed back to the dispatcher that acked may wait for
-/// it ([`Signals::handed_back`]); that dispatcher fetches again within
+/// it ([`Signals::committed`]); that dispatcher fetches again within
 /// microseconds unless it is stopping.
 const HANDBACK_GRACE: Duration = Duration::from_millis(100);
 
@@ -139,7 +137,7 @@ struct Group {
     /// settled by attempts that started at or after it ([`settle_tickets`]).
     tickets: Mutex<Vec<u64>>,
     /// A look owed to work an ack made ready for the dispatcher that is
-    /// about to come back ([`Signals::handed_back`]): when a waiter takes
+    /// about to come back ([`Signals::committed`]): when a waiter takes
     /// it if no fetch has (see [`look`]).
     owed: Mutex<Option<Instant>>,
 }
@@ -304,7 +302,7 @@ impl Waiters {
 
     /// As [`Waiters::wake_absorbing`]; with `owe_at`, waiters are not woken
     /// now: each group owes one look at that time instead (see
-    /// [`Signals::handed_back`]).
+    /// [`Signals::committed`]).
     fn wake_or_owe(&self, wake: Wake, absorb: bool, owe_at: Option<Instant>) -> u32 {
         let groups: Vec<Arc<Group>> = self
             .groups
@@ -584,7 +582,10 @@ impl Signals {
         let own = self.peers.own();
         let statements: Vec<String> = messages
             .into_iter()
-            .map(|m| format!("NOTIFY {channel}, '{}'", m.payload(own)))
+            .map(|m| {
+                let payload = m.payload(own);
+                format!("NOTIFY {channel}, '{payload}'")
+            })
             .collect();
         (!statements.is_empty()).then(|| statements.join("; "))
     }
@@ -718,16 +719,7 @@ where
             }
         }
         if !spec.long_poll || Instant::now() >= deadline {
-            if !looked {
-                let epoch = group.epoch();
-                match look(signals, &group, spec.queue, epoch, &mut attempt).await? {
-                    Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
-                        return Ok(Some(value))
-                    }
-                    _ => return Ok(None),
-                }
-            }
-            return Ok(None);
+            return last_look(signals, &group, spec.queue, looked, &mut attempt).await;
         }
         took_due = false;
         let look_at = spec.backoff.then(|| Instant::now() + group.next_backoff());
@@ -765,19 +757,7 @@ where
                 _ = &mut changed => continue,
                 _ = tokio::time::sleep_until(wake.into()) => {
                     if Instant::now() >= deadline {
-                        if !looked {
-                            // Look once before reporting nothing.
-                            let epoch = group.epoch();
-                            return match look(signals, &group, spec.queue, epoch, &mut attempt)
-                                .await?
-                            {
-                                Polled::Ready(value) | Polled::ReadyLast { value, .. } => {
-                                    Ok(Some(value))
-                                }
-                                _ => Ok(None),
-                            };
-                        }
-                        return Ok(None);
+                        return last_look(signals, &group, spec.queue, looked, &mut attempt).await;
                     }
                     if group.take_due() {
                         took_due = true;
@@ -795,8 +775,33 @@ where
     }
 }
 
+/// The end of a poll: nothing, unless this fetch never looked (it waited
+/// on "nothing new"), which then looks once: "nothing" is never reported
+/// without a look.
+async fn last_look<T, F, Fut>(
+    signals: &Signals,
+    group: &Group,
+    queue: Queue,
+    looked: bool,
+    attempt: &mut F,
+) -> Result<Option<T>, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Polled<T>, ProviderError>>,
+{
+    if looked {
+        return Ok(None);
+    }
+    Ok(
+        match look(signals, group, queue, group.epoch(), attempt).await? {
+            Polled::Ready(value) | Polled::ReadyLast { value, .. } => Some(value),
+            Polled::Empty { .. } | Polled::Skipped => None,
+        },
+    )
+}
+
 /// One attempt of a fetch that started at `epoch`. It takes on the look
-/// the group owes to handed-back work ([`Signals::handed_back`]), if any:
+/// the group owes to handed-back work ([`Signals::committed`]), if any:
 /// it looks, so no waiter needs to; should it not complete (an error, or
 /// its future dropped), the look is owed again at once.
 async fn look<T, F, Fut>(
@@ -910,6 +915,16 @@ mod tests {
         Signals::default()
     }
 
+    /// What `take_outgoing("ch")` returns for messages with these bodies.
+    fn notifies(s: &Signals, bodies: &[&str]) -> Option<String> {
+        let own = s.peers.own();
+        let statements: Vec<String> = bodies
+            .iter()
+            .map(|body| ["NOTIFY ch, '", body, "@", own, "'"].concat())
+            .collect();
+        Some(statements.join("; "))
+    }
+
     #[test]
     fn outgoing_counts_add_up_and_all_wins() {
         let s = with_peers();
@@ -930,11 +945,7 @@ mod tests {
             },
             false,
         );
-        let own = s.peers.own().to_string();
-        assert_eq!(
-            s.take_outgoing("ch"),
-            Some(format!("NOTIFY ch, 'o:5@{own}'; NOTIFY ch, 'w:*@{own}'"))
-        );
+        assert_eq!(s.take_outgoing("ch"), notifies(&s, &["o:5", "w:*"]));
         assert_eq!(s.take_outgoing("ch"), None);
         s.committed(orchestrator(1), true);
         assert_eq!(s.take_outgoing("ch"), None, "announced by the call itself");
@@ -948,21 +959,17 @@ mod tests {
         assert_eq!(s.announcement(Queue::Orchestrator, Wake::Count(1)), None);
         assert_eq!(s.take_outgoing("ch"), None, "nobody else listens");
         s.here();
-        let own = s.peers.own().to_string();
-        assert_eq!(
-            s.take_outgoing("ch"),
-            Some(format!("NOTIFY ch, 'here@{own}'"))
-        );
+        assert_eq!(s.take_outgoing("ch"), notifies(&s, &["here"]));
         s.received(&Message::Hello.payload("peer"));
         assert_eq!(
             s.take_outgoing("ch"),
-            Some(format!("NOTIFY ch, 'here@{own}'")),
+            notifies(&s, &["here"]),
             "a hello is answered"
         );
         s.committed(orchestrator(2), false);
         assert_eq!(
             s.take_outgoing("ch"),
-            Some(format!("NOTIFY ch, 'o:2@{own}'")),
+            notifies(&s, &["o:2"]),
             "a peer was heard"
         );
         assert!(s

@@ -43,7 +43,8 @@ const ALLOWED: &[(&str, &str)] = &[
     ("ms", "an integer number of milliseconds"),
     (
         "payload",
-        "Wake::payload(): a queue letter and an integer or `*`, built from enums",
+        "peers::Message::payload(): a queue letter and an integer or `*`, or hello/here, built \
+         from enums, and the sender id (hex digits)",
     ),
 ];
 

@@ -495,21 +495,19 @@ DECLARE
     v_more BOOLEAN;
     v_instance TEXT;
     v_locked_until BIGINT;
+    v_held TEXT;
     v_now BIGINT;
     v_others INTEGER := 0;
     v_due BIGINT;
 BEGIN
-    SELECT l.instance_id, l.locked_until_ms INTO v_instance, v_locked_until
+    -- The row is locked first and its token checked on the version we hold
+    -- (a row locked after a wait is read as the waited-for transaction left
+    -- it): a takeover that committed while we waited is seen.
+    SELECT l.instance_id, l.locked_until_ms, l.lock_token INTO v_instance, v_locked_until, v_held
     FROM __SCHEMA__.instance_locks l
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
     FOR NO KEY UPDATE;
-    -- The row is locked first and its token checked on the version we hold:
-    -- a takeover that committed while we waited is seen.
-    IF FOUND THEN
-        PERFORM 1 FROM __SCHEMA__.instance_locks l
-        WHERE l.instance_id = v_instance AND l.lock_token = p_lock_token;
-    END IF;
-    IF NOT FOUND THEN
+    IF v_held IS DISTINCT FROM p_lock_token THEN
         PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, FALSE);
     END IF;
     v_now := __SCHEMA__.now_ms();
@@ -687,17 +685,15 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_instance TEXT;
+    v_held TEXT;
     v_now BIGINT := __SCHEMA__.now_ms();
 BEGIN
-    SELECT l.instance_id INTO v_instance
+    -- Token checked on the version we lock, as in the ack.
+    SELECT l.instance_id, l.lock_token INTO v_instance, v_held
     FROM __SCHEMA__.instance_locks l
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
     FOR NO KEY UPDATE;
-    IF FOUND THEN
-        PERFORM 1 FROM __SCHEMA__.instance_locks l
-        WHERE l.instance_id = v_instance AND l.lock_token = p_lock_token;
-    END IF;
-    IF NOT FOUND THEN
+    IF v_held IS DISTINCT FROM p_lock_token THEN
         PERFORM __SCHEMA__.raise_lock_error('abandon_orchestration_item', p_lock_token, FALSE);
     END IF;
 

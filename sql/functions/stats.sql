@@ -87,13 +87,14 @@ DECLARE
     v_executions BIGINT := 0;
     v_delta BIGINT[] := ARRAY[0, 0, 0, 0]::BIGINT[];
 BEGIN
-    SELECT i.status, i.completed_at_ms, i.counted_execution_id, i.current_execution_id
-    INTO v_old_status, v_old_completed, v_counted, v_current
-    FROM __SCHEMA__.instances i WHERE i.instance_id = p_instance_id;
+    SELECT i.status, i.completed_at_ms, i.counted_execution_id, i.current_execution_id,
+           e.status, e.completed_at_ms
+    INTO v_old_status, v_old_completed, v_counted, v_current, v_status, v_completed
+    FROM __SCHEMA__.instances i
+    LEFT JOIN __SCHEMA__.executions e
+           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+    WHERE i.instance_id = p_instance_id;
     IF FOUND THEN
-        SELECT e.status, e.completed_at_ms INTO v_status, v_completed
-        FROM __SCHEMA__.executions e
-        WHERE e.instance_id = p_instance_id AND e.execution_id = v_current;
         v_status := COALESCE(v_status, 'Running');
         IF v_counted IS NULL THEN
             -- First turn of the instance: count it and its executions.
