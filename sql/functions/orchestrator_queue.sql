@@ -73,7 +73,12 @@ DECLARE
     v_want BIGINT;
     v_got BIGINT;
 BEGIN
-    SELECT count(DISTINCT t.id) INTO v_want FROM unnest(p_ids) AS t(id);
+    -- One id (an enqueue, a worker ack's completion) needs no count.
+    IF cardinality(p_ids) = 1 THEN
+        v_want := 1;
+    ELSE
+        SELECT count(DISTINCT t.id) INTO v_want FROM unnest(p_ids) AS t(id);
+    END IF;
     LOOP
         INSERT INTO __SCHEMA__.instance_locks (instance_id)
         SELECT DISTINCT t.id FROM unnest(p_ids) AS t(id) ORDER BY t.id
