@@ -28,20 +28,6 @@ LANGUAGE sql STABLE AS $$
     SELECT (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT
 $$;
 
--- Lets the current transaction commit without waiting for its WAL to reach
--- disk (synchronous_commit = off for this transaction only). For claims and
--- lease renewals, whose loss in a crash costs nothing but time: every turn
--- and every completion is committed by an ack that is durable and checks
--- its token under the lease row's lock, and a durable commit flushes all WAL
--- written before it, the claim's included. A claim lost with the server's
--- last moments is an ack that fails on its token (nothing is committed
--- twice), messages visible again, and one attempt not counted (decision
--- 0012).
-CREATE FUNCTION __SCHEMA__.commit_without_flush() RETURNS TEXT
-LANGUAGE sql VOLATILE AS $$
-    SELECT set_config('synchronous_commit', 'off', true)
-$$;
-
 -- Raise the right error for a lock token that did not match a live lease:
 -- DX002 if the token still names a lease that ran out, DX001 otherwise.
 CREATE FUNCTION __SCHEMA__.raise_lock_error(p_operation TEXT, p_token TEXT, p_expired BOOLEAN)

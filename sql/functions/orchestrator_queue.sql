@@ -32,10 +32,6 @@
 --   claim may yet be released (a dropped fetch, src/provider/claim.rs).
 -- * A lease is computed from now_ms() after its row lock is held, so it is
 --   never returned already expired.
--- * Acks, abandons and enqueues are durable; claims and renewals are not
---   (commit_without_flush in common.sql): a claim lost in a crash only
---   makes its ack fail on the token, and every durable commit after it
---   flushes it anyway.
 -- * An ack holds the lease row lock from its token check to its commit, so
 --   its lease cannot be taken over before the turn commits. Its lease is
 --   checked as of the moment the ack arrived (request_ms(), see common.sql):
@@ -400,9 +396,7 @@ BEGIN
 
         -- Tag every message visible now. Our snapshot may be older than the
         -- lease row we locked: if another turn consumed them meanwhile,
-        -- nothing is tagged and we look further. The claim need not be
-        -- durable (see commit_without_flush).
-        PERFORM __SCHEMA__.commit_without_flush();
+        -- nothing is tagged and we look further.
         v_token := __SCHEMA__.new_token(v_instance);
         WITH tagged AS (
             UPDATE __SCHEMA__.orchestrator_queue q
@@ -725,16 +719,13 @@ END
 $$;
 
 -- Extend a live lease to now + extend. Never revives a lease that had
--- expired when the request arrived, never shortens a live one. Not durable
--- (see commit_without_flush): a renewal lost in a crash is a lease that ends
--- sooner.
+-- expired when the request arrived, never shortens a live one.
 CREATE FUNCTION __SCHEMA__.renew_orchestration_item_lock(
     p_lock_token TEXT,
     p_extend_ms BIGINT
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM __SCHEMA__.commit_without_flush();
     UPDATE __SCHEMA__.instance_locks l
     SET locked_until_ms = GREATEST(l.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)

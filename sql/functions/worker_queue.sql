@@ -8,9 +8,7 @@
 --   looking when it loses a session claim; it returns nothing only when no
 --   item it may take is ready.
 -- * Leases come from now_ms() after the row lock is held: never returned
---   already expired, never revived, never shortened by a renewal. Claims
---   and renewals commit without waiting for the disk; acks and abandons do
---   (commit_without_flush in common.sql).
+--   already expired, never revived, never shortened by a renewal.
 -- * An ack deletes the row only if its lease was live when the ack arrived
 --   (request_ms(), see common.sql) and was not taken over meanwhile; a lost
 --   or expired lease fails the ack (DX001/DX002) and commits nothing, which
@@ -147,8 +145,6 @@ BEGIN
             RETURN;
         END IF;
 
-        -- The claim need not be durable (see commit_without_flush).
-        PERFORM __SCHEMA__.commit_without_flush();
         IF v_session IS NOT NULL THEN
             -- Claim or refresh the session; loses if another owner holds it.
             INSERT INTO __SCHEMA__.sessions AS s (session_id, worker_id, locked_until_ms, last_activity_at_ms)
@@ -239,7 +235,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Extend a live lease to now + extend (never shortening it) and mark its
--- session active. Not durable (see commit_without_flush).
+-- session active.
 CREATE FUNCTION __SCHEMA__.renew_work_item_lock(
     p_lock_token TEXT,
     p_extend_ms BIGINT
@@ -248,7 +244,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_session TEXT;
 BEGIN
-    PERFORM __SCHEMA__.commit_without_flush();
     UPDATE __SCHEMA__.worker_queue w
     SET locked_until_ms = GREATEST(w.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
     WHERE w.id = __SCHEMA__.token_item_id(p_lock_token)
