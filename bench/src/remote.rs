@@ -30,6 +30,12 @@ const DELAYS_US: [u64; 2] = [500, 2_500];
 pub struct Counted {
     /// Turnarounds: the client sent after the server had sent it something.
     pub round_trips: u64,
+    /// Of those, the ones that began with an extended-protocol message
+    /// (Parse, Bind, Describe, Execute, Sync: the provider's calls) and with a
+    /// simple query (`Q`: LISTEN, NOTIFY, `batch_execute`); the rest are
+    /// connection start-up and authentication.
+    pub extended: u64,
+    pub simple: u64,
     /// Connections accepted.
     pub connections: u64,
     /// Chunks delivered (both directions).
@@ -44,6 +50,8 @@ impl Counted {
     fn since(&self, earlier: &Counted) -> Counted {
         Counted {
             round_trips: self.round_trips - earlier.round_trips,
+            extended: self.extended - earlier.extended,
+            simple: self.simple - earlier.simple,
             connections: self.connections - earlier.connections,
             chunks: self.chunks - earlier.chunks,
             late_us_sum: self.late_us_sum - earlier.late_us_sum,
@@ -55,6 +63,8 @@ impl Counted {
 #[derive(Default)]
 struct Stats {
     round_trips: AtomicU64,
+    extended: AtomicU64,
+    simple: AtomicU64,
     connections: AtomicU64,
     chunks: AtomicU64,
     late_us_sum: AtomicU64,
@@ -79,7 +89,10 @@ struct Stats {
 /// sent without waiting (Parse/Bind/Execute/Sync) is one; a connection's
 /// start-up (TLS request, start-up, authentication, parameter status) is a
 /// few; a NOTIFY delivered to the listener and followed later by its own
-/// NOTIFY counts one too.
+/// NOTIFY counts one too. Each turnaround is classed by the type byte of
+/// the message that starts it: extended protocol (the provider's calls),
+/// simple query (the LISTEN connection's LISTEN and NOTIFY), or other
+/// (start-up, authentication).
 pub struct Proxy {
     /// The port the proxy listens on (127.0.0.1).
     pub port: u16,
@@ -129,6 +142,8 @@ impl Proxy {
         let s = &self.stats;
         Counted {
             round_trips: s.round_trips.load(Ordering::SeqCst),
+            extended: s.extended.load(Ordering::SeqCst),
+            simple: s.simple.load(Ordering::SeqCst),
             connections: s.connections.load(Ordering::SeqCst),
             chunks: s.chunks.load(Ordering::SeqCst),
             late_us_sum: s.late_us_sum.load(Ordering::SeqCst),
@@ -171,6 +186,18 @@ fn pump(
                 let due = Instant::now() + delay;
                 if client_side && reader_last.swap(CLIENT_SENT, Ordering::SeqCst) == SERVER_SENT {
                     reader_stats.round_trips.fetch_add(1, Ordering::Relaxed);
+                    // The first byte of a chunk that starts a turnaround is
+                    // a message type (start-up messages have none; TLS
+                    // hides it, so through TLS every turnaround is "other").
+                    match buf[0] {
+                        b'P' | b'B' | b'D' | b'E' | b'S' | b'H' | b'C' => {
+                            reader_stats.extended.fetch_add(1, Ordering::Relaxed);
+                        }
+                        b'Q' => {
+                            reader_stats.simple.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
                 }
                 if tx.send((due, buf[..n].to_vec())).is_err() {
                     break;
@@ -325,12 +352,13 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         col.errors.extend(e);
         if let (Some(proxy), Some(before)) = (&proxy, before) {
             let d = proxy.counted().since(&before);
+            let late = d.late_us_sum as f64 / d.chunks.max(1) as f64;
             println!(
-                "  proxy at {label}: {} chunks, delivered late by {:.0} µs on average \
-                 (max {} µs) past their due time",
+                "  proxy at {label}: {} chunks, delivered late by {late:.0} µs on average \
+                 (max {} µs) past their due time: an effective one-way delay of {:.2} ms",
                 d.chunks,
-                d.late_us_sum as f64 / d.chunks.max(1) as f64,
-                d.late_us_max
+                d.late_us_max,
+                (delay_us as f64 + late) / 1000.0
             );
         }
         if delay_us == DELAYS_US[0] {
@@ -436,8 +464,8 @@ async fn measure_column(
     for (conc, n) in [(1usize, n1), (8, n8)] {
         crate::settle(ctx, &format!("remote turns {label} c={conc}")).await;
         let r = async {
-            let store =
-                Store::create(ctx, Kind::Postgres, &format!("remote_turns_c{conc}")).await?;
+            // Section 1's tag: `turns::one` reads the statements of that schema.
+            let store = Store::create(ctx, Kind::Postgres, &format!("turns_c{conc}")).await?;
             crate::with_store(ctx, store, |p| {
                 crate::turns::one(ctx, Kind::Postgres, p, conc, n, cap)
             })
@@ -512,7 +540,31 @@ async fn round_trips(ctx: &Ctx, proxy: &Proxy) -> Result<()> {
     );
     let store = Store::create(ctx, Kind::Postgres, "remote_rt").await?;
     let r = crate::with_store(ctx, store, |p| async move {
-        let mut t = Table::new(&["call", "calls", "round trips", "per call"], 1);
+        let (p, calls) = Counting::wrap(p);
+        let mut t = Table::new(
+            &[
+                "what",
+                "provider calls",
+                "round trips",
+                "of which calls (extended protocol)",
+                "NOTIFY/LISTEN",
+                "per provider call",
+            ],
+            1,
+        );
+        let measured = |name: &str, before: (Counted, u64), now: (Counted, u64)| {
+            let d = now.0.since(&before.0);
+            let n = now.1 - before.1;
+            vec![
+                name.to_string(),
+                n.to_string(),
+                d.round_trips.to_string(),
+                d.extended.to_string(),
+                d.simple.to_string(),
+                format!("{:.2}", d.extended as f64 / n.max(1) as f64),
+            ]
+        };
+        let now = || (proxy.counted(), calls.snapshot().total_calls());
         // Warm: the pool's connection is open and its statements prepared.
         for i in 0..5 {
             p.enqueue_for_orchestrator(crate::turns::start_item(&format!("warm-{i}")), None)
@@ -528,16 +580,15 @@ async fn round_trips(ctx: &Ctx, proxy: &Proxy) -> Result<()> {
         .await;
         crate::turns::drive(p.clone(), Queue::Worker, 5, 1, Duration::from_secs(30)).await;
 
-        let before = proxy.counted();
+        let before = now();
         for i in 0..N {
             p.enqueue_for_orchestrator(crate::turns::start_item(&format!("rt-{i}")), None)
                 .await?;
         }
-        let d = proxy.counted().since(&before);
-        t.row(per_call(
+        t.row(measured(
             "enqueue_for_orchestrator (a client's start)",
-            N,
-            d.round_trips,
+            before,
+            now(),
         ));
         for (queue, name) in [
             (
@@ -546,21 +597,19 @@ async fn round_trips(ctx: &Ctx, proxy: &Proxy) -> Result<()> {
             ),
             (Queue::Worker, "fetch_work_item + ack_work_item"),
         ] {
-            let before = proxy.counted();
-            let phase = crate::turns::drive(p.clone(), queue, N, 1, Duration::from_secs(60)).await;
-            let d = proxy.counted().since(&before);
-            t.row(per_call(name, phase.calls(), d.round_trips));
+            let before = now();
+            crate::turns::drive(p.clone(), queue, N, 1, Duration::from_secs(60)).await;
+            t.row(measured(name, before, now()));
         }
         let client = Client::new(p.clone());
-        let before = proxy.counted();
+        let before = now();
         for _ in 0..N {
             client.get_orchestration_status("rt-0").await?;
         }
-        let d = proxy.counted().since(&before);
-        t.row(per_call(
-            "Client::get_orchestration_status",
-            N,
-            d.round_trips,
+        t.row(measured(
+            "Client::get_orchestration_status (read + get_custom_status)",
+            before,
+            now(),
         ));
         t.print();
         Ok::<_, crate::util::BoxError>(())
@@ -613,11 +662,14 @@ async fn round_trips(ctx: &Ctx, proxy: &Proxy) -> Result<()> {
             let c = calls.snapshot().since(&calls_before);
             println!(
                 "  per orchestration (one activity; start + wait_for_orchestration, n={n}): \
-                 {:.1} round trips, {:.1} provider calls ({:.2} round trips per call), \
-                 {:.1} new connections; p50 {} ms",
+                 {:.1} round trips ({:.1} by provider calls, {:.1} NOTIFY/LISTEN, {:.1} other), \
+                 {:.1} provider calls ({:.2} round trips per call), {:.1} new connections; p50 {} ms",
                 d.round_trips as f64 / n as f64,
+                d.extended as f64 / n as f64,
+                d.simple as f64 / n as f64,
+                (d.round_trips - d.extended - d.simple) as f64 / n as f64,
                 c.total_calls() as f64 / n as f64,
-                d.round_trips as f64 / c.total_calls().max(1) as f64,
+                d.extended as f64 / c.total_calls().max(1) as f64,
                 d.connections as f64 / n as f64,
                 fmt_ms(Samples::new(took).p50()),
             );
@@ -630,13 +682,4 @@ async fn round_trips(ctx: &Ctx, proxy: &Proxy) -> Result<()> {
         r
     })
     .await
-}
-
-fn per_call(name: &str, calls: usize, round_trips: u64) -> Vec<String> {
-    vec![
-        name.to_string(),
-        calls.to_string(),
-        round_trips.to_string(),
-        format!("{:.2}", round_trips as f64 / calls.max(1) as f64),
-    ]
 }
