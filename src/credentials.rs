@@ -168,8 +168,15 @@ impl ConnectError {
     pub fn is_read_only(&self) -> bool {
         match &self.cause {
             Cause::Standby => true,
+            // tokio-postgres says so with a PermissionDenied I/O error of
+            // this text (it has no error kind for it); the text tells it
+            // from a socket the OS refused.
             Cause::Database(e) => {
-                e.code().is_none() && io_kind(e) == Some(std::io::ErrorKind::PermissionDenied)
+                e.code().is_none()
+                    && io_error(e).is_some_and(|io| {
+                        io.kind() == std::io::ErrorKind::PermissionDenied
+                            && io.to_string().contains("does not allow writes")
+                    })
             }
             Cause::Source(_) => false,
         }
@@ -252,12 +259,12 @@ impl std::error::Error for ConnectError {
     }
 }
 
-/// The kind of the first `std::io::Error` in `err`'s causes.
-fn io_kind(err: &tokio_postgres::Error) -> Option<std::io::ErrorKind> {
+/// The first `std::io::Error` in `err`'s causes.
+fn io_error(err: &tokio_postgres::Error) -> Option<&std::io::Error> {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
+            return Some(io);
         }
         cause = c.source();
     }
@@ -605,6 +612,35 @@ mod tests {
             text.contains("db.example:6543") && text.contains("standby"),
             "{text}"
         );
+    }
+
+    /// A tokio-postgres error whose cause is `io` (as a failed connect's).
+    async fn failed_with(io: std::io::Error) -> tokio_postgres::Error {
+        let mut config = Config::new();
+        config.user("-");
+        match config
+            .connect_raw(Failing(Some(io)), tokio_postgres::NoTls)
+            .await
+        {
+            Err(e) => e,
+            Ok(_) => unreachable!("a failing stream cannot connect"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_host_taking_writes_is_read_only_and_a_refused_socket_is_not() {
+        use std::io::{Error as Io, ErrorKind};
+        let writes = failed_with(Io::new(
+            ErrorKind::PermissionDenied,
+            "database does not allow writes",
+        ))
+        .await;
+        let err = ConnectError::new(&config(), 1, Instant::now(), Cause::Database(writes));
+        assert!(err.is_read_only() && err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("no host took writes"), "{err}");
+        let socket = failed_with(Io::new(ErrorKind::PermissionDenied, "permission denied")).await;
+        let err = ConnectError::new(&config(), 1, Instant::now(), Cause::Database(socket));
+        assert!(!err.is_read_only(), "{err}");
     }
 
     #[test]

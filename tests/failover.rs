@@ -493,6 +493,22 @@ async fn a_read_only_answer_is_retried_on_a_new_connection() {
     ] {
         admin.batch_execute(sql).await.unwrap();
     }
+    // The reload is asynchronous: once a new session sees the setting, the
+    // postmaster has read it and signalled every backend, so the store's
+    // connection applies it before its next statement.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let fresh = standby::connect(pair.primary_port).await.unwrap();
+        let row = fresh
+            .query_one("SHOW default_transaction_read_only", &[])
+            .await
+            .unwrap();
+        if row.get::<_, String>(0) == "on" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never took effect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let call = {
         let client = Client::new(store.clone());
         tokio::spawn(async move { client.start_orchestration("during", "Flow", "2").await })
@@ -506,10 +522,12 @@ async fn a_read_only_answer_is_retried_on_a_new_connection() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        !call.is_finished(),
-        "the call waits for a server that takes writes"
-    );
+    if call.is_finished() {
+        panic!(
+            "the call did not wait for a server that takes writes: {:?}",
+            call.await.unwrap()
+        );
+    }
     for sql in [
         "ALTER SYSTEM RESET default_transaction_read_only",
         "SELECT pg_reload_conf()",
