@@ -17,12 +17,23 @@
 //! Then, and on any other connection failure, a [`ConnectError`] says where
 //! the store tried to connect, as whom, the SQLSTATE, and the cause. A
 //! failing source is reported at once, with its cause.
+//!
+//! Every connection the store opens goes through here, so this is also
+//! where a failover is met. A URL naming several hosts (`host=a,b`,
+//! `postgres://a:5432,b:5432/db`) is tried host by host, and unless it says
+//! otherwise it asks for `target_session_attrs=read-write`: a store writes
+//! on every call, so a standby is of no use to it. A connection that lands
+//! on a standby anyway (one host, which reports `in_hot_standby=on`,
+//! PostgreSQL 14 and later) is refused with a retryable [`ConnectError`],
+//! so calls retry until the host has been promoted or the name points at
+//! the new primary.
 
 use async_trait::async_trait;
 use postgres_native_tls::{MakeTlsConnector, TlsStream};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, Connection, Socket};
 
@@ -103,6 +114,8 @@ enum Cause {
     Source(BoxError),
     /// The server or the network refused the connection.
     Database(tokio_postgres::Error),
+    /// The connection reached a standby (`in_hot_standby=on`).
+    Standby,
 }
 
 impl ConnectError {
@@ -134,7 +147,7 @@ impl ConnectError {
     pub fn sqlstate(&self) -> Option<&str> {
         match &self.cause {
             Cause::Database(e) => e.code().map(SqlState::code),
-            Cause::Source(_) => None,
+            Cause::Source(_) | Cause::Standby => None,
         }
     }
 
@@ -146,6 +159,27 @@ impl ConnectError {
     /// Whether the [`CredentialSource`] failed (the server was not asked).
     pub fn is_credential_source(&self) -> bool {
         matches!(self.cause, Cause::Source(_))
+    }
+
+    /// Whether every host refused writes: the connection reached a standby
+    /// (`in_hot_standby=on`), or with `target_session_attrs=read-write` no
+    /// host was a read-write primary (during a failover, until the standby
+    /// has been promoted).
+    pub fn is_read_only(&self) -> bool {
+        match &self.cause {
+            Cause::Standby => true,
+            // tokio-postgres says so with a PermissionDenied I/O error of
+            // this text (it has no error kind for it); the text tells it
+            // from a socket the OS refused.
+            Cause::Database(e) => {
+                e.code().is_none()
+                    && io_error(e).is_some_and(|io| {
+                        io.kind() == std::io::ErrorKind::PermissionDenied
+                            && io.to_string().contains("does not allow writes")
+                    })
+            }
+            Cause::Source(_) => false,
+        }
     }
 
     /// How many connection attempts were made.
@@ -160,7 +194,7 @@ impl ConnectError {
     /// for the credential retry budget.
     pub(crate) fn is_retryable(&self) -> bool {
         match &self.cause {
-            Cause::Source(_) => true,
+            Cause::Source(_) | Cause::Standby => true,
             Cause::Database(e) => match e.code() {
                 Some(code) => crate::error::is_retryable_sqlstate(code.code()),
                 None => crate::error::retryable_without_sqlstate(e),
@@ -186,7 +220,22 @@ impl std::fmt::Display for ConnectError {
             Cause::Database(e) if e.as_db_error().is_some() => {
                 write!(f, ": {}", crate::error::describe(e))?
             }
-            Cause::Database(e) => write!(f, ": {}", crate::error::describe_chain(e))?,
+            Cause::Database(e) => {
+                write!(f, ": {}", crate::error::describe_chain(e))?;
+                if self.is_read_only() {
+                    // tokio-postgres' words for "SHOW transaction_read_only
+                    // said on" on the last host it tried.
+                    write!(
+                        f,
+                        " (no host took writes: a standby, or a failover not yet finished)"
+                    )?;
+                }
+            }
+            Cause::Standby => write!(
+                f,
+                ": the server is a standby (in_hot_standby=on) and takes no writes; \
+                 name the primary, or every host with target_session_attrs=read-write"
+            )?,
         }
         if self.attempts > 1 {
             write!(
@@ -205,8 +254,32 @@ impl std::error::Error for ConnectError {
         match &self.cause {
             Cause::Source(e) => Some(&**e),
             Cause::Database(e) => Some(e),
+            Cause::Standby => None,
         }
     }
+}
+
+/// The first `std::io::Error` in `err`'s causes.
+fn io_error(err: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// `config` as the store connects with it: several hosts and no
+/// `target_session_attrs` mean `read-write` (see the module docs).
+fn for_writes(config: &Config) -> Config {
+    let mut config = config.clone();
+    let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
+    if hosts > 1 && config.get_target_session_attrs() == TargetSessionAttrs::Any {
+        config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+    }
+    config
 }
 
 fn port_of(config: &Config, i: usize) -> u16 {
@@ -309,6 +382,7 @@ impl Connector {
 
     /// Opens one connection with `config`, the password from the source.
     pub(crate) async fn connect(&self, config: &Config) -> Result<Opened, ConnectError> {
+        let config = &for_writes(config);
         let started = Instant::now();
         let deadline = started + self.budget;
         let mut delay = FIRST_DELAY;
@@ -325,6 +399,11 @@ impl Connector {
                 config.password(password);
             }
             match config.connect(self.tls.clone()).await {
+                // PostgreSQL 14 and later report in_hot_standby at start-up,
+                // so a standby is told apart without a statement.
+                Ok((_, connection)) if connection.parameter("in_hot_standby") == Some("on") => {
+                    return Err(fail(Cause::Standby))
+                }
                 Ok(opened) => return Ok(opened),
                 Err(e)
                     if self.source.is_some()
@@ -498,6 +577,70 @@ mod tests {
             text.contains("db.example:6543") && text.contains("token service down"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn several_hosts_ask_for_a_read_write_server() {
+        let several: Config = "postgres://u@a:1,b:2/db".parse().unwrap();
+        assert_eq!(
+            for_writes(&several).get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        let one: Config = "postgres://u@a:1/db".parse().unwrap();
+        assert_eq!(
+            for_writes(&one).get_target_session_attrs(),
+            TargetSessionAttrs::Any
+        );
+        // Asked for explicitly, it is kept (even when it makes no sense for
+        // a store that writes: the server then refuses the first write).
+        let read_only: Config = "host=a,b user=u target_session_attrs=read-only"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            for_writes(&read_only).get_target_session_attrs(),
+            TargetSessionAttrs::ReadOnly
+        );
+    }
+
+    #[tokio::test]
+    async fn a_standby_is_a_retryable_read_only_failure() {
+        let err = ConnectError::new(&config(), 1, Instant::now(), Cause::Standby);
+        assert!(err.is_read_only() && err.is_retryable());
+        assert!(!err.is_authentication() && err.sqlstate().is_none());
+        let text = carried(&carry(err).await).unwrap().to_string();
+        assert!(
+            text.contains("db.example:6543") && text.contains("standby"),
+            "{text}"
+        );
+    }
+
+    /// A tokio-postgres error whose cause is `io` (as a failed connect's).
+    async fn failed_with(io: std::io::Error) -> tokio_postgres::Error {
+        let mut config = Config::new();
+        config.user("-");
+        match config
+            .connect_raw(Failing(Some(io)), tokio_postgres::NoTls)
+            .await
+        {
+            Err(e) => e,
+            Ok(_) => unreachable!("a failing stream cannot connect"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_host_taking_writes_is_read_only_and_a_refused_socket_is_not() {
+        use std::io::{Error as Io, ErrorKind};
+        let writes = failed_with(Io::new(
+            ErrorKind::PermissionDenied,
+            "database does not allow writes",
+        ))
+        .await;
+        let err = ConnectError::new(&config(), 1, Instant::now(), Cause::Database(writes));
+        assert!(err.is_read_only() && err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("no host took writes"), "{err}");
+        let socket = failed_with(Io::new(ErrorKind::PermissionDenied, "permission denied")).await;
+        let err = ConnectError::new(&config(), 1, Instant::now(), Cause::Database(socket));
+        assert!(!err.is_read_only(), "{err}");
     }
 
     #[test]

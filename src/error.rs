@@ -64,17 +64,24 @@ pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
 /// (40001), deadlock (40P01), insufficient resources (class 53), operator
 /// intervention such as admin shutdown, crash shutdown and cannot-connect-now
 /// (57P01–57P03) and query cancellation / statement timeout (57014), lock not
-/// available (55P03), and cached-plan invalidation after a function was
-/// replaced (0A000). Everything else — including every `DX` code of this
+/// available (55P03), cached-plan invalidation after a function was
+/// replaced (0A000), and a read-only transaction (25006): the connection
+/// reached a standby or a primary being demoted in a failover, and a new
+/// connection finds the new primary (the pool discards the connection that
+/// answered it, see `provider::run_statement`). Everything else — including every `DX` code of this
 /// crate, constraint violations (class 23) and data exceptions (class 22) —
 /// is permanent.
 pub fn is_retryable_sqlstate(code: &str) -> bool {
     matches!(
         code,
-        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "0A000"
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "0A000" | "25006"
     ) || code.starts_with("08")
         || code.starts_with("53")
 }
+
+/// SQLSTATE 25006, read_only_sql_transaction: the server does not take
+/// writes, so the connection that got it is on a standby and is not reused.
+pub(crate) const READ_ONLY: &str = "25006";
 
 /// Maps a database error to a `ProviderError` for `operation`.
 pub(crate) fn from_pg(operation: &str, err: &tokio_postgres::Error) -> ProviderError {
@@ -268,7 +275,12 @@ mod tests {
             ("42501", false, "insufficient_privilege"),
             ("P0001", false, "raise_exception"),
             ("XX000", false, "internal_error"),
-            ("25006", false, "read_only_sql_transaction"),
+            (
+                "25006",
+                true,
+                "read_only_sql_transaction (a standby, or a failover under way)",
+            ),
+            ("25P02", false, "in_failed_sql_transaction"),
         ];
         for (code, retryable, name) in table {
             assert_eq!(

@@ -128,6 +128,22 @@ mod tests {
     }
 
     #[test]
+    fn several_hosts_keep_every_host_and_the_session_attrs() {
+        let spec = parse(
+            "postgres://u@a:5432,b:5433/db?sslmode=verify-full&target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(spec.config.get_hosts().len(), 2);
+        assert_eq!(spec.config.get_ports(), &[5432, 5433]);
+        assert_eq!(
+            spec.config.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let spec = parse("host=a,b port=5432 user=u sslmode=verify-ca").unwrap();
+        assert_eq!(spec.config.get_hosts().len(), 2);
+    }
+
+    #[test]
     fn parses_plain_and_verifying_urls() {
         assert!(parse("postgres://u@localhost/db").is_ok());
         assert!(parse("postgres://u@localhost/db?sslmode=verify-full").is_ok());

@@ -15,14 +15,14 @@ use duroxide::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Measured {
+pub(crate) struct Measured {
     kind: Kind,
-    wait_for: Samples,
-    precise: Samples,
+    pub(crate) wait_for: Samples,
+    pub(crate) precise: Samples,
     /// After a quiet period, 4+4 dispatchers: exact start -> Completed.
-    idle_exact: Samples,
+    pub(crate) idle_exact: Samples,
     /// The same runtime warm (back-to-back runs).
-    warm_exact: Samples,
+    pub(crate) warm_exact: Samples,
     logs: crate::logcap::Captured,
 }
 
@@ -137,7 +137,9 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn measure(
+/// The latency runs on one store (also the remote section's, through its
+/// proxy).
+pub(crate) async fn measure(
     kind: Kind,
     p: Arc<dyn Provider>,
     n: usize,

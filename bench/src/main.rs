@@ -10,10 +10,13 @@
 
 #[path = "../../tests/common/server.rs"]
 mod server;
+#[path = "../../tests/common/standby.rs"]
+mod standby;
 
 mod chaos;
 mod counting;
 mod cpu;
+mod failover;
 mod floor;
 mod history;
 mod idle;
@@ -22,6 +25,7 @@ mod logcap;
 mod pg;
 mod pgbouncer;
 mod processes;
+mod remote;
 mod scale;
 mod soak;
 mod stores;
@@ -45,6 +49,8 @@ const SECTIONS: &[&str] = &[
     "soak",
     "scale",
     "pgbouncer",
+    "remote",
+    "failover",
 ];
 /// Sections run without `--only` (the soak takes 20 minutes, scale loads
 /// 1,000,000 instances, pgbouncer needs PgBouncer installed: on request
@@ -72,9 +78,13 @@ OPTIONS:
     --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
                         floor, turns, stress, latency, history, idle, chaos,
-                        processes, soak, scale, pgbouncer (default: all but
-                        soak, scale and pgbouncer, which needs
-                        /usr/sbin/pgbouncer; processes runs 1, 2 and 4 OS
+                        processes, soak, scale, pgbouncer, remote
+                        (default: all but soak, scale, pgbouncer, which
+                        needs /usr/sbin/pgbouncer, and remote, which runs
+                        sections 1-3 again through a delaying loopback proxy
+                        at 0.5 and 2.5 ms one way, and failover, which
+                        starts a primary and a synchronous standby of its
+                        own and kills the primary; processes runs 1, 2 and 4 OS
                         processes of this binary on one store; chaos
                         restarts a private server of its own, never
                         DATABASE_URL's)
@@ -290,6 +300,8 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "soak" => soak::run(&c).await,
                 "scale" => scale::run(&c).await,
                 "pgbouncer" => pgbouncer::run(&c).await,
+                "remote" => remote::run(&c).await,
+                "failover" => failover::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -43,7 +43,7 @@ impl ProviderStressFactory for Factory {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Test {
+pub(crate) enum Test {
     Parallel {
         delay_ms: u64,
         orch: usize,
@@ -52,10 +52,10 @@ enum Test {
     LargePayload,
 }
 
-struct Row {
+pub(crate) struct Row {
     kind: Kind,
     test: Test,
-    result: std::result::Result<StressTestResult, String>,
+    pub(crate) result: std::result::Result<StressTestResult, String>,
     calls: Snapshot,
     statements: Option<i64>,
     /// SQL function -> calls (PostgreSQL).
@@ -358,7 +358,9 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
+/// One stress run of `test` on a fresh store (also the remote section's,
+/// through its proxy).
+pub(crate) async fn one(ctx: &Ctx, kind: Kind, test: Test, duration: u64) -> Result<Row> {
     let tag = match test {
         Test::Parallel {
             delay_ms,

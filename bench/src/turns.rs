@@ -60,7 +60,7 @@ impl Phase {
         }
     }
 
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.fetch_calls + self.done
     }
 
@@ -77,11 +77,11 @@ impl Phase {
     }
 }
 
-struct Run {
+pub(crate) struct Run {
     kind: Kind,
     conc: usize,
-    orch: Phase,
-    work: Phase,
+    pub(crate) orch: Phase,
+    pub(crate) work: Phase,
     enqueue: Duration,
     logs: crate::logcap::Captured,
 }
@@ -545,7 +545,9 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-async fn one(
+/// One store's turns at concurrency `conc`: `n` instances through both
+/// queues (also the remote section's, through its proxy).
+pub(crate) async fn one(
     ctx: &Ctx,
     kind: Kind,
     p: Arc<dyn Provider>,

@@ -525,8 +525,26 @@ async fn run_statement(
     op: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
-    let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
     let client = connection(db, op).await.map_err(|e| (e, None))?;
+    let result = statement_on(db, &client, sql, types, op, params).await;
+    if matches!(&result, Err((_, Some(code))) if code == crate::error::READ_ONLY) {
+        // The server answered "read-only": a standby, or a primary being
+        // demoted in a failover. The connection is closed instead of going
+        // back to the pool, so the retry opens one to the new primary.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    result
+}
+
+async fn statement_on(
+    db: &Db,
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    types: &[Type],
+    op: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
+    let pg = |e: tokio_postgres::Error| (from_pg(op, &e), e.code().map(|c| c.code().to_string()));
     if db.unnamed_statements {
         // Behind a transaction pooler the next statement may run on another
         // server connection, where a named statement does not exist (or
