@@ -482,8 +482,8 @@ async fn help_version_and_completions_follow_the_conventions() {
         let script = stdout(&o);
         assert!(script.contains(marker), "{shell}: {marker} in {script}");
         assert!(
-            script.contains("purge") && script.contains("--older-than"),
-            "{shell}"
+            script.contains("purge") && script.contains("older-than"),
+            "{shell}: {script}"
         );
     }
     let o = bare(vec!["completions", "tcsh-9"]).await;
