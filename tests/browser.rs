@@ -284,7 +284,9 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
                 ],
             );
             assert!(
-                console_lines(&err).iter().any(|l| l.contains("console-probe")),
+                console_lines(&err)
+                    .iter()
+                    .any(|l| l.contains("console-probe")),
                 "no console capture: {err}"
             );
             let mut out = Vec::new();
@@ -357,7 +359,11 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     // The journey's timeline: a bar for the execution, each activity, the
     // timer and the child, each with its duration.
     let journey = &html[6];
-    assert_eq!(journey.matches("<rect class=\"bar ").count(), 5, "{journey}");
+    assert_eq!(
+        journey.matches("<rect class=\"bar ").count(),
+        5,
+        "{journey}"
+    );
     assert_eq!(
         journey.matches("data-kind=\"activity\"").count(),
         2,
@@ -366,7 +372,10 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     // The search by prefix found both journey instances and nothing else.
     let found = html[7].split("id=\"by-prefix\"").nth(1).unwrap();
     let found = found.split("<h2>").next().unwrap();
-    assert!(!found.contains("greet-1") && !found.contains("wait-1"), "{found}");
+    assert!(
+        !found.contains("greet-1") && !found.contains("wait-1"),
+        "{found}"
+    );
     // The live refresh ran and said so.
     let refreshes: u32 = live
         .split("data-refreshes=\"")
@@ -380,7 +389,12 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
         refused.contains("forbidden: this dashboard is read-only"),
         "{refused}"
     );
-    let wait = store.inspect().instance("wait-1", 50).await.unwrap().unwrap();
+    let wait = store
+        .inspect()
+        .instance("wait-1", 50)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(wait.status, "Running");
     assert!(!wait.history.iter().any(|h| h.kind == "ExternalEvent"));
 

@@ -489,6 +489,7 @@ pub fn instance(d: &InstanceDetail, csrf: Option<&str>) -> Markup {
                         @if let Some(src) = h.source_event_id { span.muted { "(#" (src) ")" } " " }
                         @if let Some(child) = &h.child_instance { (instance_link(child)) " " }
                         @if let Some(e) = &h.error { span.error { (e) } }
+                        @else if let Some(f) = h.fire_at_ms { "fires at " (time_ms(f as i64)) }
                         @else { (h.summary.as_deref().unwrap_or("")) }
                     }
                 }

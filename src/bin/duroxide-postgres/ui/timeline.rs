@@ -91,8 +91,8 @@ pub fn spans(d: &InstanceDetail) -> Vec<Span> {
             }
             "TimerCreated" => {
                 let label = match h.fire_at_ms {
-                    Some(f) if f >= at => format!("timer {}", span_ms(f - at)),
-                    _ => "timer".to_string(),
+                    Some(f) if f >= at => span_ms(f - at),
+                    _ => "until fired".to_string(),
                 };
                 let i = start(&mut out, "timer", label);
                 open.insert((exec, h.event_id), i);
@@ -296,7 +296,7 @@ mod tests {
                 ("execution", "execution 1", "open"),
                 ("activity", "A", "failed"),
                 ("activity", "A (retry 1)", "ok"),
-                ("timer", "timer 50 ms", "ok"),
+                ("timer", "50 ms", "ok"),
                 ("sub-orchestration", "C", "ok"),
                 ("event", "wait for go", "open"),
             ]
