@@ -1044,3 +1044,115 @@ async fn dashboard_writes_need_a_token_the_flag_and_the_csrf_token() {
         .is_none());
     runtime.shutdown(None).await;
 }
+
+/// `command` (shell words, each quoted here) under a pseudo-terminal
+/// (util-linux `script`), its output read as it comes; returns once
+/// `enough` holds for the output so far, or panics after `WAIT`.
+fn on_a_terminal(command: &[&str], enough: impl Fn(&str) -> bool) -> String {
+    use std::io::Read;
+    let quoted: Vec<String> = command
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-qfec", &quoted.join(" "), "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("util-linux `script` runs a command on a pseudo-terminal");
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+        let exited = child.try_wait().unwrap().is_some();
+        if enough(&text) || exited {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{command:?} on a terminal: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_top_redraws_and_purge_shows_progress() {
+    let (store, _schemas, runtime) = filled_store("cli_tty").await;
+    let schema = store.schema().to_string();
+    let url = common::server::database_url();
+    let clear = "\x1b[H\x1b[2J";
+    let live = {
+        let (schema, url) = (schema.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            on_a_terminal(
+                &[
+                    CLI,
+                    "top",
+                    "--interval",
+                    "1",
+                    "--schema",
+                    &schema,
+                    "--url",
+                    &url,
+                ],
+                |out| out.matches(clear).count() >= 2,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    // Redrawn in place, frame after frame, until stopped.
+    assert!(live.matches(clear).count() >= 2, "{live:?}");
+    assert!(live.contains("every 1 s, Ctrl-C quits"), "{live:?}");
+    assert!(live.contains(&format!("store {schema}")), "{live:?}");
+
+    let purge = tokio::task::spawn_blocking(move || {
+        on_a_terminal(
+            &[
+                CLI,
+                "purge",
+                "--older-than",
+                "0s",
+                "--dry-run",
+                "--schema",
+                &schema,
+                "--url",
+                &url,
+            ],
+            |out| out.contains("roots kept"),
+        )
+    })
+    .await
+    .unwrap();
+    // The completed and the failed tree.
+    assert!(
+        purge.contains("2 trees / 2 instances would be deleted"),
+        "{purge:?}"
+    );
+    // On a terminal the running counts are one redrawn line (cleared at
+    // the end), not a plain line per second.
+    assert!(purge.contains("\x1b[2K"), "a progress line: {purge:?}");
+    assert!(purge.contains("1 batches, 2 roots seen"), "{purge:?}");
+    assert!(!purge.contains("\n  1 batches"), "{purge:?}");
+    runtime.shutdown(None).await;
+}
