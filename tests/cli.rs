@@ -1096,10 +1096,32 @@ fn on_a_terminal(command: &[&str], enough: impl Fn(&str) -> bool) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_terminal_top_redraws_and_purge_shows_progress() {
-    let (store, _schemas, runtime) = filled_store("cli_tty").await;
+async fn on_a_terminal_top_redraws_and_purge_and_migrate_show_progress() {
+    let (store, schemas, runtime) = filled_store("cli_tty").await;
     let schema = store.schema().to_string();
     let url = common::server::database_url();
+    // migrate: a spinner while it works, then the plain answer.
+    let fresh = common::unique_schema("cli_tty_new");
+    schemas.track(&fresh);
+    let migrated = {
+        let (fresh, url) = (fresh.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            on_a_terminal(
+                &[CLI, "migrate", "--schema", &fresh, "--url", &url],
+                |out| out.contains("is up to date"),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        migrated.contains(&format!("migrating schema {fresh}")) && migrated.contains("\x1b[2K"),
+        "{migrated:?}"
+    );
+    assert!(
+        migrated.contains(&format!("schema {fresh} is up to date")),
+        "{migrated:?}"
+    );
     let clear = "\x1b[H\x1b[2J";
     let live = {
         let (schema, url) = (schema.clone(), url.clone());
