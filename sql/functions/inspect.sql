@@ -312,14 +312,17 @@ $$;
 -- instances_created_idx), completed and failed (a range of
 -- instances_completed_idx) and the start-to-completion latency of those
 -- that finished, as percentiles. The window's bounds are InitPlan
--- parameters, so both are index range scans whose cost follows what
--- happened in the window, not the table.
+-- parameters and each range has both (a one-sided range of a parameter is
+-- estimated at a third of the table, and planned as a sequential scan), so
+-- both are index range scans whose cost follows what happened in the
+-- window, not the table (200,000 instances over 30 days, 274 in the hour:
+-- an index-only scan and an index scan, 0.8k buffers instead of 5.7k).
 CREATE FUNCTION __SCHEMA__.minute_figures(p_minutes INTEGER)
 RETURNS TABLE (minute_from_ms BIGINT, started BIGINT, completed BIGINT, failed BIGINT,
                p50_ms BIGINT, p95_ms BIGINT, p99_ms BIGINT, max_ms BIGINT)
 LANGUAGE sql STABLE AS $$
     WITH win AS (
-        SELECT (c.ms / 60000) * 60000 - 60000 * (p_minutes - 1) AS from_ms
+        SELECT (c.ms / 60000) * 60000 - 60000 * (p_minutes - 1) AS from_ms, c.ms AS now_ms
         FROM (SELECT __SCHEMA__.now_ms() AS ms) c
     ),
     began AS (
@@ -327,6 +330,7 @@ LANGUAGE sql STABLE AS $$
                count(*) AS started
         FROM __SCHEMA__.instances i
         WHERE i.created_at_ms >= (SELECT from_ms FROM win)
+          AND i.created_at_ms <= (SELECT now_ms FROM win)
         GROUP BY 1
     ),
     done AS (
@@ -339,6 +343,7 @@ LANGUAGE sql STABLE AS $$
                max(i.completed_at_ms - i.created_at_ms) AS max_ms
         FROM __SCHEMA__.instances i
         WHERE i.completed_at_ms >= (SELECT from_ms FROM win)
+          AND i.completed_at_ms <= (SELECT now_ms FROM win)
           AND i.status IN ('Completed', 'Failed')
         GROUP BY 1
     )

@@ -51,7 +51,7 @@ pub const LIVE_JS: &str = r#"(function () {
   }
   function tick() {
     if (document.hidden || busy()) { return; }
-    fetch(location.href, { credentials: 'same-origin', headers: { 'X-Live': '1' } })
+    fetch(location.href, { credentials: 'same-origin' })
       .then(function (r) { if (!r.ok) { throw new Error('HTTP ' + r.status); } return r.text(); })
       .then(function (text) {
         var fresh = new DOMParser().parseFromString(text, 'text/html').querySelector('main');
