@@ -402,3 +402,227 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     runtime.shutdown(None).await;
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: commands in on fd 3, replies out on fd 4,
+/// each a JSON message ended by NUL), to act on a page as a user does.
+struct Driven {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: std::sync::mpsc::Receiver<serde_json::Value>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl Driven {
+    fn start(profile: &Path) -> Self {
+        use std::io::Read;
+        // fd 3 is the pipe we write, fd 4 the pipe we read; Chromium's own
+        // stdout goes nowhere.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" "$@" 3<&0 4>&1 1>/dev/null"#)
+            .arg(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium with a debugging pipe");
+        let to = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let (tx, from) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(end) = pending.iter().position(|b| *b == 0) {
+                    let message: Vec<u8> = pending.drain(..=end).collect();
+                    if let Ok(v) = serde_json::from_slice(&message[..end]) {
+                        if tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Driven {
+            child,
+            to,
+            from,
+            next_id: 0,
+            session: None,
+        }
+    }
+
+    /// Sends `method` with `params` (to the attached page, once there is
+    /// one) and returns its result; panics on an error or after the limit.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let reply = self.send(method, params);
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Sends `method` and returns the whole reply (result or error).
+    fn send(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            message["sessionId"] = s.clone().into();
+        }
+        let mut bytes = serde_json::to_vec(&message).unwrap();
+        bytes.push(0);
+        self.to.write_all(&bytes).unwrap();
+        self.to.flush().unwrap();
+        let deadline = Instant::now() + BROWSER_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = self
+                .from
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no reply to {method}"));
+            if reply["id"] == id {
+                return reply;
+            }
+        }
+    }
+
+    /// Opens a page and attaches to it.
+    fn open_page(&mut self) {
+        let target = self.call(
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+        );
+        let attached = self.call(
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        self.session = attached["sessionId"].as_str().map(str::to_string);
+        assert!(self.session.is_some(), "{attached}");
+    }
+
+    /// The value of the JavaScript `expression` in the page (null while a
+    /// navigation replaces the page's context).
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let r = self.send(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expression, "returnByValue": true}),
+        );
+        r["result"]["result"]["value"].clone()
+    }
+
+    /// Waits until the page has loaded and its path is `path`.
+    fn wait_for(&mut self, path: &str) {
+        let deadline = Instant::now() + BROWSER_LIMIT;
+        loop {
+            let state = self.eval("document.readyState + ' ' + location.pathname");
+            if state == format!("complete {path}").as_str() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never loaded {path}: {state}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Goes to `url` and waits until `path` has loaded.
+    fn visit(&mut self, url: &str, path: &str) {
+        self.call("Page.navigate", serde_json::json!({"url": url}));
+        self.wait_for(path);
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_the_instance_page_works_with_the_token_and_the_flag() {
+    chromium();
+    let (store, _schemas, runtime) = filled_store("browser_write").await;
+    let schema = store.schema().to_string();
+    let ui = dashboard(&schema, &["--token", "t0k", "--allow-writes"]);
+    let base = format!("http://{}", ui.addr);
+    let base2 = base.clone();
+    let work = std::env::temp_dir().join(format!(
+        "duroxide-postgres-browser-write-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&work).unwrap();
+    let profile = work.join("profile");
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut browser = Driven::start(&profile);
+        browser.open_page();
+        // Without the token: 401, and no form.
+        browser.call(
+            "Page.navigate",
+            serde_json::json!({"url": format!("{base}/instances/wait-1")}),
+        );
+        browser.wait_for("/instances/wait-1");
+        let body = browser.eval("document.body.innerText");
+        assert!(
+            body.as_str()
+                .unwrap_or("")
+                .contains("bearer token is required"),
+            "{body}"
+        );
+        // Signed in once, the page offers the forms; fill in and submit the
+        // raise form as a user would.
+        browser.visit(&format!("{base}/login?token=t0k"), "/");
+        browser.visit(&format!("{base}/instances/wait-1"), "/instances/wait-1");
+        let submitted = browser.eval(
+            "(function () { var f = document.querySelector('form[action$=\"/raise\"]');\
+             if (!f) { return 'no form'; }\
+             f.querySelector('[name=name]').value = 'go';\
+             f.querySelector('[name=data]').value = 'clicked in a browser';\
+             f.querySelector('button').click(); return 'submitted'; })()",
+        );
+        assert_eq!(submitted, "submitted");
+        browser
+    })
+    .await
+    .unwrap();
+    // The event reached the instance, which completed with its data.
+    let client = duroxide::Client::new(store.clone());
+    let status = client
+        .wait_for_orchestration("wait-1", fixture::WAIT)
+        .await
+        .unwrap();
+    assert!(
+        format!("{status:?}").contains("got clicked in a browser"),
+        "{status:?}"
+    );
+    // And the page says so.
+    let page = tokio::task::spawn_blocking(move || {
+        let mut browser = outcome;
+        browser.visit(&format!("{base2}/instances/wait-1"), "/instances/wait-1");
+        browser.eval("document.querySelector('main').innerText")
+    })
+    .await
+    .unwrap();
+    let page = page.as_str().unwrap_or_default().to_string();
+    assert!(
+        page.contains("ExternalEvent") && page.contains("got clicked in a browser"),
+        "{page}"
+    );
+    drop(ui);
+    runtime.shutdown(None).await;
+    let _ = std::fs::remove_dir_all(&work);
+}
