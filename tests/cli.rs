@@ -854,6 +854,23 @@ async fn the_dashboard_finds_instances_by_id_prefix_and_orchestration_name() {
     let found: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(found["by_prefix"][0]["instance_id"], "explode-1", "{found}");
     assert_eq!(http_get(ui.addr, "/api/search?q=", None).await.0, 400);
+    // Prefix matches a page at a time, keyset on the id.
+    let (_, body) = http_get(ui.addr, "/api/search?q=wait-&limit=1", None).await;
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["by_prefix"][0]["instance_id"], "wait-1", "{first}");
+    assert_eq!(first["next_after"], "wait-1", "{first}");
+    let (_, body) = http_get(ui.addr, "/api/search?q=wait-&limit=1&after=wait-1", None).await;
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["by_prefix"][0]["instance_id"], "wait-2", "{second}");
+    let (_, body) = http_get(ui.addr, "/api/search?q=wait-&limit=1&after=wait-2", None).await;
+    let last: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(last["by_prefix"].as_array().unwrap().len(), 0, "{last}");
+    assert!(last["next_after"].is_null(), "{last}");
+    let (_, html) = http_get(ui.addr, "/search?q=wait-&limit=1", None).await;
+    assert!(
+        html.contains("<a id=\"next\" href=\"/search?q=wait-&amp;after=wait-1\">"),
+        "{html}"
+    );
     runtime.shutdown(None).await;
 }
 

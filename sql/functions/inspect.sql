@@ -391,13 +391,16 @@ LANGUAGE sql STABLE AS $$
     ORDER BY f.completed_at_ms DESC, f.instance_id
 $$;
 
--- Instances whose id starts with p_prefix, in id order, at most p_limit:
--- a range scan of the primary key from p_prefix, reading at most p_scan
--- keys, so its cost is bounded whatever the table's size. Under the C
--- collation ids with a common prefix are adjacent, so the first p_limit
--- matches are found exactly; under a linguistic collation (which may sort
--- punctuation apart) a match can lie beyond the scanned keys.
-CREATE FUNCTION __SCHEMA__.search_instances(p_prefix TEXT, p_limit INTEGER, p_scan INTEGER)
+-- Instances whose id starts with p_prefix, in id order, after p_after (a
+-- keyset cursor: the last id of the previous page; NULL for the first),
+-- at most p_limit: a range scan of the primary key from the larger of the
+-- two lower bounds, reading at most p_scan keys, so its cost is bounded
+-- whatever the table's size. Under the C collation ids with a common prefix
+-- are adjacent, so the matches are found exactly; under a linguistic
+-- collation (which may sort punctuation apart) a match can lie beyond the
+-- scanned keys.
+CREATE FUNCTION __SCHEMA__.search_instances(p_prefix TEXT, p_after TEXT, p_limit INTEGER,
+                                            p_scan INTEGER)
 RETURNS TABLE (instance_id TEXT, orchestration_name TEXT, orchestration_version TEXT, status TEXT,
                current_execution_id BIGINT, parent_instance_id TEXT, created_at_ms BIGINT,
                updated_at_ms BIGINT, completed_at_ms BIGINT)
@@ -408,6 +411,7 @@ LANGUAGE sql STABLE AS $$
     FROM (SELECT i.*
           FROM __SCHEMA__.instances i
           WHERE i.instance_id >= p_prefix
+            AND i.instance_id > COALESCE(p_after, '')
           ORDER BY i.instance_id
           LIMIT p_scan) t
     WHERE starts_with(t.instance_id, p_prefix)

@@ -31,6 +31,7 @@ const SEARCH_INSTANCES: SqlFn = SqlFn {
     name: "search_instances",
     params: &[
         ("p_prefix", Type::TEXT),
+        ("p_after", Type::TEXT),
         ("p_limit", Type::INT4),
         ("p_scan", Type::INT4),
     ],
@@ -213,13 +214,14 @@ impl Inspector<'_> {
         })
     }
 
-    /// Instances whose id starts with `prefix`, in id order, at most
-    /// `limit`: a bounded range scan of the primary key (see
-    /// `search_instances` in `sql/functions/inspect.sql` for what a
-    /// linguistic collation changes).
+    /// Instances whose id starts with `prefix`, in id order, after the id
+    /// `after` (the last of the previous page), at most `limit`: a bounded
+    /// range scan of the primary key (see `search_instances` in
+    /// `sql/functions/inspect.sql` for what a linguistic collation changes).
     pub async fn search(
         &self,
         prefix: &str,
+        after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<InstanceSummary>, ProviderError> {
         const OP: &str = "inspect_search";
@@ -227,7 +229,7 @@ impl Inspector<'_> {
         let scan = limit.saturating_mul(20).max(1000);
         let rows = self
             .store
-            .call(OP, &SEARCH_INSTANCES, &[&prefix, &limit, &scan])
+            .call(OP, &SEARCH_INSTANCES, &[&prefix, &after, &limit, &scan])
             .await?;
         rows.iter()
             .map(|r| {

@@ -435,6 +435,9 @@ async fn instances(State(app): Shared, Query(p): Query<ListParams>) -> Response 
 #[derive(serde::Deserialize)]
 struct SearchQuery {
     q: Option<String>,
+    /// The last id of the previous page of prefix matches.
+    after: Option<String>,
+    limit: Option<u32>,
 }
 
 /// What a search found.
@@ -444,16 +447,25 @@ pub struct Found {
     pub q: String,
     /// Whether an instance has exactly that id.
     pub exact: bool,
-    /// Instances whose id starts with it.
+    /// Instances whose id starts with it (a page, in id order).
     pub by_prefix: Vec<duroxide_postgres::InstanceSummary>,
+    /// The `after` of the next page of `by_prefix`, when this one was full.
+    pub next_after: Option<String>,
     /// The latest instances of the orchestration of that name.
     pub by_name: Vec<duroxide_postgres::InstanceSummary>,
 }
 
-async fn find(app: &App, q: &str) -> Result<Found, Response> {
+async fn find(app: &App, query: &SearchQuery, q: &str) -> Result<Found, Response> {
     let inspect = app.store.inspect();
     let exact = inspect.instance(q, 0).await.map_err(failure)?.is_some();
-    let by_prefix = inspect.search(q, 50).await.map_err(failure)?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let by_prefix = inspect
+        .search(q, field(&query.after), limit)
+        .await
+        .map_err(failure)?;
+    let next_after = (by_prefix.len() as u32 == limit)
+        .then(|| by_prefix.last().map(|i| i.instance_id.clone()))
+        .flatten();
     let by_name = inspect
         .list(&InstanceQuery::new().orchestration(q, None).limit(50), None)
         .await
@@ -463,6 +475,7 @@ async fn find(app: &App, q: &str) -> Result<Found, Response> {
         q: q.to_string(),
         exact,
         by_prefix,
+        next_after,
         by_name,
     })
 }
@@ -475,8 +488,8 @@ async fn search(State(app): Shared, Query(q): Query<SearchQuery>) -> Response {
     let Some(text) = search_text(&q) else {
         return app.page("search", pages::search(None));
     };
-    match find(&app, text).await {
-        Ok(found) if found.exact => {
+    match find(&app, &q, text).await {
+        Ok(found) if found.exact && field(&q.after).is_none() => {
             Redirect::to(&format!("/instances/{}", seg(text))).into_response()
         }
         Ok(found) => app.page(&format!("search: {text}"), pages::search(Some(&found))),
@@ -488,7 +501,7 @@ async fn api_search(State(app): Shared, Query(q): Query<SearchQuery>) -> Respons
     let Some(text) = search_text(&q) else {
         return bad_request("q is required");
     };
-    match find(&app, text).await {
+    match find(&app, &q, text).await {
         Ok(found) => Json(found).into_response(),
         Err(r) => r,
     }

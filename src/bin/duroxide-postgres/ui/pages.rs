@@ -417,7 +417,12 @@ pub fn search(found: Option<&super::Found>) -> Markup {
         @if let Some(f) = found {
             h2 { "Instances whose id starts with " code { (f.q) } }
             @if f.by_prefix.is_empty() { p id="by-prefix" { "None." } }
-            @else { div id="by-prefix" { (instance_rows(&f.by_prefix)) } }
+            @else {
+                div id="by-prefix" { (instance_rows(&f.by_prefix)) }
+                @if let Some(after) = &f.next_after {
+                    p { a id="next" href=(format!("/search?q={}&after={}", seg(&f.q), seg(after))) { "next page →" } }
+                }
+            }
             h2 { "Latest instances of orchestration " code { (f.q) } }
             @if f.by_name.is_empty() { p id="by-name" { "None." } }
             @else {
