@@ -8,7 +8,7 @@ mod fixture;
 
 use duroxide::Client;
 use duroxide_postgres::PostgresOptions;
-use fixture::{dashboard, filled_store, http_get, CLI, WAIT};
+use fixture::{dashboard, encode, filled_store, http_get, http_request, CLI, WAIT};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -394,15 +394,137 @@ async fn bad_usage_exits_2_and_errors_exit_1() {
     ] {
         let o = usage(args).await;
         assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
         assert!(
-            String::from_utf8_lossy(&o.stderr).contains("usage:"),
-            "{args:?}"
+            err.contains("Usage:") || err.contains("try '--help'"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
         );
+    }
+    // The error names what is wrong.
+    for (args, named) in [
+        (&["status", "--bogus"][..], "'--bogus'"),
+        (&["stuck", "--attempts", "many"], "'many'"),
+        (&["frobnicate"], "'frobnicate'"),
+        (&["list", "--since", "soon"], "\"soon\""),
+        (&["status"], "no database URL"),
+        (
+            &["ui", "--allow-writes", "--url", "postgres://x/y"],
+            "--allow-writes needs --token",
+        ),
+    ] {
+        let o = usage(args).await;
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {named} not in {err}");
     }
     // A store that does not exist: an error, not usage.
     let o = cli("cli_no_such_schema", &["status"]).await;
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error:"));
+}
+
+/// Runs the CLI with `args` only (no URL, no schema), off the async runtime.
+async fn bare(args: Vec<&'static str>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(CLI)
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_version_and_completions_follow_the_conventions() {
+    let commands = [
+        "migrate",
+        "verify",
+        "status",
+        "show",
+        "list",
+        "stuck",
+        "cancel",
+        "raise",
+        "delete",
+        "purge",
+        "top",
+        "ui",
+        "completions",
+    ];
+    let top = ok(&bare(vec!["--help"]).await);
+    for c in commands {
+        assert!(top.contains(&format!("  {c} ")), "{c} listed: {top}");
+        let text = ok(&bare(vec![c, "--help"]).await);
+        assert!(
+            text.contains(&format!("Usage: duroxide-postgres {c}")),
+            "{c}: {text}"
+        );
+        assert!(
+            text.contains("--url <URL>"),
+            "{c}: the common options: {text}"
+        );
+    }
+    let version = ok(&bare(vec!["--version"]).await);
+    assert_eq!(
+        version.trim(),
+        format!("duroxide-postgres {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (shell, marker) in [
+        ("bash", "_duroxide__postgres()"),
+        ("zsh", "#compdef duroxide-postgres"),
+        ("fish", "complete -c duroxide-postgres"),
+    ] {
+        let o = bare(vec!["completions", shell]).await;
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        let script = stdout(&o);
+        assert!(script.contains(marker), "{shell}: {marker} in {script}");
+        assert!(
+            script.contains("purge") && script.contains("older-than"),
+            "{shell}: {script}"
+        );
+    }
+    let o = bare(vec!["completions", "tcsh-9"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'tcsh-9'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_once_prints_one_frame_of_the_store() {
+    let (store, _schemas, runtime) = filled_store("cli_top").await;
+    let schema = store.schema().to_string();
+    let text = ok(&cli(&schema, &["top", "--once"]).await);
+    assert!(
+        text.starts_with(&format!("duroxide-postgres top · store {schema}")),
+        "{text}"
+    );
+    assert!(!text.contains("Ctrl-C"), "one frame, not live: {text}");
+    assert!(
+        text.contains("Completed 1") && text.contains("Running 2"),
+        "{text}"
+    );
+    assert!(text.contains("history events/s"), "{text}");
+    assert!(
+        text.contains("2 finished in the last minute (1 failed)"),
+        "{text}"
+    );
+    let worker = text
+        .lines()
+        .find(|l| l.starts_with("worker "))
+        .unwrap_or_else(|| panic!("a worker row: {text}"));
+    let cells: Vec<&str> = worker.split_whitespace().collect();
+    // QUEUE READY DELAYED LEASED EXPIRED ...: the expired lease of wait-1's item.
+    assert_eq!(cells[4], "1", "{worker}");
+    assert!(text.contains("leases      0 live, 1 expired"), "{text}");
+    assert!(text.contains("poison      "), "{text}");
+
+    let frame = json(&cli(&schema, &["top", "--once", "--json"]).await);
+    assert_eq!(frame["status"]["schema"], schema.as_str());
+    assert!(frame["history_events_per_s"].as_f64().is_some(), "{frame}");
+    assert_eq!(frame["finished_last_minute"], 2);
+    runtime.shutdown(None).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -614,5 +736,462 @@ async fn purge_deletes_finished_trees_and_a_dry_run_nothing() {
         Some(2),
         "an age without a unit is bad usage"
     );
+    runtime.shutdown(None).await;
+}
+
+/// The form's CSRF token on an instance page (`name="csrf" value="..."`).
+fn csrf_of(html: &str) -> Option<String> {
+    let at = html.split("name=\"csrf\" value=\"").nth(1)?;
+    Some(at[..at.find('"')?].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_overview_has_per_minute_figures_and_grouped_failures() {
+    let (store, _schemas, runtime) = filled_store("cli_ui_minutes").await;
+    let ui = dashboard(store.schema(), &[]);
+
+    let (code, body) = http_get(ui.addr, "/api/minutes", None).await;
+    assert_eq!(code, 200, "{body}");
+    let minutes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let minutes = minutes.as_array().unwrap();
+    assert_eq!(minutes.len(), 60);
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("started"), sum("completed"), sum("failed")),
+        (4, 1, 1),
+        "{minutes:?}"
+    );
+    let with_finishes: Vec<_> = minutes.iter().filter(|m| !m["p50_ms"].is_null()).collect();
+    assert!(!with_finishes.is_empty(), "{minutes:?}");
+    for m in &with_finishes {
+        let (p50, p99, max) = (
+            m["p50_ms"].as_u64().unwrap(),
+            m["p99_ms"].as_u64().unwrap(),
+            m["max_ms"].as_u64().unwrap(),
+        );
+        assert!(p50 <= p99 && p99 <= max && max < 60_000, "{m}");
+    }
+    // Minutes are consecutive, oldest first.
+    for pair in minutes.windows(2) {
+        assert_eq!(
+            pair[1]["from_ms"].as_i64().unwrap() - pair[0]["from_ms"].as_i64().unwrap(),
+            60_000
+        );
+    }
+
+    let (_, body) = http_get(ui.addr, "/api/failures", None).await;
+    let failures: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(failures["instances"], 1, "{failures}");
+    assert_eq!(
+        failures["by_orchestration"][0]["name"], "Explode",
+        "{failures}"
+    );
+    assert_eq!(failures["by_orchestration"][0]["failures"], 1);
+    let activity = &failures["by_activity"][0];
+    assert_eq!(activity["name"], "Boom", "{failures}");
+    assert_eq!(activity["latest_instance_id"], "explode-1");
+    let error = activity["latest_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("boom: disk on fire (") && !error.contains('{'),
+        "readable, not JSON: {error}"
+    );
+
+    let (_, html) = http_get(ui.addr, "/", None).await;
+    assert!(
+        html.contains("id=\"minutes\"")
+            && html.contains("data-started=\"4\" data-completed=\"1\" data-failed=\"1\""),
+        "{html}"
+    );
+    assert_eq!(html.matches("<rect class=\"started\"").count(), 60);
+    assert!(
+        html.contains("id=\"latency\">latest minute with finishes"),
+        "{html}"
+    );
+    assert!(html.contains("<polyline class=\"p50\" points=\""), "{html}");
+    let by_activity = html
+        .split("id=\"failures-by-activity\"")
+        .nth(1)
+        .expect("table");
+    assert!(by_activity.contains("<td>Boom</td>"), "{by_activity}");
+    assert!(by_activity.contains("boom: disk on fire"), "{by_activity}");
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_finds_instances_by_id_prefix_and_orchestration_name() {
+    let (store, _schemas, runtime) = filled_store("cli_ui_search").await;
+    let ui = dashboard(store.schema(), &[]);
+
+    // An exact id opens the instance.
+    let (code, head, _) = http_request(ui.addr, "GET", "/search?q=greet-1", "", "").await;
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("location: /instances/greet-1"), "{head}");
+    // A prefix lists what starts with it, and nothing else.
+    let (code, html) = http_get(ui.addr, "/search?q=wait-", None).await;
+    assert_eq!(code, 200, "{html}");
+    let by_prefix = html.split("id=\"by-prefix\"").nth(1).unwrap();
+    let by_prefix = by_prefix.split("<h2>").next().unwrap();
+    assert!(
+        by_prefix.contains("href=\"/instances/wait-1\"")
+            && by_prefix.contains("href=\"/instances/wait-2\""),
+        "{html}"
+    );
+    assert!(!by_prefix.contains("greet-1") && !by_prefix.contains("explode-1"));
+    // An orchestration name.
+    let (_, body) = http_get(ui.addr, "/api/search?q=Wait", None).await;
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found["exact"], false);
+    assert_eq!(found["by_prefix"].as_array().unwrap().len(), 0, "{found}");
+    let names: Vec<&str> = found["by_name"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{found}");
+    assert!(names.contains(&"wait-1") && names.contains(&"wait-2"));
+    let (_, body) = http_get(ui.addr, "/api/search?q=ex", None).await;
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found["by_prefix"][0]["instance_id"], "explode-1", "{found}");
+    assert_eq!(http_get(ui.addr, "/api/search?q=", None).await.0, 400);
+    // Prefix matches a page at a time, keyset on the id.
+    let (_, body) = http_get(ui.addr, "/api/search?q=wait-&limit=1", None).await;
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["by_prefix"][0]["instance_id"], "wait-1", "{first}");
+    assert_eq!(first["next_after"], "wait-1", "{first}");
+    let (_, body) = http_get(ui.addr, "/api/search?q=wait-&limit=1&after=wait-1", None).await;
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["by_prefix"][0]["instance_id"], "wait-2", "{second}");
+    let (_, body) = http_get(ui.addr, "/api/search?q=wait-&limit=1&after=wait-2", None).await;
+    let last: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(last["by_prefix"].as_array().unwrap().len(), 0, "{last}");
+    assert!(last["next_after"].is_null(), "{last}");
+    let (_, html) = http_get(ui.addr, "/search?q=wait-&limit=1", None).await;
+    assert!(
+        html.contains("<a id=\"next\" href=\"/search?q=wait-&amp;after=wait-1\">"),
+        "{html}"
+    );
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_page_shows_a_hostile_id_name_or_payload_unescaped() {
+    let (store, _schemas, runtime) = filled_store("cli_ui_hostile").await;
+    let client = Client::new(store.clone());
+    let id = "<img src=x onerror=alert(1)>\"&'x";
+    let input = "<script>alert('input')</script>";
+    client
+        .start_orchestration(id, "Greet", input)
+        .await
+        .unwrap();
+    client.wait_for_orchestration(id, WAIT).await.unwrap();
+    let ui = dashboard(store.schema(), &[]);
+    let escaped_id = "&lt;img src=x onerror=alert(1)&gt;&quot;&amp;'x";
+    let page = format!("/instances/{}", encode(id));
+    for path in [
+        "/".to_string(),
+        "/instances".to_string(),
+        page.clone(),
+        format!("/search?q={}", encode("<img")),
+        format!("/instances?name={}", encode("<b>no such</b>")),
+        format!("/instances/{}", encode("<b>missing</b>")),
+    ] {
+        let (code, html) = http_get(ui.addr, &path, None).await;
+        assert!(code == 200 || code == 404, "{path}: {code}");
+        assert!(!html.contains("<img"), "{path}: raw id in {html}");
+        assert!(
+            !html.contains("<script>alert"),
+            "{path}: raw payload in {html}"
+        );
+        assert!(
+            !html.contains("<b>no such") && !html.contains("<b>missing"),
+            "{path}: {html}"
+        );
+    }
+    let (_, html) = http_get(ui.addr, &page, None).await;
+    assert!(
+        html.contains(&format!("<h1>instance {escaped_id}</h1>")),
+        "{html}"
+    );
+    assert!(
+        html.contains("hello hello &lt;script&gt;alert('input')&lt;/script&gt;"),
+        "the output, escaped: {html}"
+    );
+    let (_, html) = http_get(ui.addr, "/instances", None).await;
+    assert!(
+        html.contains(&format!(
+            "href=\"/instances/{}\">{escaped_id}</a>",
+            encode(id)
+        )),
+        "linked by its percent-encoded id: {html}"
+    );
+    runtime.shutdown(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_writes_need_a_token_the_flag_and_the_csrf_token() {
+    let (store, _schemas, runtime) = filled_store("cli_ui_writes").await;
+    let schema = store.schema().to_string();
+    let client = Client::new(store.clone());
+    let post = |addr, path: &'static str, headers: String, form: String| async move {
+        let (code, head, body) = http_request(addr, "POST", path, &headers, &form).await;
+        (code, head, body)
+    };
+
+    // Read-only (no flags; a token alone): every write is refused with 403,
+    // and the page offers none.
+    for extra in [&[][..], &["--token", "t0k"]] {
+        let ui = dashboard(&schema, extra);
+        let auth = if extra.is_empty() {
+            String::new()
+        } else {
+            "Authorization: Bearer t0k\r\n".to_string()
+        };
+        let (_, _, html) = http_request(ui.addr, "GET", "/instances/wait-1", &auth, "").await;
+        assert!(html.contains("id=\"read-only\""), "{html}");
+        assert!(csrf_of(&html).is_none(), "{html}");
+        for path in [
+            "/instances/wait-1/cancel",
+            "/instances/wait-1/raise",
+            "/instances/greet-1/delete",
+        ] {
+            let (code, _, body) = post(
+                ui.addr,
+                path,
+                auth.clone(),
+                "csrf=guess&name=go&data=x".into(),
+            )
+            .await;
+            assert_eq!(code, 403, "{extra:?} {path}: {body}");
+            assert!(body.contains("read-only"), "{body}");
+        }
+        // GET is not a write either.
+        assert_eq!(
+            http_request(ui.addr, "GET", "/instances/wait-1/cancel", &auth, "")
+                .await
+                .0,
+            405
+        );
+    }
+    assert!(
+        store
+            .inspect()
+            .instance("greet-1", 0)
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing was deleted"
+    );
+
+    // Token and --allow-writes: the page offers the forms; a write needs
+    // the token, and the CSRF token from a page of this host.
+    let ui = dashboard(&schema, &["--token", "t0k", "--allow-writes"]);
+    let auth = "Authorization: Bearer t0k\r\n".to_string();
+    let (code, _, html) = http_request(ui.addr, "GET", "/instances/wait-1", &auth, "").await;
+    assert_eq!(code, 200);
+    assert!(html.contains("id=\"actions\"") && html.contains("/instances/wait-1/cancel"));
+    let csrf = csrf_of(&html).expect("a CSRF token");
+    let refused = [
+        (String::new(), format!("csrf={csrf}&name=go&data=x")), // no bearer token
+        (auth.clone(), "name=go&data=x".to_string()),           // no CSRF token
+        (auth.clone(), "csrf=0000&name=go&data=x".to_string()), // a wrong one
+        (
+            format!("{auth}Origin: http://evil.example\r\n"),
+            format!("csrf={csrf}&name=go&data=x"),
+        ),
+    ];
+    for (headers, form) in refused {
+        let (code, _, body) = post(ui.addr, "/instances/wait-1/raise", headers.clone(), form).await;
+        assert!(code == 401 || code == 403, "{headers:?}: {code} {body}");
+    }
+    // The cookie of /login works as the bearer token does.
+    let (code, head, _) = http_request(ui.addr, "GET", "/login?token=t0k", "", "").await;
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("duroxide_ui_token=t0k") && head.contains("SameSite=Strict"));
+    let cookie = "Cookie: duroxide_ui_token=t0k\r\n".to_string();
+    let origin = format!("Origin: http://{}\r\n", ui.addr);
+    let (code, head, body) = post(
+        ui.addr,
+        "/instances/wait-1/raise",
+        format!("{cookie}{origin}"),
+        format!("csrf={csrf}&name=go&data={}", encode("from the dashboard")),
+    )
+    .await;
+    assert_eq!(code, 303, "{head}{body}");
+    assert!(head.contains("location: /instances/wait-1"), "{head}");
+    let status = client.wait_for_orchestration("wait-1", WAIT).await.unwrap();
+    assert!(
+        format!("{status:?}").contains("got from the dashboard"),
+        "{status:?}"
+    );
+
+    let (code, _, body) = post(
+        ui.addr,
+        "/instances/wait-2/cancel",
+        auth.clone(),
+        format!("csrf={csrf}&reason=ops"),
+    )
+    .await;
+    assert_eq!(code, 303, "{body}");
+    let status = client.wait_for_orchestration("wait-2", WAIT).await.unwrap();
+    assert!(format!("{status:?}").contains("ops"), "{status:?}");
+    // Cancelling what is not running is a conflict, not a success.
+    let (code, _, _) = post(
+        ui.addr,
+        "/instances/greet-1/cancel",
+        auth.clone(),
+        format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(code, 409);
+
+    let (code, head, _) = post(
+        ui.addr,
+        "/instances/greet-1/delete",
+        auth.clone(),
+        format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(code, 303, "{head}");
+    assert!(store
+        .inspect()
+        .instance("greet-1", 0)
+        .await
+        .unwrap()
+        .is_none());
+    runtime.shutdown(None).await;
+}
+
+/// `command` (shell words, each quoted here) under a pseudo-terminal
+/// (util-linux `script`), its output read as it comes; returns once
+/// `enough` holds for the output so far, or panics after `WAIT`.
+fn on_a_terminal(command: &[&str], enough: impl Fn(&str) -> bool) -> String {
+    use std::io::Read;
+    let quoted: Vec<String> = command
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-qfec", &quoted.join(" "), "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("util-linux `script` runs a command on a pseudo-terminal");
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+        let exited = child.try_wait().unwrap().is_some();
+        if enough(&text) || exited {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{command:?} on a terminal: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_top_redraws_and_purge_and_migrate_show_progress() {
+    let (store, schemas, runtime) = filled_store("cli_tty").await;
+    let schema = store.schema().to_string();
+    let url = common::server::database_url();
+    // migrate: a spinner while it works, then the plain answer.
+    let fresh = common::unique_schema("cli_tty_new");
+    schemas.track(&fresh);
+    let migrated = {
+        let (fresh, url) = (fresh.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            on_a_terminal(
+                &[CLI, "migrate", "--schema", &fresh, "--url", &url],
+                |out| out.contains("is up to date"),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        migrated.contains(&format!("migrating schema {fresh}")) && migrated.contains("\x1b[2K"),
+        "{migrated:?}"
+    );
+    assert!(
+        migrated.contains(&format!("schema {fresh} is up to date")),
+        "{migrated:?}"
+    );
+    let clear = "\x1b[H\x1b[2J";
+    let live = {
+        let (schema, url) = (schema.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            on_a_terminal(
+                &[
+                    CLI,
+                    "top",
+                    "--interval",
+                    "1",
+                    "--schema",
+                    &schema,
+                    "--url",
+                    &url,
+                ],
+                |out| out.matches(clear).count() >= 2,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    // Redrawn in place, frame after frame, until stopped.
+    assert!(live.matches(clear).count() >= 2, "{live:?}");
+    assert!(live.contains("every 1 s, Ctrl-C quits"), "{live:?}");
+    assert!(live.contains(&format!("store {schema}")), "{live:?}");
+
+    let purge = tokio::task::spawn_blocking(move || {
+        on_a_terminal(
+            &[
+                CLI,
+                "purge",
+                "--older-than",
+                "0s",
+                "--dry-run",
+                "--schema",
+                &schema,
+                "--url",
+                &url,
+            ],
+            |out| out.contains("roots kept"),
+        )
+    })
+    .await
+    .unwrap();
+    // The completed and the failed tree.
+    assert!(
+        purge.contains("2 trees / 2 instances would be deleted"),
+        "{purge:?}"
+    );
+    // On a terminal the running counts are one redrawn line (cleared at
+    // the end), not a plain line per second.
+    assert!(purge.contains("\x1b[2K"), "a progress line: {purge:?}");
+    assert!(purge.contains("1 batches, 2 roots seen"), "{purge:?}");
+    assert!(!purge.contains("\n  1 batches"), "{purge:?}");
     runtime.shutdown(None).await;
 }

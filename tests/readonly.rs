@@ -133,6 +133,9 @@ async fn read_as(url: String, schema: String) {
         "{stuck}"
     );
 
+    let top = json("top --once", &cli(&["top", "--once", "--json"]).await);
+    assert_eq!(top["status"]["schema"], schema.as_str(), "{top}");
+
     let ui = dashboard_at(&url, &schema, &[]);
     let get = |path: &'static str| http_get(ui.addr, path, None);
     for (path, expect) in [
@@ -176,6 +179,18 @@ async fn read_as(url: String, schema: String) {
         4
     );
     assert_eq!(api("/api/instances/greet-1").await["status"], "Completed");
+    let minutes = api("/api/minutes").await;
+    let started: u64 = minutes
+        .as_array()
+        .expect("minutes")
+        .iter()
+        .map(|m| m["started"].as_u64().unwrap())
+        .sum();
+    assert_eq!(started, 4, "{minutes}");
+    let failures = api("/api/failures").await;
+    assert_eq!(failures["by_activity"][0]["name"], "Boom", "{failures}");
+    let found = api("/api/search?q=wait-").await;
+    assert_eq!(found["by_prefix"].as_array().expect("by_prefix").len(), 2);
     assert!(api("/api/stuck?ready_for=0")
         .await
         .as_array()

@@ -28,6 +28,12 @@ pub struct HistoryEntry {
     pub failed: bool,
     /// The sub-orchestration it starts (`SubOrchestrationScheduled`).
     pub child_instance: Option<String>,
+    /// A failure's error as a sentence (`message (Application, kind)`),
+    /// not the stored JSON.
+    pub error: Option<String>,
+    /// When a timer fires (`TimerCreated`, `TimerFired`), ms since the Unix
+    /// epoch.
+    pub fire_at_ms: Option<u64>,
 }
 
 /// Fields that carry what an event is about, in order of preference.
@@ -46,7 +52,7 @@ const SUMMARY_FIELDS: &[&str] = &[
 
 impl HistoryEntry {
     /// The entry of the stored event JSON `data`.
-    pub(crate) fn from_json(execution_id: u64, event_id: u64, data: &str) -> Self {
+    pub fn from_json(execution_id: u64, event_id: u64, data: &str) -> Self {
         let value: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
         let kind = value
             .get("type")
@@ -77,9 +83,38 @@ impl HistoryEntry {
                 .get("instance")
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
+            error: value.get("details").map(readable_error),
+            fire_at_ms: value.get("fire_at_ms").and_then(|v| v.as_u64()),
             summary,
         }
     }
+}
+
+/// duroxide's `ErrorDetails` JSON as a sentence: its message, then its
+/// variant and kind in parentheses; anything else as compact JSON.
+pub fn readable_error(details: &serde_json::Value) -> String {
+    let variant = details
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next());
+    let Some((variant, fields)) = variant else {
+        return match details {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+    };
+    let field = |name: &str| match fields.get(name) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Null) | None => None,
+        Some(other) => Some(other.to_string()),
+    };
+    let message = field("message")
+        .or_else(|| field("resource"))
+        .unwrap_or_else(|| fields.to_string());
+    let mut about = vec![variant.clone()];
+    about.extend(field("kind"));
+    about.extend(field("operation"));
+    format!("{message} ({})", about.join(", "))
 }
 
 /// `s` on one line, at most `max` characters (an ellipsis marks a cut).
@@ -115,6 +150,23 @@ mod tests {
         assert_eq!(e.summary.as_deref(), Some("hello world"));
         assert_eq!(e.time_ms, Some(1_700_000_000_000));
         assert!(!e.failed);
+    }
+
+    #[test]
+    fn a_failure_reads_as_its_message() {
+        let e = HistoryEntry::from_json(
+            1,
+            3,
+            r#"{"event_id":3,"source_event_id":2,"timestamp_ms":1,"type":"ActivityFailed",
+                "details":{"Application":{"kind":"Panicked","message":"disk on fire",
+                "retryable":false}}}"#,
+        );
+        assert!(e.failed);
+        assert_eq!(
+            e.error.as_deref(),
+            Some("disk on fire (Application, Panicked)")
+        );
+        assert_eq!(readable_error(&serde_json::json!("plain")), "plain");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! dashboard's instance list share its filters and keyset pagination.
 
 mod history;
+mod overview;
 
 use crate::provider::{functions as sql, rows, PostgresProvider};
 use crate::{InstanceCursor, InstanceQuery, InstanceSummary};
@@ -20,7 +21,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_postgres::Row;
 
-pub use history::{shorten, HistoryEntry};
+pub use history::{readable_error, shorten, HistoryEntry};
+pub use overview::{FailureGroup, Failures, Minute, WriteCounters};
 
 /// The queue tables of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,43 +1,27 @@
 //! `duroxide-postgres`: operate a store from the command line.
 //!
-//! ```text
-//! duroxide-postgres migrate [--retire-other-function-sets]   create or upgrade the schema
-//! duroxide-postgres verify                  check it, running no DDL
-//! duroxide-postgres status [--attempts N]   instances, queues, leases, vacuum, tables
-//! duroxide-postgres show ID [--history N]   one instance: executions, timeline, pending, KV
-//! duroxide-postgres list [--status S,..] [--name N [--version V]] [--since AGE] [--before AGE]
-//!                        [--finished-since AGE] [--finished-before AGE]
-//!                        [--roots] [--parent ID] [--limit N] [--cursor C]
-//!     instances newest first, a page at a time (keyset: pass the printed
-//!     cursor for the next page)
-//! duroxide-postgres stuck [--ready-for SECS] [--attempts N] [--limit N]
-//! duroxide-postgres cancel ID [--reason TEXT]
-//! duroxide-postgres raise ID NAME DATA
-//! duroxide-postgres delete ID [--force]
-//! duroxide-postgres ui [--listen 127.0.0.1:8080] [--token T]   read-only web dashboard
-//! duroxide-postgres purge --older-than AGE [--status completed,failed] [--dry-run]
-//!                         [--batch-size N] [--throttle F]
-//!     delete finished root instance trees (with their sub-orchestrations)
-//!     that completed more than AGE ago (30d, 12h, 90m, 45s), in short
-//!     batches, printing progress; --dry-run only counts
-//!
-//! common: [--url URL | URL] [--schema NAME] [--json] [--transaction-pooler]
-//! ```
-//!
-//! The URL defaults to `$DATABASE_URL`, the schema to `duroxide`.
-//! `--transaction-pooler`: the URL goes through PgBouncer in transaction
-//! mode (`PostgresOptions::transaction_pooler`). Read
-//! commands print a table that fits 100 columns, or JSON with `--json`. They
-//! and the writing commands run no DDL (the schema must be migrated); cancel,
-//! raise and delete go through duroxide's `Client`, so the runtime's rules
-//! apply. Exit status 0 on success, 1 on an error (including an unknown
-//! instance), 2 on bad usage.
+//! Every subcommand has `--help`; `duroxide-postgres --help` lists them and
+//! `duroxide-postgres completions SHELL` prints shell completions. The URL
+//! comes from `--url` (or a last positional argument of `migrate` and
+//! `verify`) or `$DATABASE_URL`, the schema from `--schema` (default
+//! `duroxide`). `--transaction-pooler`: the URL goes through PgBouncer in
+//! transaction mode (`PostgresOptions::transaction_pooler`). Read commands
+//! print tables that fit 100 columns, or JSON with `--json`. They and the
+//! writing commands run no DDL (the schema must be migrated); cancel, raise
+//! and delete go through duroxide's `Client`, so the runtime's rules apply.
+//! Exit status 0 on success, 1 on an error (including an unknown instance),
+//! 2 on bad usage.
 
+mod cli;
+mod progress;
 mod purge;
 mod render;
+mod top;
 #[cfg(feature = "ui")]
 mod ui;
 
+use clap::Parser;
+use cli::{Cli, Command, ListArgs, PurgeArgs};
 use duroxide::Client;
 use duroxide_postgres::inspect::InstanceList;
 use duroxide_postgres::inspect::{human_ms, InstanceDetail, LeaseState, Status, StuckWork};
@@ -49,27 +33,6 @@ use render::{bytes, opt_time, time, Table};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-
-const USAGE: &str = "\
-usage: duroxide-postgres COMMAND [--url URL | URL] [--schema NAME] [--json]
-                         [--transaction-pooler] ...
-  migrate [--retire-other-function-sets]   create or upgrade the schema
-  verify                                   check the schema, running no DDL
-  status [--attempts N]                    health: instances, queues, leases, vacuum
-  show ID [--history N]                    an instance, its timeline and pending work
-  list [--status S,..] [--name N [--version V]] [--since AGE] [--before AGE] [--roots]
-       [--finished-since AGE] [--finished-before AGE] [--parent ID] [--limit N] [--cursor C]
-                                           instances, newest first, a page at a time
-  stuck [--ready-for SECS] [--attempts N] [--limit N]
-                                           work that does not move, and why
-  cancel ID [--reason TEXT]                cancel an instance
-  raise ID NAME DATA                       raise an external event
-  delete ID [--force]                      delete an instance (and its children)
-  ui [--listen ADDR] [--token T]           read-only web dashboard (default 127.0.0.1:8080)
-  purge --older-than AGE [--status completed,failed] [--dry-run] [--batch-size N] [--throttle F]
-                                           delete finished root trees older than AGE (30d, 12h)
-URL defaults to $DATABASE_URL, NAME to duroxide. --transaction-pooler: URL is PgBouncer
-in transaction mode (unnamed statements; statement_timeout must be set on the role).";
 
 /// A failed command: exit status 1 with a message, or 2 with the usage.
 enum Failure {
@@ -83,184 +46,58 @@ fn error(e: impl std::fmt::Display) -> Failure {
     Failure::Error(e.to_string())
 }
 
-/// Parsed command line.
-#[derive(Default)]
-struct Args {
-    command: String,
-    positional: Vec<String>,
-    url: Option<String>,
-    schema: Option<String>,
-    json: bool,
-    retire: bool,
-    transaction_pooler: bool,
-    force: bool,
-    attempts: Option<u32>,
-    ready_for: Option<u64>,
-    limit: Option<u32>,
-    history: Option<u32>,
-    reason: Option<String>,
-    listen: Option<String>,
-    token: Option<String>,
-    older_than: Option<Duration>,
-    status: Option<String>,
-    name: Option<String>,
-    version: Option<String>,
-    since: Option<Duration>,
-    before: Option<Duration>,
-    finished_since: Option<Duration>,
-    finished_before: Option<Duration>,
-    roots: bool,
-    parent: Option<String>,
-    cursor: Option<String>,
-    dry_run: bool,
-    batch_size: Option<u32>,
-    throttle: Option<f64>,
-}
-
-fn parse(raw: Vec<String>) -> Result<Args, Failure> {
-    let mut it = raw.into_iter();
-    let mut args = Args {
-        command: it
-            .next()
-            .ok_or_else(|| Failure::Usage("no command".into()))?,
-        ..Args::default()
-    };
-    fn value(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, Failure> {
-        it.next()
-            .ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
-    }
-    fn number<T: std::str::FromStr>(v: String, flag: &str) -> Result<T, Failure> {
-        v.parse()
-            .map_err(|_| Failure::Usage(format!("{flag} takes a number, not {v:?}")))
-    }
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--url" => args.url = Some(value(&mut it, &arg)?),
-            "--schema" => args.schema = Some(value(&mut it, &arg)?),
-            "--json" => args.json = true,
-            "--retire-other-function-sets" => args.retire = true,
-            "--transaction-pooler" => args.transaction_pooler = true,
-            "--force" => args.force = true,
-            "--attempts" => args.attempts = Some(number(value(&mut it, &arg)?, &arg)?),
-            "--ready-for" => args.ready_for = Some(number(value(&mut it, &arg)?, &arg)?),
-            "--limit" => args.limit = Some(number(value(&mut it, &arg)?, &arg)?),
-            "--history" => args.history = Some(number(value(&mut it, &arg)?, &arg)?),
-            "--reason" => args.reason = Some(value(&mut it, &arg)?),
-            "--listen" => args.listen = Some(value(&mut it, &arg)?),
-            "--token" => args.token = Some(value(&mut it, &arg)?),
-            "--older-than" | "--since" | "--before" | "--finished-since" | "--finished-before" => {
-                let v = value(&mut it, &arg)?;
-                let age = parse_age(&v).ok_or_else(|| {
-                    Failure::Usage(format!("{arg} takes an age such as 30d or 12h, not {v:?}"))
-                })?;
-                match arg.as_str() {
-                    "--older-than" => args.older_than = Some(age),
-                    "--since" => args.since = Some(age),
-                    "--before" => args.before = Some(age),
-                    "--finished-since" => args.finished_since = Some(age),
-                    _ => args.finished_before = Some(age),
-                }
-            }
-            "--status" => args.status = Some(value(&mut it, &arg)?),
-            "--name" => args.name = Some(value(&mut it, &arg)?),
-            "--version" => args.version = Some(value(&mut it, &arg)?),
-            "--roots" => args.roots = true,
-            "--parent" => args.parent = Some(value(&mut it, &arg)?),
-            "--cursor" => args.cursor = Some(value(&mut it, &arg)?),
-            "--dry-run" => args.dry_run = true,
-            "--batch-size" => args.batch_size = Some(number(value(&mut it, &arg)?, &arg)?),
-            "--throttle" => {
-                let f: f64 = number(value(&mut it, &arg)?, &arg)?;
-                if !(f.is_finite() && f >= 0.0) {
-                    return Err(Failure::Usage("--throttle takes a number >= 0".into()));
-                }
-                args.throttle = Some(f);
-            }
-            "--" => args.positional.extend(it.by_ref()),
-            _ if arg.starts_with("--") => {
-                return Err(Failure::Usage(format!("unknown option {arg}")))
-            }
-            _ => args.positional.push(arg),
-        }
-    }
-    Ok(args)
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let result = match parse(std::env::args().skip(1).collect()) {
-        Ok(args) => run(args).await,
-        Err(f) => Err(f),
-    };
-    match result {
+    // Help and version exit 0, bad usage 2 (clap's conventions).
+    let parsed = Cli::parse();
+    match run(parsed).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Error(message)) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-        Err(Failure::Usage(message)) => {
-            eprintln!("{message}\n{USAGE}");
-            ExitCode::from(2)
-        }
+        Err(Failure::Usage(message)) => cli::usage_error(message),
     }
 }
 
-/// The positional arguments of a command (the last one may be the URL of
-/// migrate and verify, as before `--url` existed).
-fn positionals(args: &mut Args, names: &[&str], url_last: bool) -> Result<Vec<String>, Failure> {
-    if url_last && args.url.is_none() && args.positional.len() == names.len() + 1 {
-        args.url = args.positional.pop();
+async fn run(cli: Cli) -> Outcome {
+    let Cli { common, command } = cli;
+    if let Command::Completions { shell } = &command {
+        cli::print_completions(*shell);
+        return Ok(());
     }
-    if args.positional.len() != names.len() {
-        return Err(Failure::Usage(format!(
-            "{} takes {}",
-            args.command,
-            if names.is_empty() {
-                "no arguments".to_string()
-            } else {
-                names.join(" ")
-            }
-        )));
-    }
-    Ok(std::mem::take(&mut args.positional))
-}
-
-async fn run(mut args: Args) -> Outcome {
-    let verb = args.command.clone();
-    let (policy, names): (MigrationPolicy, &[&str]) = match verb.as_str() {
-        "migrate" => (MigrationPolicy::Apply, &[]),
-        "verify" | "status" | "list" | "stuck" | "ui" | "purge" => {
-            (MigrationPolicy::VerifyOnly, &[])
-        }
-        "show" | "cancel" | "delete" => (MigrationPolicy::VerifyOnly, &["ID"]),
-        "raise" => (MigrationPolicy::VerifyOnly, &["ID", "NAME", "DATA"]),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        other => return Err(Failure::Usage(format!("unknown command {other:?}"))),
+    let policy = match command {
+        Command::Migrate { .. } => MigrationPolicy::Apply,
+        _ => MigrationPolicy::VerifyOnly,
     };
-    if args.retire && verb != "migrate" {
-        return Err(Failure::Usage(
-            "--retire-other-function-sets belongs to migrate".into(),
-        ));
-    }
-    let pos = positionals(
-        &mut args,
-        names,
-        matches!(verb.as_str(), "migrate" | "verify"),
-    )?;
     // Usage errors of list and purge exit 2 before any connection.
-    let listing = (verb == "list").then(|| list_query(&args)).transpose()?;
-    let purging = (verb == "purge")
-        .then(|| purge_request(&args))
-        .transpose()?;
-    let url = args
+    let listing = match &command {
+        Command::List(l) => Some(list_query(l)?),
+        _ => None,
+    };
+    let purging = match &command {
+        Command::Purge(p) => Some(purge_request(p)?),
+        _ => None,
+    };
+    if let Command::Ui(ui) = &command {
+        if ui.allow_writes && ui.token.is_none() {
+            return Err(Failure::Usage(
+                "--allow-writes needs --token: writes are never open to anyone who can connect"
+                    .into(),
+            ));
+        }
+    }
+    let positional_url = match &command {
+        Command::Migrate { at, .. } | Command::Verify { at } => at.clone(),
+        _ => None,
+    };
+    let url = common
         .url
         .clone()
+        .or(positional_url)
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .ok_or_else(|| Failure::Usage("no database URL: pass --url or set DATABASE_URL".into()))?;
-    let schema = args
+    let schema = common
         .schema
         .clone()
         .unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
@@ -270,65 +107,88 @@ async fn run(mut args: Args) -> Outcome {
         .long_poll(false)
         .health_sample_interval(None)
         .max_connections(2)
-        .transaction_pooler(args.transaction_pooler);
-    let store = PostgresProvider::connect(&url, options)
-        .await
-        .map_err(error)?;
-    let attempts = args.attempts.unwrap_or(5);
-    match verb.as_str() {
-        "migrate" | "verify" => schema_command(&store, &verb, &schema, args.retire).await,
-        "status" => {
+        .transaction_pooler(common.transaction_pooler);
+    let connecting = matches!(command, Command::Migrate { .. })
+        .then(|| progress::Spinner::start(&format!("migrating schema {schema}")));
+    let connected = PostgresProvider::connect(&url, options).await;
+    if let Some(spinner) = connecting {
+        spinner.finish();
+    }
+    let store = connected.map_err(error)?;
+    let json = common.json;
+    match command {
+        Command::Migrate { retire, .. } => schema_command(&store, true, &schema, retire).await,
+        Command::Verify { .. } => schema_command(&store, false, &schema, false).await,
+        Command::Status { attempts } => {
             let status = store.inspect().status(attempts).await.map_err(error)?;
-            emit(args.json, &status, print_status)
+            emit(json, &status, print_status)
         }
-        "show" => {
-            let limit = args.history.unwrap_or(200);
+        Command::Show { id, history } => {
             let detail = store
                 .inspect()
-                .instance(&pos[0], limit)
+                .instance(&id, history)
                 .await
                 .map_err(error)?;
-            let detail = detail.ok_or_else(|| error(format!("no instance {:?}", pos[0])))?;
-            emit(args.json, &detail, print_instance)
+            let detail = detail.ok_or_else(|| error(format!("no instance {id:?}")))?;
+            emit(json, &detail, print_instance)
         }
-        "list" => {
+        Command::List(_) => {
             let (query, cursor) = listing.expect("parsed above");
             let page = store
                 .inspect()
                 .list(&query, cursor.as_ref())
                 .await
                 .map_err(error)?;
-            emit(args.json, &page, print_list)
+            emit(json, &page, print_list)
         }
-        "stuck" => {
-            let ready_for = Duration::from_secs(args.ready_for.unwrap_or(60));
-            let limit = args.limit.unwrap_or(50);
+        Command::Stuck {
+            ready_for,
+            attempts,
+            limit,
+        } => {
             let stuck = store
                 .inspect()
-                .stuck(ready_for, attempts, limit)
+                .stuck(Duration::from_secs(ready_for), attempts, limit)
                 .await
                 .map_err(error)?;
-            emit(args.json, &stuck, print_stuck)
+            emit(json, &stuck, print_stuck)
         }
-        "ui" => serve(store, &args).await,
-        "purge" => {
+        Command::Top {
+            once,
+            interval,
+            attempts,
+        } => top::run(&store, json, once, interval, attempts).await,
+        Command::Ui(ui) => serve(store, ui).await,
+        Command::Purge(_) => {
             let request = purging.expect("parsed above");
             purge::run(&store, &schema, &request).await
         }
-        _ => client_command(store, &verb, &pos, &args).await,
+        Command::Cancel { id, reason } => {
+            let reason = reason.unwrap_or_else(|| "cancelled by operator".into());
+            client_command(store, json, &id, Write::Cancel(reason)).await
+        }
+        Command::Raise { id, name, data } => {
+            client_command(store, json, &id, Write::Raise(name, data)).await
+        }
+        Command::Delete { id, force } => {
+            client_command(store, json, &id, Write::Delete(force)).await
+        }
+        Command::Completions { .. } => unreachable!("answered before connecting"),
     }
 }
 
 #[cfg(feature = "ui")]
-async fn serve(store: PostgresProvider, args: &Args) -> Outcome {
-    let listen = args.listen.as_deref().unwrap_or("127.0.0.1:8080");
-    ui::serve(store, listen, args.token.clone())
-        .await
-        .map_err(error)
+async fn serve(store: PostgresProvider, args: cli::UiArgs) -> Outcome {
+    let options = ui::Options {
+        token: args.token,
+        allow_writes: args.allow_writes,
+        refresh: Duration::from_secs(args.refresh.max(1)),
+    };
+    ui::serve(store, &args.listen, options).await.map_err(error)
 }
 
 #[cfg(not(feature = "ui"))]
-async fn serve(_store: PostgresProvider, _args: &Args) -> Outcome {
+async fn serve(_store: PostgresProvider, _args: cli::UiArgs) -> Outcome {
     Err(error(
         "this build has no dashboard (built without the \"ui\" feature)",
     ))
@@ -336,7 +196,7 @@ async fn serve(_store: PostgresProvider, _args: &Args) -> Outcome {
 
 async fn schema_command(
     store: &PostgresProvider,
-    verb: &str,
+    migrate: bool,
     schema: &str,
     retire: bool,
 ) -> Outcome {
@@ -347,11 +207,7 @@ async fn schema_command(
         }
         println!("{} function(s) of other builds retired", dropped.len());
     }
-    let verb = if verb == "migrate" {
-        "is up to date"
-    } else {
-        "verified"
-    };
+    let verb = if migrate { "is up to date" } else { "verified" };
     println!(
         "schema {schema} {verb} (migration {:04}, function set {})",
         PostgresProvider::schema_version(),
@@ -360,84 +216,84 @@ async fn schema_command(
     Ok(())
 }
 
+/// A write of `cancel`, `raise` or `delete`.
+enum Write {
+    /// Cancel with this reason.
+    Cancel(String),
+    /// Raise the event of this name with this data.
+    Raise(String, String),
+    /// Delete (with `--force`: even a running instance).
+    Delete(bool),
+}
+
 /// cancel, raise, delete: through duroxide's `Client`, after checking that
 /// the instance exists (the client would otherwise queue a message for an
 /// instance that may never start).
-async fn client_command(
-    store: PostgresProvider,
-    verb: &str,
-    pos: &[String],
-    args: &Args,
-) -> Outcome {
-    let id = &pos[0];
+async fn client_command(store: PostgresProvider, json: bool, id: &str, write: Write) -> Outcome {
     let exists = store.inspect().instance(id, 0).await.map_err(error)?;
     let Some(instance) = exists else {
         return Err(error(format!("no instance {id:?}")));
     };
     let client = Client::new(Arc::new(store));
-    let report = match verb {
-        "cancel" => {
+    let (report, text) = match write {
+        Write::Cancel(reason) => {
             if instance.status != "Running" {
                 return Err(error(format!(
                     "instance {id:?} is {}, not running: nothing to cancel",
                     instance.status
                 )));
             }
-            let reason = args
-                .reason
-                .clone()
-                .unwrap_or_else(|| "cancelled by operator".into());
             client
-                .cancel_instance(id.as_str(), reason.as_str())
+                .cancel_instance(id, reason.as_str())
                 .await
                 .map_err(error)?;
-            serde_json::json!({"instance_id": id, "cancel_requested": true, "reason": reason})
+            (
+                serde_json::json!({"instance_id": id, "cancel_requested": true, "reason": reason}),
+                format!("cancellation of {id} requested"),
+            )
         }
-        "raise" => {
+        Write::Raise(name, data) => {
             client
-                .raise_event(id.as_str(), pos[1].as_str(), pos[2].as_str())
+                .raise_event(id, name.as_str(), data.as_str())
                 .await
                 .map_err(error)?;
-            serde_json::json!({"instance_id": id, "event_raised": pos[1]})
+            (
+                serde_json::json!({"instance_id": id, "event_raised": name}),
+                format!("event {name} raised on {id}"),
+            )
         }
-        _ => {
-            let r = client
-                .delete_instance(id, args.force)
-                .await
-                .map_err(error)?;
-            serde_json::json!({
-                "instance_id": id,
-                "instances_deleted": r.instances_deleted,
-                "executions_deleted": r.executions_deleted,
-                "events_deleted": r.events_deleted,
-                "queue_messages_deleted": r.queue_messages_deleted,
-            })
+        Write::Delete(force) => {
+            let r = client.delete_instance(id, force).await.map_err(error)?;
+            (
+                serde_json::json!({
+                    "instance_id": id,
+                    "instances_deleted": r.instances_deleted,
+                    "executions_deleted": r.executions_deleted,
+                    "events_deleted": r.events_deleted,
+                    "queue_messages_deleted": r.queue_messages_deleted,
+                }),
+                format!(
+                    "deleted {id}: {} instance(s), {} execution(s), {} event(s), \
+                     {} queued message(s)",
+                    r.instances_deleted,
+                    r.executions_deleted,
+                    r.events_deleted,
+                    r.queue_messages_deleted
+                ),
+            )
         }
     };
-    if args.json {
+    if json {
         println!("{report}");
     } else {
-        match verb {
-            "cancel" => println!("cancellation of {id} requested"),
-            "raise" => println!("event {} raised on {id}", pos[1]),
-            _ => println!(
-                "deleted {id}: {} instance(s), {} execution(s), {} event(s), {} queued message(s)",
-                report["instances_deleted"],
-                report["executions_deleted"],
-                report["events_deleted"],
-                report["queue_messages_deleted"]
-            ),
-        }
+        println!("{text}");
     }
     Ok(())
 }
 
 /// The request of `purge` from its flags.
-fn purge_request(args: &Args) -> Result<PurgeRequest, Failure> {
-    let older_than = args
-        .older_than
-        .ok_or_else(|| Failure::Usage("purge needs --older-than".into()))?;
-    let mut request = PurgeRequest::older_than(older_than);
+fn purge_request(args: &PurgeArgs) -> Result<PurgeRequest, Failure> {
+    let mut request = PurgeRequest::older_than(args.older_than);
     if let Some(v) = &args.status {
         let parsed: Option<Vec<TerminalStatus>> = v
             .split(',')
@@ -468,7 +324,7 @@ pub(crate) fn list_status(s: &str) -> Option<&'static str> {
 }
 
 /// The query and cursor of `list` from its flags.
-fn list_query(args: &Args) -> Result<(InstanceQuery, Option<InstanceCursor>), Failure> {
+fn list_query(args: &ListArgs) -> Result<(InstanceQuery, Option<InstanceCursor>), Failure> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -477,7 +333,7 @@ fn list_query(args: &Args) -> Result<(InstanceQuery, Option<InstanceCursor>), Fa
     let mut query = InstanceQuery::new()
         .created_between(ago(args.since), ago(args.before))
         .completed_between(ago(args.finished_since), ago(args.finished_before))
-        .limit(args.limit.unwrap_or(50));
+        .limit(args.limit);
     if let Some(v) = &args.status {
         for s in v.split(',') {
             let status = list_status(s).ok_or_else(|| {

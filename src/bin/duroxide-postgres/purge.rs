@@ -1,6 +1,9 @@
 //! `duroxide-postgres purge`: retention run once from the command line
 //! (the same SQL as the background retention task, `src/retention.rs`).
+//! On a terminal the running counts are a spinner line on stderr; otherwise
+//! a plain line about once a second.
 
+use super::progress::Spinner;
 use super::{error, Outcome};
 use duroxide_postgres::{PostgresProvider, PurgeRequest};
 use std::time::{Duration, Instant};
@@ -24,13 +27,14 @@ pub(crate) async fn run(store: &PostgresProvider, schema: &str, request: &PurgeR
     }
     let started = Instant::now();
     let mut last_print = Instant::now();
+    let spinner = Spinner::start("starting");
     let result = store
         .purge(request, |p| {
-            if last_print.elapsed() >= Duration::from_secs(1) {
+            if spinner.drawn() || last_print.elapsed() >= Duration::from_secs(1) {
                 last_print = Instant::now();
                 let rate = p.instances_deleted as f64 / started.elapsed().as_secs_f64().max(0.001);
-                println!(
-                    "  {} batches, {} roots seen, {} trees / {} instances {}, {rate:.0}/s",
+                let line = format!(
+                    "{} batches, {} roots seen, {} trees / {} instances {}, {rate:.0}/s",
                     p.batches,
                     p.roots_seen,
                     p.roots_deleted,
@@ -41,9 +45,15 @@ pub(crate) async fn run(store: &PostgresProvider, schema: &str, request: &PurgeR
                         "deleted"
                     },
                 );
+                if spinner.drawn() {
+                    spinner.set(line);
+                } else {
+                    println!("  {line}");
+                }
             }
         })
         .await;
+    spinner.finish();
     match result {
         Ok(p) => {
             // Three lines, each within 100 columns.

@@ -117,6 +117,20 @@ pub fn wrap(text: &str, indent: usize) -> String {
 }
 
 /// Bytes as `12 kB`, `3.4 MB`, ...
+/// [`time`] to the millisecond: `2026-12-01 00:50:47.123`.
+pub fn time_ms(ms: i64) -> String {
+    format!("{}.{:03}", time(ms), ms.rem_euclid(1000))
+}
+
+/// A duration to the millisecond: `17 ms`, `1.250 s`, then as `human_ms`.
+pub fn span_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1000..=59_999 => format!("{:.3} s", ms as f64 / 1000.0),
+        _ => duroxide_postgres::inspect::human_ms(ms),
+    }
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
@@ -155,6 +169,9 @@ mod tests {
     fn times_are_utc_dates() {
         assert_eq!(time(0), "1970-01-01 00:00:00");
         assert_eq!(time(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(time_ms(1_700_000_000_007), "2023-11-14 22:13:20.007");
+        assert_eq!(span_ms(17), "17 ms");
+        assert_eq!(span_ms(1_250), "1.250 s");
     }
 
     #[test]
