@@ -38,16 +38,23 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The PgBouncer every test of this binary goes through (stopped when the
-/// process exits: see `PgBouncer::start`).
+/// process exits: see `PgBouncer::try_start`). Started once: when it is missing
+/// or does not come up, every test fails at once with that first error.
 fn bouncer() -> &'static PgBouncer {
-    static BOUNCER: OnceLock<PgBouncer> = OnceLock::new();
-    BOUNCER.get_or_init(|| {
+    static BOUNCER: OnceLock<Result<PgBouncer, String>> = OnceLock::new();
+    let started = BOUNCER.get_or_init(|| {
+        // Before the test server: a missing PgBouncer is reported first.
+        bouncer::binary()?;
         let config: tokio_postgres::Config = common::server::database_url()
             .parse()
             .expect("test server URL");
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        PgBouncer::start(port)
-    })
+        PgBouncer::try_start(port)
+    });
+    match started {
+        Ok(bouncer) => bouncer,
+        Err(msg) => panic!("{msg}"),
+    }
 }
 
 /// The test database through PgBouncer, as the server's superuser.
