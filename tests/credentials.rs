@@ -94,6 +94,15 @@ impl Vault {
 }
 
 /// Backend pids of `ROLE`.
+/// Waits until every backend of the role has exited (`pg_terminate_backend`
+/// only signals them), so that the store's next call needs a new login.
+async fn role_backends_gone(admin: &tokio_postgres::Client) {
+    common::wait::until("the role's terminated backends exited", || async {
+        role_backends(admin).await.is_empty()
+    })
+    .await;
+}
+
 async fn role_backends(admin: &tokio_postgres::Client) -> HashSet<i32> {
     admin
         .query(
@@ -147,7 +156,7 @@ async fn rotate(
         .await
         .unwrap()
         .get(0);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    role_backends_gone(admin).await;
     // The vault learns the new password a little after the database did.
     let catch_up = {
         let (vault, password) = (vault.clone(), password.to_string());
@@ -354,7 +363,7 @@ async fn a_refused_password_is_retried_then_reported() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    role_backends_gone(&admin).await;
     let asked = vault.calls().len();
     let err = store.read("x").await.expect_err("the password is refused");
     assert!(!err.is_retryable(), "{err}");
