@@ -108,7 +108,12 @@ async fn client_calls_succeed_across_a_server_restart() {
             (raised, started, status)
         })
     };
+    // The outage lasts a second; the calls are still under way when it ends.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !calls.is_finished(),
+        "the calls ended while the server was down"
+    );
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.restart())
         .await
