@@ -243,8 +243,22 @@ async fn health_sampling_is_off_when_disabled() {
         .enqueue_for_worker(common::items::activity("off-1", 1, "in", None))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A store that samples every 100 ms, started after it, samples three
+    // times: long enough for the disabled store to have sampled were it on.
+    let sampling = PostgresOptions::new().health_sample_interval(Some(Duration::from_millis(100)));
+    let (control, _control_schemas) = common::provider("tm_on", sampling).await;
+    until(
+        control.schema(),
+        "three samples of the sampling store",
+        |m| get(m, "duroxide_postgres_health_sample_duration_seconds", &[]).unwrap_or(0.0) >= 3.0,
+    )
+    .await;
     let m = metrics_of(store.schema());
+    assert_eq!(
+        get(&m, "duroxide_postgres_health_sample_duration_seconds", &[]),
+        None,
+        "the disabled store sampled"
+    );
     assert_eq!(
         get(&m, "duroxide_postgres_queue_ready", &[("queue", "worker")]),
         None
