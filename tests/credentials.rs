@@ -201,8 +201,22 @@ async fn a_workload_survives_two_password_rotations() {
                 .expect("start");
         }
         if let Some(password) = next {
-            // With the batch in flight.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            // With the batch in flight: one of its orchestrations runs.
+            let (client, ids) = (&client, batch * BATCH..(batch + 1) * BATCH);
+            common::wait::until("an orchestration of the batch runs", || {
+                let ids = ids.clone();
+                async move {
+                    for i in ids {
+                        if let Ok(OrchestrationStatus::Running { .. }) =
+                            client.get_orchestration_status(&format!("rot-{i}")).await
+                        {
+                            return true;
+                        }
+                    }
+                    false
+                }
+            })
+            .await;
             let (calls, ended) = rotate(&admin, &store, &vault, password).await;
             rotations.push((password, calls));
             last_rotation = ended;
