@@ -48,15 +48,18 @@ const START_ATTEMPTS: usize = 3;
 /// Panics if no server can be started (for example when PostgreSQL is not
 /// installed); the message says how to fix it.
 pub fn database_url() -> String {
+    try_database_url().unwrap_or_else(|msg| panic!("{msg}"))
+}
+
+/// As [`database_url`], with the reason instead of a panic when there is no
+/// server (for code that must not panic, such as a destructor).
+pub fn try_database_url() -> Result<String, String> {
     static URL: OnceLock<Result<String, String>> = OnceLock::new();
-    let url = URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => Ok(url),
         _ => shared_server_url(),
-    });
-    match url {
-        Ok(url) => url.clone(),
-        Err(msg) => panic!("{msg}"),
-    }
+    })
+    .clone()
 }
 
 /// A private throwaway PostgreSQL server in a fresh temporary directory.
