@@ -49,19 +49,13 @@ async fn runtime(store: &Arc<PostgresProvider>) -> Arc<Runtime> {
 }
 
 async fn wait_running(client: &Client, instance: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(OrchestrationStatus::Running { .. }) =
-            client.get_orchestration_status(instance).await
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{instance} never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait::until(&format!("{instance} runs"), || async {
+        matches!(
+            client.get_orchestration_status(instance).await,
+            Ok(OrchestrationStatus::Running { .. })
+        )
+    })
+    .await;
 }
 
 async fn assert_completed(client: &Client, instance: &str, output: &str) {
@@ -108,7 +102,12 @@ async fn client_calls_succeed_across_a_server_restart() {
             (raised, started, status)
         })
     };
+    // The outage lasts a second; the calls are still under way when it ends.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !calls.is_finished(),
+        "the calls ended while the server was down"
+    );
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.restart())
         .await

@@ -7,6 +7,7 @@
 mod common;
 
 use common::items::{activity, start, tagged_activity};
+use common::wait;
 use duroxide::providers::{Provider, ProviderAdmin, SessionFetchConfig, TagFilter};
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
@@ -260,38 +261,15 @@ where
         .unwrap();
     let task = tokio::spawn(fetch);
     let observer = common::admin_client().await;
-    let mut blocked = false;
-    for _ in 0..400 {
-        let n: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            blocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(blocked, "the fetch never waited on the lock on {table}");
+    wait::lock_wait(&observer, Some(app), "").await;
     task.abort();
     let _ = task.await;
     locker.batch_execute("COMMIT").await.unwrap();
 }
 
-async fn provider_with_app(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, String) {
-    let app = common::unique_schema(&format!("app_{prefix}"));
-    let (p, guard) = common::provider(prefix, PostgresOptions::new().application_name(&app)).await;
-    (p, guard, app)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_work_fetch_leaves_no_claim() {
-    let (p, _schemas, app) = provider_with_app("drop_wfetch").await;
+    let (p, _schemas, app) = common::provider_with_app("drop_wfetch", PostgresOptions::new()).await;
     let item = activity("inst", 1, "x", Some("s1"));
     p.enqueue_for_worker(item.clone()).await.unwrap();
     let fetcher = p.clone();
@@ -324,7 +302,7 @@ async fn dropped_work_fetch_leaves_no_claim() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_orchestration_fetch_leaves_no_claim() {
-    let (p, _schemas, app) = provider_with_app("drop_ofetch").await;
+    let (p, _schemas, app) = common::provider_with_app("drop_ofetch", PostgresOptions::new()).await;
     p.enqueue_for_orchestrator(start("inst", "x"), None)
         .await
         .unwrap();
@@ -354,25 +332,43 @@ fn notification_only() -> PostgresOptions {
     PostgresOptions::new().listener_reconnect_delay(Duration::from_secs(3600))
 }
 
+/// A provider with [`notification_only`] long polling whose listener
+/// listens, with the application name of its connections.
+async fn listening_provider(
+    admin: &tokio_postgres::Client,
+    prefix: &str,
+) -> (Arc<PostgresProvider>, common::Schemas) {
+    common::recorder::recorder();
+    wait::statement_stats(admin).await;
+    let (p, schemas, app) = common::provider_with_app(prefix, notification_only()).await;
+    wait::listening(admin, p.schema(), &app).await;
+    (p, schemas)
+}
+
 /// A fetch waiting up to 30 s on an empty queue is woken by another
 /// connection's commit: nothing but the notification can wake it (no delayed
 /// item, no periodic re-check).
 #[tokio::test(flavor = "multi_thread")]
 async fn long_poll_is_woken_by_another_connections_notification() {
-    let (p, _schemas) = common::provider("lp_notify", notification_only()).await;
+    let admin = common::admin_client().await;
+    let (p, _schemas) = listening_provider(&admin, "lp_notify").await;
     let producer = producer_for(&p).await;
     let item = activity("lp", 1, "woken", None);
-    let to_send = item.clone();
-    let send = tokio::spawn(async move {
-        // Let the fetch find the queue empty and start waiting.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        producer.enqueue_for_worker(to_send).await.unwrap();
-        Instant::now()
-    });
-    let fetch = p.fetch_work_item(LONG, RUNTIME_POLL, None, &TagFilter::DefaultOnly);
-    let got = fetch.await.unwrap();
-    let returned = Instant::now();
-    let sent = send.await.unwrap();
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let got = p
+                .fetch_work_item(LONG, RUNTIME_POLL, None, &TagFilter::DefaultOnly)
+                .await
+                .unwrap();
+            (got, Instant::now())
+        })
+    };
+    // The fetch has found the queue empty: it waits.
+    wait::calls_reach(&admin, &p, "fetch_work_item", 1).await;
+    producer.enqueue_for_worker(item.clone()).await.unwrap();
+    let sent = Instant::now();
+    let (got, returned) = fetch.await.unwrap();
     let (fetched, _, _) = got.expect("the fetch returned empty-handed");
     assert_eq!(fetched, item);
     assert!(
@@ -382,21 +378,23 @@ async fn long_poll_is_woken_by_another_connections_notification() {
     );
 
     // The orchestrator queue likewise.
-    let producer = producer_for(&p).await;
-    let send = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        producer
-            .enqueue_for_orchestrator(start("lp-o", "woken"), None)
-            .await
-            .unwrap();
-        Instant::now()
-    });
-    let got = p
-        .fetch_orchestration_item(LONG, RUNTIME_POLL, None)
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let got = p
+                .fetch_orchestration_item(LONG, RUNTIME_POLL, None)
+                .await
+                .unwrap();
+            (got, Instant::now())
+        })
+    };
+    wait::calls_reach(&admin, &p, "fetch_orchestration_item", 1).await;
+    producer
+        .enqueue_for_orchestrator(start("lp-o", "woken"), None)
         .await
         .unwrap();
-    let returned = Instant::now();
-    let sent = send.await.unwrap();
+    let sent = Instant::now();
+    let (got, returned) = fetch.await.unwrap();
     assert_eq!(got.expect("woken by the enqueue").0.instance, "lp-o");
     assert!(
         returned.duration_since(sent) < Duration::from_secs(10),
@@ -409,32 +407,37 @@ async fn long_poll_is_woken_by_another_connections_notification() {
 /// queue) keeps waiting: it returns empty only at its deadline.
 #[tokio::test(flavor = "multi_thread")]
 async fn long_poll_does_not_return_early_without_work() {
-    let (p, _schemas) = common::provider("lp_early", notification_only()).await;
+    let admin = common::admin_client().await;
+    let (p, _schemas) = listening_provider(&admin, "lp_early").await;
     let producer = producer_for(&p).await;
     let poll = Duration::from_secs(3);
-    let send = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        producer
-            .enqueue_for_worker(tagged_activity("other", 1, "x", "gpu"))
-            .await
-            .unwrap();
-        producer
-            .enqueue_for_orchestrator(start("other", "x"), None)
-            .await
-            .unwrap();
-    });
-    let started = Instant::now();
-    let got = p
-        .fetch_work_item(
-            LONG,
-            poll,
-            Some(&session("w1", LONG)),
-            &TagFilter::DefaultOnly,
-        )
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = p
+                .fetch_work_item(
+                    LONG,
+                    poll,
+                    Some(&session("w1", LONG)),
+                    &TagFilter::DefaultOnly,
+                )
+                .await
+                .unwrap();
+            (got, started.elapsed())
+        })
+    };
+    // The fetch has found nothing and waits when the work arrives.
+    wait::calls_reach(&admin, &p, "fetch_work_item", 1).await;
+    producer
+        .enqueue_for_worker(tagged_activity("other", 1, "x", "gpu"))
         .await
         .unwrap();
-    let waited = started.elapsed();
-    send.await.unwrap();
+    producer
+        .enqueue_for_orchestrator(start("other", "x"), None)
+        .await
+        .unwrap();
+    let (got, waited) = fetch.await.unwrap();
     assert!(got.is_none(), "took work its filter excludes");
     assert!(
         waited >= poll - Duration::from_millis(50),

@@ -205,12 +205,12 @@ async fn corrupt_history_is_an_error_for_reads_and_poisons_only_its_instance() {
     }
     // Both are waiting for their event once their first turn is committed.
     for id in ["victim", "bystander"] {
-        for _ in 0..500 {
-            if p.read(id).await.unwrap().len() >= 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let p = &p;
+        common::wait::until(
+            &format!("the first turn of {id} was committed"),
+            || async move { p.read(id).await.unwrap().len() >= 2 },
+        )
+        .await;
     }
     let n = exec(
         &format!(

@@ -94,6 +94,15 @@ impl Vault {
 }
 
 /// Backend pids of `ROLE`.
+/// Waits until every backend of the role has exited (`pg_terminate_backend`
+/// only signals them), so that the store's next call needs a new login.
+async fn role_backends_gone(admin: &tokio_postgres::Client) {
+    common::wait::until("the role's terminated backends exited", || async {
+        role_backends(admin).await.is_empty()
+    })
+    .await;
+}
+
 async fn role_backends(admin: &tokio_postgres::Client) -> HashSet<i32> {
     admin
         .query(
@@ -147,7 +156,7 @@ async fn rotate(
         .await
         .unwrap()
         .get(0);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    role_backends_gone(admin).await;
     // The vault learns the new password a little after the database did.
     let catch_up = {
         let (vault, password) = (vault.clone(), password.to_string());
@@ -192,8 +201,22 @@ async fn a_workload_survives_two_password_rotations() {
                 .expect("start");
         }
         if let Some(password) = next {
-            // With the batch in flight.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            // With the batch in flight: one of its orchestrations runs.
+            let (client, ids) = (&client, batch * BATCH..(batch + 1) * BATCH);
+            common::wait::until("an orchestration of the batch runs", || {
+                let ids = ids.clone();
+                async move {
+                    for i in ids {
+                        if let Ok(OrchestrationStatus::Running { .. }) =
+                            client.get_orchestration_status(&format!("rot-{i}")).await
+                        {
+                            return true;
+                        }
+                    }
+                    false
+                }
+            })
+            .await;
             let (calls, ended) = rotate(&admin, &store, &vault, password).await;
             rotations.push((password, calls));
             last_rotation = ended;
@@ -354,7 +377,7 @@ async fn a_refused_password_is_retried_then_reported() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    role_backends_gone(&admin).await;
     let asked = vault.calls().len();
     let err = store.read("x").await.expect_err("the password is refused");
     assert!(!err.is_retryable(), "{err}");

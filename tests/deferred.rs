@@ -160,10 +160,15 @@ async fn messages_wait_behind_a_lease_and_are_ready_when_it_is_released() {
         .expect("event during a short lease");
     let waiting = untagged(&admin, &p, "a").await;
     assert!(waiting[0].1 && waiting[0].0 <= 400, "{waiting:?}");
+    let deadline = std::time::Instant::now() + common::wait::LIMIT;
     let taken = loop {
         if let Some(taken) = fetch(&p, LOCK).await {
             break taken;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a's 400 ms lease never ran out for a fetch"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((taken.0.as_str(), taken.2), ("a", 4), "taken over with all");

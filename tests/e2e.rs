@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,25 +123,6 @@ async fn wait_failed(client: &Client, instance: &str) -> ErrorDetails {
     }
 }
 
-/// Polls `check` until it is true; panics after `WAIT`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until the latest execution of `instance` has an event matching `pred`.
 async fn wait_for_event(
     store: &Arc<PostgresProvider>,
@@ -151,7 +131,7 @@ async fn wait_for_event(
     pred: impl Fn(&EventKind) -> bool,
 ) {
     let pred = &pred;
-    eventually(&format!("{instance}: {what}"), move || async move {
+    common::wait::until(&format!("{instance}: {what}"), move || async move {
         store
             .read(instance)
             .await
@@ -740,7 +720,7 @@ async fn continue_as_new_creates_executions() {
     start_instance(&client, "counter", "Counter", "0").await;
     // The status of an instance is that of its latest execution: wait until
     // the fifth one exists, then for it to complete.
-    eventually("fifth execution exists", || async {
+    common::wait::until("fifth execution exists", || async {
         client
             .list_executions("counter")
             .await
@@ -908,7 +888,7 @@ async fn cancel_instance_fails_it_as_cancelled() {
     assert_eq!(wait_completed(&client, "quick").await, "fine");
     client.cancel_instance("quick", "too late").await.unwrap();
     let db = common::admin_client().await;
-    eventually("the late cancel was consumed", || async {
+    common::wait::until("the late cancel was consumed", || async {
         row_count(&store, &db, "orchestrator_queue", Some("quick")).await == 0
     })
     .await;
@@ -988,7 +968,7 @@ async fn cancel_signals_in_flight_activity() {
     assert_eq!(cancelled, "long-1");
 
     let db = common::admin_client().await;
-    eventually("no worker item left for long-1", || async {
+    common::wait::until("no worker item left for long-1", || async {
         row_count(&store, &db, "worker_queue", Some("long-1")).await == 0
     })
     .await;
@@ -1253,7 +1233,7 @@ async fn kv_values_visible_to_client_and_across_executions() {
     assert_eq!(client.get_kv_value("kv", "nope").await.unwrap(), None);
 
     client.raise_event("kv", "Next", "").await.unwrap();
-    eventually("second execution exists", || async {
+    common::wait::until("second execution exists", || async {
         client
             .list_executions("kv")
             .await

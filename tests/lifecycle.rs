@@ -8,6 +8,7 @@
 mod common;
 
 use common::items::{self, external, first_turn_metadata, start, started_event};
+use common::wait;
 use duroxide::providers::{Provider, ProviderAdmin, TagFilter, WorkItem};
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,25 +150,6 @@ async fn messages_before_the_start_are_held_and_delivered_with_it() {
 // Issue 7 item 6: deletion versus concurrent writers
 // ---------------------------------------------------------------------------
 
-/// Waits until a backend of this schema's store waits on a lock.
-async fn wait_for_lock_wait(admin: &tokio_postgres::Client, what: &str) {
-    for _ in 0..200 {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
-                &[&format!("%{what}%")],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what} never waited on a lock");
-}
-
 /// A delete that is under way (here held up by another transaction on one
 /// of the instance's worker items) and a worker ack completing another item
 /// of the same instance: the ack's completion must not survive the delete
@@ -208,7 +190,7 @@ async fn a_worker_ack_racing_a_delete_leaves_nothing_for_a_recreated_id() {
             r
         })
     };
-    wait_for_lock_wait(&admin, "delete_instances_atomic").await;
+    wait::lock_wait(&admin, None, &wait::call_of(&p, "delete_instances_atomic")).await;
 
     let ack = {
         let (p, deleted) = (p.clone(), deleted.clone());
@@ -219,8 +201,8 @@ async fn a_worker_ack_racing_a_delete_leaves_nothing_for_a_recreated_id() {
             (r, deleted.load(Ordering::SeqCst))
         })
     };
-    // Give the ack every chance to commit while the delete is held up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The ack has reached the instance and waits for the delete.
+    wait::lock_wait(&admin, None, &wait::call_of(&p, "ack_work_item")).await;
     blocker.batch_execute("ROLLBACK").await.unwrap();
     del.await.unwrap().expect("delete");
     let (acked, delete_done_first) = ack.await.unwrap();
@@ -273,7 +255,7 @@ async fn an_enqueue_racing_a_delete_is_ordered_with_it() {
             r
         })
     };
-    wait_for_lock_wait(&admin, "delete_instances_atomic").await;
+    wait::lock_wait(&admin, None, &wait::call_of(&p, "delete_instances_atomic")).await;
     let enq = {
         let (p, deleted) = (p.clone(), deleted.clone());
         tokio::spawn(async move {
@@ -283,7 +265,8 @@ async fn an_enqueue_racing_a_delete_is_ordered_with_it() {
             deleted.load(Ordering::SeqCst)
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The enqueue has reached the instance and waits for the delete.
+    wait::lock_wait(&admin, None, &wait::call_of(&p, "enqueue_orchestrator")).await;
     blocker.batch_execute("ROLLBACK").await.unwrap();
     del.await.unwrap().expect("delete");
     let after = enq.await.unwrap();

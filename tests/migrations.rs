@@ -743,38 +743,52 @@ async fn an_incomplete_set_is_reinstalled_and_other_sets_are_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_schemas_in_one_database_are_independent() {
+    common::recorder::recorder();
+    let admin = admin_client().await;
+    common::wait::statement_stats(&admin).await;
     let schemas = Schemas::default();
     let schema_a = unique_schema("ind_a");
     let schema_b = unique_schema("ind_b");
     schemas.track(&schema_a);
     schemas.track(&schema_b);
+    let b_app = unique_schema("app_ind_b");
     let a = connect(options(&schema_a)).await.unwrap();
-    let b = connect(options(&schema_b)).await.unwrap();
+    let b = std::sync::Arc::new(
+        connect(options(&schema_b).application_name(&b_app))
+            .await
+            .unwrap(),
+    );
     assert_eq!(a.schema(), schema_a);
     assert_eq!(b.schema(), schema_b);
+    common::wait::listening(&admin, &schema_b, &b_app).await;
 
     let lock = Duration::from_secs(30);
     // B waits (long poll) while A gets work: A's notifications must not
     // hand B anything, and B returns empty-handed.
-    let b_waiting = async {
-        let orch = b
-            .fetch_orchestration_item(lock, Duration::from_millis(1500), None)
-            .await
-            .unwrap();
-        let work = b
-            .fetch_work_item(lock, Duration::ZERO, None, &TagFilter::Any)
-            .await
-            .unwrap();
-        (orch.map(|o| o.0.instance), work.map(|w| w.0))
+    let b_waiting = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let orch = b
+                .fetch_orchestration_item(lock, Duration::from_secs(3), None)
+                .await
+                .unwrap();
+            let work = b
+                .fetch_work_item(lock, Duration::ZERO, None, &TagFilter::Any)
+                .await
+                .unwrap();
+            (orch.map(|o| o.0.instance), work.map(|w| w.0))
+        })
     };
-    let a_enqueues = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        a.enqueue_for_orchestrator(start("shared-id", "from A"), None)
-            .await
-            .unwrap();
-        a.enqueue_for_worker(activity("only-in-a")).await.unwrap();
-    };
-    let ((b_orch, b_work), ()) = tokio::join!(b_waiting, a_enqueues);
+    common::wait::calls_reach(&admin, &b, "fetch_orchestration_item", 1).await;
+    a.enqueue_for_orchestrator(start("shared-id", "from A"), None)
+        .await
+        .unwrap();
+    a.enqueue_for_worker(activity("only-in-a")).await.unwrap();
+    assert!(
+        !b_waiting.is_finished(),
+        "B's fetch ended before A's commits: it did not wait through them"
+    );
+    let (b_orch, b_work) = b_waiting.await.unwrap();
     assert_eq!(b_orch, None, "B fetched an orchestration of schema A");
     assert_eq!(b_work, None, "B fetched a work item of schema A");
 
@@ -808,7 +822,6 @@ async fn two_schemas_in_one_database_are_independent() {
         .expect("A's work item");
     assert_eq!(a_work, activity("only-in-a"));
 
-    let admin = admin_client().await;
     for (schema, expected) in [(&schema_a, 1i64), (&schema_b, 0)] {
         let n: i64 = admin
             .query_one(

@@ -38,16 +38,23 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The PgBouncer every test of this binary goes through (stopped when the
-/// process exits: see `PgBouncer::start`).
+/// process exits: see `PgBouncer::try_start`). Started once: when it is missing
+/// or does not come up, every test fails at once with that first error.
 fn bouncer() -> &'static PgBouncer {
-    static BOUNCER: OnceLock<PgBouncer> = OnceLock::new();
-    BOUNCER.get_or_init(|| {
+    static BOUNCER: OnceLock<Result<PgBouncer, String>> = OnceLock::new();
+    let started = BOUNCER.get_or_init(|| {
+        // Before the test server: a missing PgBouncer is reported first.
+        bouncer::binary()?;
         let config: tokio_postgres::Config = common::server::database_url()
             .parse()
             .expect("test server URL");
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        PgBouncer::start(port)
-    })
+        PgBouncer::try_start(port)
+    });
+    match started {
+        Ok(bouncer) => bouncer,
+        Err(msg) => panic!("{msg}"),
+    }
 }
 
 /// The test database through PgBouncer, as the server's superuser.
@@ -201,6 +208,8 @@ async fn a_runtime_runs_orchestrations_through_pgbouncer_without_listen_url() {
 /// ends (the backoff looks again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_listener_a_waiting_fetch_finds_work_of_another_process() {
+    let admin = common::admin_client().await;
+    common::wait::statement_stats(&admin).await;
     let (a, _schemas) = store("pgb_other", &pooled_url(), pooler_options()).await;
     let b = PostgresProvider::connect(&pooled_url(), pooler_options().schema(a.schema()))
         .await
@@ -212,7 +221,8 @@ async fn without_a_listener_a_waiting_fetch_finds_work_of_another_process() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It has found nothing and waits: the work below is found by its backoff.
+    common::wait::calls_reach(&admin, &a, "fetch_orchestration_item", 1).await;
     b.enqueue_for_orchestrator(start("other", "x"), None)
         .await
         .expect("enqueue by the other provider");
@@ -231,15 +241,22 @@ async fn without_a_listener_a_waiting_fetch_finds_work_of_another_process() {
 /// poll timeout ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acks_without_a_listener_wake_a_listening_process() {
+    common::recorder::recorder();
+    let admin = common::admin_client().await;
+    common::wait::statement_stats(&admin).await;
     let (pooled, _schemas) = store("pgb_relay", &pooled_url(), pooler_options()).await;
+    let app = common::unique_schema("app_pgb_relay");
     let direct = Arc::new(
         PostgresProvider::connect(
             &common::server::database_url(),
-            PostgresOptions::new().schema(pooled.schema()),
+            PostgresOptions::new()
+                .schema(pooled.schema())
+                .application_name(&app),
         )
         .await
         .expect("a direct provider"),
     );
+    common::wait::listening(&admin, direct.schema(), &app).await;
     pooled
         .enqueue_for_orchestrator(start("relay", "x"), None)
         .await
@@ -262,7 +279,8 @@ async fn acks_without_a_listener_wake_a_listening_process() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It listens and has found nothing: only a notification wakes it soon.
+    common::wait::calls_reach(&admin, &direct, "fetch_work_item", 1).await;
     pooled
         .ack_orchestration_item(
             &token,

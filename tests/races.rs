@@ -38,35 +38,6 @@ fn sql(p: &PostgresProvider, sql: &str) -> String {
     sql.replace("{s}", &format!("\"{}\"", p.schema()))
 }
 
-/// A provider whose connections carry an application name of their own, so
-/// that `pg_stat_activity` shows when one of its calls waits on a lock.
-async fn provider_with_app(prefix: &str) -> (Arc<PostgresProvider>, common::Schemas, String) {
-    let app = common::unique_schema(&format!("app_{prefix}"));
-    let (p, guard) = common::provider(prefix, PostgresOptions::new().application_name(&app)).await;
-    (p, guard, app)
-}
-
-/// Waits until a backend of `app` is blocked on a heavyweight lock (a row
-/// lock held by another transaction).
-async fn wait_until_blocked(observer: &tokio_postgres::Client, app: &str) {
-    for _ in 0..400 {
-        let n: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no call of {app} ever waited on the row lock");
-}
-
 /// The start of an [`ORCH`] instance.
 fn start_item(instance: &str) -> WorkItem {
     items::start_of(ORCH, instance, "{}")
@@ -263,7 +234,7 @@ async fn fetch_work(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
-    let (p, _guard, app) = provider_with_app("races_wait").await;
+    let (p, _guard, app) = common::provider_with_app("races_wait", PostgresOptions::new()).await;
     let holder = common::admin_client().await;
     let observer = common::admin_client().await;
 
@@ -301,7 +272,7 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
                 .await
         })
     };
-    wait_until_blocked(&observer, &app).await;
+    common::wait::lock_wait(&observer, Some(&app), "").await;
     // Hold the row longer than the 1 s lease the fetch asks for.
     tokio::time::sleep(PAST_SHORT).await;
     holder.batch_execute("COMMIT").await.unwrap();
@@ -382,7 +353,7 @@ async fn worker_fetch_that_waited_on_a_lock_returns_a_live_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_ack_commits_once_and_is_never_taken_over() {
-    let (p, _guard, app) = provider_with_app("races_stall").await;
+    let (p, _guard, app) = common::provider_with_app("races_stall", PostgresOptions::new()).await;
     let holder = common::admin_client().await;
     let observer = common::admin_client().await;
 
@@ -420,7 +391,7 @@ async fn stalled_ack_commits_once_and_is_never_taken_over() {
             .await
         })
     };
-    wait_until_blocked(&observer, &app).await;
+    common::wait::lock_wait(&observer, Some(&app), "").await;
     tokio::time::sleep(PAST_SHORT).await;
     // Nobody can take the instance over meanwhile.
     assert!(
@@ -452,7 +423,7 @@ async fn stalled_ack_commits_once_and_is_never_taken_over() {
 /// processed twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ack_blocked_after_its_check_keeps_its_lease_until_commit() {
-    let (p, _guard, app) = provider_with_app("races_midack").await;
+    let (p, _guard, app) = common::provider_with_app("races_midack", PostgresOptions::new()).await;
     let holder = common::admin_client().await;
     let observer = common::admin_client().await;
 
@@ -492,7 +463,7 @@ async fn ack_blocked_after_its_check_keeps_its_lease_until_commit() {
             .await
         })
     };
-    wait_until_blocked(&observer, &app).await;
+    common::wait::lock_wait(&observer, Some(&app), "").await;
     tokio::time::sleep(PAST_SHORT).await;
     p.enqueue_for_orchestrator(external("i1", "late"), None)
         .await

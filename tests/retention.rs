@@ -244,6 +244,7 @@ async fn purge_skips_an_instance_with_a_turn_in_flight() {
 async fn one_lease_holder_at_a_time_and_batches_need_the_lease() {
     let (p, _guard) = common::provider("ret_lease", PostgresOptions::new().long_poll(false)).await;
     let c = common::admin_client().await;
+    common::wait::statement_stats(&c).await;
     let acquire = sql(
         &p,
         "SELECT acquired, holder FROM {s}.maintenance_acquire__{t}('retention', $1, $2)",
@@ -268,9 +269,10 @@ async fn one_lease_holder_at_a_time_and_batches_need_the_lease() {
 
     // A one-off purge waits for the lease, so it cannot run beside "a".
     let request = purge_all();
+    let asked = common::wait::calls(&c, &p, "maintenance_acquire").await;
     let (purge, _) = tokio::join!(p.purge(&request, |_| {}), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // Still a's: the purge has not taken it.
+        // The purge has asked for the lease; it is still a's.
+        common::wait::calls_reach(&c, &p, "maintenance_acquire", asked + 1).await;
         let holder: String = c
             .query_one(&sql(&p, "SELECT owner FROM {s}.maintenance_leases"), &[])
             .await
@@ -328,7 +330,10 @@ async fn a_dead_maintenance_holder_is_taken_over() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The runner has asked for the lease twice (two of its passes) while the
+    // dead holder's lease lives.
+    common::wait::statement_stats(&admin).await;
+    common::wait::calls_reach(&admin, &runner, "maintenance_acquire", 2).await;
     assert_eq!(
         count(&setup, "SELECT count(*) FROM {s}.instances").await,
         20,

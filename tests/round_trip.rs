@@ -695,24 +695,43 @@ async fn producer_for(p: &PostgresProvider) -> PostgresProvider {
     .unwrap()
 }
 
+/// A long-polling provider in a fresh schema whose listener listens, and
+/// the admin connection that saw it (pg_stat_statements readable).
+async fn listening(
+    prefix: &str,
+) -> (
+    Arc<PostgresProvider>,
+    common::Schemas,
+    tokio_postgres::Client,
+) {
+    common::recorder::recorder();
+    let admin = common::admin_client().await;
+    common::wait::statement_stats(&admin).await;
+    let (p, schemas, app) = common::provider_with_app(prefix, PostgresOptions::new()).await;
+    common::wait::listening(&admin, p.schema(), &app).await;
+    (p, schemas, admin)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn long_poll_wakes_an_idle_work_item_fetch() {
-    let (p, _schemas) = common::provider("lp_w", PostgresOptions::new()).await;
+    let (p, _schemas, admin) = listening("lp_w").await;
     // The producer is another provider on the same schema, as another
     // process would be.
     let producer = producer_for(&p).await;
     let item = activity("lp", 1, "woken", None);
-    let to_send = item.clone();
-    let send = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        producer.enqueue_for_worker(to_send).await.unwrap();
-    });
     // With no notification, this returns None at the 10 s deadline.
-    let got = p
-        .fetch_work_item(LOCK, LONG_POLL, None, &TagFilter::DefaultOnly)
-        .await
-        .unwrap();
-    send.await.unwrap();
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.fetch_work_item(LOCK, LONG_POLL, None, &TagFilter::DefaultOnly)
+                .await
+                .unwrap()
+        })
+    };
+    // It has found the queue empty and waits.
+    common::wait::calls_reach(&admin, &p, "fetch_work_item", 1).await;
+    producer.enqueue_for_worker(item.clone()).await.unwrap();
+    let got = fetch.await.unwrap();
     let (fetched, token, _) = got.expect("woken by the enqueue");
     assert_eq!(fetched, item);
     p.ack_work_item(&token, None).await.unwrap();
@@ -720,22 +739,23 @@ async fn long_poll_wakes_an_idle_work_item_fetch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn long_poll_wakes_an_idle_orchestration_fetch() {
-    let (p, _schemas) = common::provider("lp_o", PostgresOptions::new()).await;
+    let (p, _schemas, admin) = listening("lp_o").await;
     let producer = producer_for(&p).await;
     let message = start("lp", "woken");
-    let to_send = message.clone();
-    let send = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        producer
-            .enqueue_for_orchestrator(to_send, None)
-            .await
-            .unwrap();
-    });
-    let got = p
-        .fetch_orchestration_item(LOCK, LONG_POLL, None)
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.fetch_orchestration_item(LOCK, LONG_POLL, None)
+                .await
+                .unwrap()
+        })
+    };
+    common::wait::calls_reach(&admin, &p, "fetch_orchestration_item", 1).await;
+    producer
+        .enqueue_for_orchestrator(message.clone(), None)
         .await
         .unwrap();
-    send.await.unwrap();
+    let got = fetch.await.unwrap();
     let (item, _, _) = got.expect("woken by the enqueue");
     assert_eq!(item.instance, "lp");
     assert_eq!(item.messages, vec![message]);
@@ -968,7 +988,7 @@ async fn a_history_of_50_000_events_round_trips() {
 /// idle fetcher is still woken by it, and so is one in the same process.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ack_wakes_idle_fetchers_in_this_and_other_processes() {
-    let (p, _schemas) = common::provider("lp_ack", PostgresOptions::new()).await;
+    let (p, _schemas, admin) = listening("lp_ack").await;
     // Another process: its own provider, long polling on (it notifies after commit).
     let other = PostgresProvider::connect(
         &common::server::database_url(),
@@ -983,29 +1003,30 @@ async fn an_ack_wakes_idle_fetchers_in_this_and_other_processes() {
     let (_, token, _) = fetch_orch(&other).await.expect("the start");
 
     let scheduled = activity("lp_ack", 2, "woken", None);
-    let work = scheduled.clone();
-    let turn = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        other
-            .ack_orchestration_item(
-                &token,
-                1,
-                vec![started_event("lp_ack", "{}")],
-                vec![work],
-                vec![],
-                first_turn_metadata(),
-                vec![],
-            )
-            .await
-            .unwrap();
-        other
-    });
     // With no notification, this returns None at the 10 s deadline.
-    let got = p
-        .fetch_work_item(LOCK, LONG_POLL, None, &TagFilter::DefaultOnly)
+    let fetch = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.fetch_work_item(LOCK, LONG_POLL, None, &TagFilter::DefaultOnly)
+                .await
+                .unwrap()
+        })
+    };
+    // It has found the queue empty and waits.
+    common::wait::calls_reach(&admin, &p, "fetch_work_item", 1).await;
+    other
+        .ack_orchestration_item(
+            &token,
+            1,
+            vec![started_event("lp_ack", "{}")],
+            vec![scheduled.clone()],
+            vec![],
+            first_turn_metadata(),
+            vec![],
+        )
         .await
         .unwrap();
-    let other = turn.await.unwrap();
+    let got = fetch.await.unwrap();
     let (fetched, token, _) = got.expect("woken by the other process's ack");
     assert_eq!(fetched, scheduled);
 
@@ -1014,6 +1035,7 @@ async fn an_ack_wakes_idle_fetchers_in_this_and_other_processes() {
     // And in the committing process itself (whose listener ignores its own
     // notifications): its ack of the activity wakes its idle orchestration
     // fetcher directly.
+    let looked = common::wait::calls(&admin, &p, "fetch_orchestration_item").await;
     let waiter = {
         let p = p.clone();
         tokio::spawn(async move {
@@ -1022,7 +1044,7 @@ async fn an_ack_wakes_idle_fetchers_in_this_and_other_processes() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::wait::calls_reach(&admin, &p, "fetch_orchestration_item", looked + 1).await;
     p.ack_work_item(&token, Some(completed("lp_ack", 2, "done")))
         .await
         .unwrap();

@@ -8,171 +8,23 @@
 #[allow(dead_code)]
 mod common;
 
+use common::recorder::{get, metrics_of, recorder, until};
 use duroxide::providers::{Provider, TagFilter};
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{ActivityContext, Client, OrchestrationContext, OrchestrationRegistry};
 use duroxide_postgres::PostgresOptions;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-type Metrics = HashMap<(String, Vec<(String, String)>), f64>;
-
-/// A recorder whose values can be read without resetting them (tests of
-/// this binary run concurrently and read the same recorder).
-#[derive(Default)]
-struct TestRecorder {
-    counters: Mutex<HashMap<metrics::Key, Arc<AtomicU64>>>,
-    gauges: Mutex<HashMap<metrics::Key, Arc<AtomicU64>>>,
-    histograms: Mutex<HashMap<metrics::Key, Arc<Samples>>>,
-}
-
-#[derive(Default)]
-struct Samples(Mutex<Vec<f64>>);
-
-impl metrics::HistogramFn for Samples {
-    fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
-    }
-}
-
-impl metrics::Recorder for TestRecorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let c = self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        metrics::Counter::from_arc(c)
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let g = self
-            .gauges
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        metrics::Gauge::from_arc(g)
-    }
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        let h = self
-            .histograms
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        metrics::Histogram::from_arc(h)
-    }
-}
-
-fn recorder() -> &'static TestRecorder {
-    static RECORDER: OnceLock<&'static TestRecorder> = OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let recorder: &'static TestRecorder = Box::leak(Box::default());
-        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
-        recorder
-    })
-}
-
-/// `key`'s name and labels other than `schema`, if its schema is `schema`.
-fn of_schema(key: &metrics::Key, schema: &str) -> Option<(String, Vec<(String, String)>)> {
-    let mut labels: Vec<(String, String)> = key
-        .labels()
-        .map(|l| (l.key().to_string(), l.value().to_string()))
-        .collect();
-    if !labels.iter().any(|(k, v)| k == "schema" && v == schema) {
-        return None;
-    }
-    labels.retain(|(k, _)| k != "schema");
-    labels.sort();
-    Some((key.name().to_string(), labels))
-}
-
-/// Current value of every metric of `schema`: (name, other labels sorted) →
-/// value. A histogram reads as its sample count.
-fn metrics_of(schema: &str) -> Metrics {
-    let r = recorder();
-    let mut out = HashMap::new();
-    for (key, c) in r.counters.lock().unwrap().iter() {
-        if let Some(k) = of_schema(key, schema) {
-            out.insert(k, c.load(Ordering::SeqCst) as f64);
-        }
-    }
-    for (key, g) in r.gauges.lock().unwrap().iter() {
-        if let Some(k) = of_schema(key, schema) {
-            out.insert(k, f64::from_bits(g.load(Ordering::SeqCst)));
-        }
-    }
-    for (key, h) in r.histograms.lock().unwrap().iter() {
-        if let Some(k) = of_schema(key, schema) {
-            out.insert(k, h.0.lock().unwrap().len() as f64);
-        }
-    }
-    out
-}
-
-fn get(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut labels: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    labels.sort();
-    m.get(&(name.to_string(), labels)).copied()
-}
-
-/// Waits (bounded) until `check` holds for the metrics of `schema`.
-async fn until(schema: &str, what: &str, check: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let m = metrics_of(schema);
-        if check(&m) {
-            return m;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: never observed; metrics of {schema}: {m:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_on_the_store_produces_pool_listener_wakeup_and_health_metrics() {
     recorder();
+    let admin = common::admin_client().await;
+    common::wait::statement_stats(&admin).await;
     let options = PostgresOptions::new().health_sample_interval(Some(Duration::from_millis(100)));
-    let (store, _schemas) = common::provider("tm_rt", options).await;
+    let (store, _schemas, app) = common::provider_with_app("tm_rt", options).await;
     let schema = store.schema().to_string();
 
     let activities = ActivityRegistry::builder()
@@ -197,13 +49,11 @@ async fn a_runtime_on_the_store_produces_pool_listener_wakeup_and_health_metrics
     let runtime =
         Runtime::start_with_options(store.clone(), activities, orchestrations, rt_options).await;
     let client = Client::new(store.clone());
-    // Let the dispatchers go idle on LISTEN first, so that the work below
-    // arrives as wake-ups.
-    until(&schema, "listener up", |m| {
-        get(m, "duroxide_postgres_listener_connected", &[]) == Some(1.0)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The dispatchers go idle on LISTEN first (both have looked and found
+    // nothing), so that the work below arrives as wake-ups.
+    common::wait::listening(&admin, &schema, &app).await;
+    common::wait::calls_reach(&admin, &store, "fetch_orchestration_item", 1).await;
+    common::wait::calls_reach(&admin, &store, "fetch_work_item", 1).await;
     client
         .start_orchestration("tm-1", "Twice", "x")
         .await
@@ -393,8 +243,22 @@ async fn health_sampling_is_off_when_disabled() {
         .enqueue_for_worker(common::items::activity("off-1", 1, "in", None))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A store that samples every 100 ms, started after it, samples three
+    // times: long enough for the disabled store to have sampled were it on.
+    let sampling = PostgresOptions::new().health_sample_interval(Some(Duration::from_millis(100)));
+    let (control, _control_schemas) = common::provider("tm_on", sampling).await;
+    until(
+        control.schema(),
+        "three samples of the sampling store",
+        |m| get(m, "duroxide_postgres_health_sample_duration_seconds", &[]).unwrap_or(0.0) >= 3.0,
+    )
+    .await;
     let m = metrics_of(store.schema());
+    assert_eq!(
+        get(&m, "duroxide_postgres_health_sample_duration_seconds", &[]),
+        None,
+        "the disabled store sampled"
+    );
     assert_eq!(
         get(&m, "duroxide_postgres_queue_ready", &[("queue", "worker")]),
         None

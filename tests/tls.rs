@@ -8,15 +8,29 @@ mod common;
 use common::server::{give_to_server, TempServer};
 use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+
+/// The `openssl` program (`OPENSSL`, else on `PATH`); the test looks for it
+/// before it starts its server, so that without it it fails at once.
+fn openssl_program() -> &'static PathBuf {
+    static PROGRAM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PROGRAM.get_or_init(|| {
+        common::server::find_program("openssl", "OPENSSL", &[], "apt-get install openssl")
+    }) {
+        Ok(path) => path,
+        Err(msg) => panic!("{msg}"),
+    }
+}
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
+    let program = openssl_program();
+    let out = Command::new(program)
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("run openssl (Debian package openssl)");
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     assert!(
         out.status.success(),
         "openssl {args:?}: {}",
@@ -103,6 +117,7 @@ async fn connect(url: &str, app: &str) -> Result<PostgresProvider, duroxide_post
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_require_and_verify_full_work_and_a_wrong_ca_is_refused() {
+    openssl_program();
     let server = TempServer::start();
     let certs = server.dir().join("certs");
     std::fs::create_dir_all(&certs).unwrap();

@@ -6,43 +6,32 @@
 mod common;
 
 use common::items::start;
+use common::wait::{self, calls as statements};
 use duroxide::providers::Provider;
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use std::time::{Duration, Instant};
 
 const LOCK: Duration = Duration::from_secs(30);
 
-/// Calls of `function` of `p`'s schema so far (the provider's calls, not
-/// the statements that installed it).
-async fn statements(admin: &tokio_postgres::Client, p: &PostgresProvider, function: &str) -> i64 {
-    let pattern = format!(
-        "SELECT * FROM \"{}\".{function}__{}(%",
-        p.schema(),
-        p.function_set()
-    );
-    admin
-        .query_one(
-            "SELECT COALESCE(sum(calls), 0)::BIGINT FROM pg_stat_statements WHERE query LIKE $1",
-            &[&pattern],
-        )
-        .await
-        .expect("read pg_stat_statements")
-        .get(0)
-}
-
-async fn admin_with_pgss() -> tokio_postgres::Client {
+/// The admin connection, with pg_stat_statements readable and the test
+/// recorder installed (for the listener gauge), before any provider exists.
+async fn observer() -> tokio_postgres::Client {
+    common::recorder::recorder();
     let admin = common::admin_client().await;
-    // Concurrent tests may race to create it; any of them wins.
-    let _ = admin
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .await;
+    wait::statement_stats(&admin).await;
     admin
 }
 
-/// Lets a new provider's listener connect: connecting wakes every waiter
-/// once (work may have been committed while nobody listened).
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// A long-polling provider in a fresh schema whose listener listens: a new
+/// listener wakes every waiting fetch once (work may have been committed
+/// while nobody listened), which must not land among a test's counts.
+async fn listening_provider(
+    admin: &tokio_postgres::Client,
+    prefix: &str,
+) -> (std::sync::Arc<PostgresProvider>, common::Schemas) {
+    let (p, schemas, app) = common::provider_with_app(prefix, PostgresOptions::new()).await;
+    wait::listening(admin, p.schema(), &app).await;
+    (p, schemas)
 }
 
 /// Another provider on `p`'s schema, as another process or a client.
@@ -60,10 +49,9 @@ async fn producer_for(p: &PostgresProvider) -> PostgresProvider {
 /// without a statement (before: all four looked, three found nothing).
 #[tokio::test(flavor = "multi_thread")]
 async fn one_message_wakes_one_of_four_waiting_fetches() {
-    let admin = admin_with_pgss().await;
-    let (p, _schemas) = common::provider("wake_one", PostgresOptions::new()).await;
+    let admin = observer().await;
+    let (p, _schemas) = listening_provider(&admin, "wake_one").await;
     let producer = producer_for(&p).await;
-    settle().await;
     let mut waiters = Vec::new();
     for _ in 0..4 {
         let p = p.clone();
@@ -73,12 +61,9 @@ async fn one_message_wakes_one_of_four_waiting_fetches() {
                 .unwrap()
         }));
     }
-    // Each has looked once and is waiting.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while statements(&admin, &p, "fetch_orchestration_item").await < 4 {
-        assert!(Instant::now() < deadline, "the four fetches never ran");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Each has looked once and is waiting; none looks again while nothing
+    // is committed (a quiet spell, then the count).
+    wait::calls_reach(&admin, &p, "fetch_orchestration_item", 4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = statements(&admin, &p, "fetch_orchestration_item").await;
     assert_eq!(before, 4);
@@ -107,10 +92,9 @@ async fn one_message_wakes_one_of_four_waiting_fetches() {
 /// work committed later (one statement: the one that finds it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fetch_with_nothing_new_waits_without_looking_and_still_wakes() {
-    let admin = admin_with_pgss().await;
-    let (p, _schemas) = common::provider("wake_quiet", PostgresOptions::new()).await;
+    let admin = observer().await;
+    let (p, _schemas) = listening_provider(&admin, "wake_quiet").await;
     let producer = producer_for(&p).await;
-    settle().await;
     // Looks, finds nothing.
     assert!(p
         .fetch_orchestration_item(LOCK, Duration::from_millis(200), None)
@@ -147,9 +131,8 @@ async fn a_fetch_with_nothing_new_waits_without_looking_and_still_wakes() {
 /// nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fetch_that_did_not_look_looks_before_reporting_nothing() {
-    let admin = admin_with_pgss().await;
-    let (p, _schemas) = common::provider("wake_deadline", PostgresOptions::new()).await;
-    settle().await;
+    let admin = observer().await;
+    let (p, _schemas) = listening_provider(&admin, "wake_deadline").await;
     assert!(p
         .fetch_orchestration_item(LOCK, Duration::from_millis(100), None)
         .await
@@ -191,13 +174,20 @@ async fn a_fetch_that_did_not_look_looks_before_reporting_nothing() {
 async fn a_wake_one_process_took_on_reaches_another_when_it_cannot_take_the_work() {
     use common::items::{activity, completed, first_turn_metadata, started_event};
     use duroxide::providers::{DispatcherCapabilityFilter, SemverRange, TagFilter};
-    let (a, _schemas) = common::provider("wake_pass", PostgresOptions::new()).await;
+    let admin = observer().await;
+    // A listens before B is created: the listener gauge is per schema, so
+    // only then does its reading 1 after B's LISTEN ran mean B's listener.
+    let (a, _schemas) = listening_provider(&admin, "wake_pass").await;
+    let b_app = common::unique_schema("app_wake_pass_b");
     let b = PostgresProvider::connect(
         &common::server::database_url(),
-        PostgresOptions::new().schema(a.schema()),
+        PostgresOptions::new()
+            .schema(a.schema())
+            .application_name(&b_app),
     )
     .await
     .unwrap();
+    wait::listening(&admin, a.schema(), &b_app).await;
     let setup = producer_for(&a).await;
     let version = |s: &str| semver::Version::parse(s).unwrap();
     let range = |max: &str| DispatcherCapabilityFilter {
@@ -228,11 +218,10 @@ async fn a_wake_one_process_took_on_reaches_another_when_it_cannot_take_the_work
         )
         .await
         .unwrap();
-    settle().await;
 
     // A waits with a filter up to 1.0.0, B with one up to 3.0.0.
     let (old, new) = (range("1.0.0"), range("3.0.0"));
-    let a = std::sync::Arc::new(a);
+    let looked = statements(&admin, &a, "fetch_orchestration_item").await;
     let a_waits = {
         let a = a.clone();
         tokio::spawn(async move {
@@ -249,8 +238,8 @@ async fn a_wake_one_process_took_on_reaches_another_when_it_cannot_take_the_work
             .unwrap();
         (got, began.elapsed())
     });
-    // Both have looked and are waiting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both have looked (found nothing they may take) and wait.
+    wait::calls_reach(&admin, &a, "fetch_orchestration_item", looked + 2).await;
 
     // A runs the activity: its ack commits the completion (one ready
     // instance), which A's waiting fetch cannot take.
@@ -289,8 +278,8 @@ async fn work_for_a_leased_instance_goes_to_the_dispatcher_that_acks() {
     use common::items::{activity, completed, external, first_turn_metadata, started_event};
     use duroxide::providers::{ExecutionMetadata, TagFilter};
 
-    let admin = admin_with_pgss().await;
-    let (p, _schemas) = common::provider("wake_handback", PostgresOptions::new()).await;
+    let admin = observer().await;
+    let (p, _schemas) = listening_provider(&admin, "wake_handback").await;
     let setup = producer_for(&p).await;
     // "hb" runs a first turn that schedules an activity, then is leased
     // again by this process (`p`) for an event.
@@ -328,10 +317,9 @@ async fn work_for_a_leased_instance_goes_to_the_dispatcher_that_acks() {
         .await
         .unwrap()
         .expect("the activity");
-    settle().await;
 
     // An idle dispatcher of `p` looks once and waits.
-    let p = std::sync::Arc::new(p);
+    let before = statements(&admin, &p, "fetch_orchestration_item").await;
     let waiter = {
         let p = p.clone();
         tokio::spawn(async move {
@@ -340,8 +328,7 @@ async fn work_for_a_leased_instance_goes_to_the_dispatcher_that_acks() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let looked = statements(&admin, &p, "fetch_orchestration_item").await;
+    let looked = wait::calls_reach(&admin, &p, "fetch_orchestration_item", before + 1).await;
 
     // The activity completes while "hb" is leased: deferred, no wake.
     setup

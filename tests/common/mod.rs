@@ -1,8 +1,12 @@
 //! Shared test support: a PostgreSQL server (see `server.rs`), fresh schemas
-//! that are dropped afterwards, and the duroxide validation-suite factory.
+//! that are dropped afterwards, the duroxide validation-suite factory, waits
+//! for a test's preconditions (`wait.rs`) and a metrics recorder
+//! (`recorder.rs`).
 
 pub mod items;
+pub mod recorder;
 pub mod server;
+pub mod wait;
 
 use duroxide::provider_validations::ProviderFactory;
 use duroxide::providers::Provider;
@@ -69,7 +73,11 @@ impl Drop for Schemas {
         if names.is_empty() {
             return;
         }
-        let url = server::database_url();
+        // No server, no schemas to drop (and no second panic while the
+        // test's own panic unwinds).
+        let Ok(url) = server::try_database_url() else {
+            return;
+        };
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -105,6 +113,18 @@ pub async fn provider(prefix: &str, options: PostgresOptions) -> (Arc<PostgresPr
         .await
         .expect("create provider");
     (Arc::new(provider), schemas)
+}
+
+/// A provider as [`provider`] makes, whose connections carry an application
+/// name of their own (returned), so that `pg_stat_activity` tells its
+/// backends apart.
+pub async fn provider_with_app(
+    prefix: &str,
+    options: PostgresOptions,
+) -> (Arc<PostgresProvider>, Schemas, String) {
+    let app = unique_schema(&format!("app_{prefix}"));
+    let (p, guard) = provider(prefix, options.application_name(&app)).await;
+    (p, guard, app)
 }
 
 /// The validation-suite factory: every `create_provider` is a fresh schema.

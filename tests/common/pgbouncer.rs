@@ -2,9 +2,12 @@
 //! server, stopped when dropped.
 //!
 //! Binary: `PGBOUNCER` (a path), else `/usr/sbin/pgbouncer` (Debian's
-//! package), else `pgbouncer` on `PATH`. PgBouncer refuses to run as root, so
-//! when the tests run as root it runs as the `postgres` OS user, like the
-//! test server.
+//! package), else `pgbouncer` on `PATH`; looked up before anything is
+//! started, so that without it a test fails at once with the install hint.
+//! PgBouncer refuses to run as root, so when the tests run as root it runs
+//! as the `postgres` OS user, like the test server.
+//!
+//! Included next to `common` (it uses `common::server::find_program`).
 #![allow(dead_code)]
 
 use std::fs;
@@ -36,11 +39,10 @@ impl PgBouncer {
     /// database of the same name (pool of up to 40 server connections per
     /// user), except [`SINGLE`], which maps to `postgres` with a pool of one.
     ///
-    /// # Panics
-    ///
-    /// Panics when PgBouncer is missing or does not come up; the message
-    /// holds its log.
-    pub fn start(server_port: u16) -> PgBouncer {
+    /// The error says how to install PgBouncer when it is missing, or holds
+    /// its log when it did not come up.
+    pub fn try_start(server_port: u16) -> Result<PgBouncer, String> {
+        let binary = binary()?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -79,7 +81,7 @@ impl PgBouncer {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(r#""$0" "$1" & pid=$!; read -r _; kill "$pid"; wait "$pid""#)
-            .arg(binary())
+            .arg(&binary)
             .arg(dir.join("pgbouncer.ini"))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -96,16 +98,20 @@ impl PgBouncer {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let bouncer = PgBouncer { child, dir, port };
         let started = Instant::now();
         while !port_accepts(port) {
             if started.elapsed() > Duration::from_secs(20) {
-                panic!("PgBouncer did not come up:\n{}", bouncer.log());
+                return Err(format!(
+                    "PgBouncer ({}) did not come up:\n{}",
+                    binary.display(),
+                    bouncer.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bouncer
+        Ok(bouncer)
     }
 
     /// `postgres://{user}@127.0.0.1:{port}/{database}` through PgBouncer.
@@ -128,15 +134,14 @@ impl Drop for PgBouncer {
     }
 }
 
-fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PGBOUNCER").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let debian = PathBuf::from("/usr/sbin/pgbouncer");
-    if debian.is_file() {
-        return debian;
-    }
-    PathBuf::from("pgbouncer")
+/// The PgBouncer binary, or how to install it.
+pub fn binary() -> Result<PathBuf, String> {
+    crate::common::server::find_program(
+        "pgbouncer",
+        "PGBOUNCER",
+        &["/usr/sbin/pgbouncer"],
+        "apt-get install pgbouncer",
+    )
 }
 
 /// The uid and gid of the `postgres` OS user when running as root.

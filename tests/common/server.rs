@@ -48,15 +48,18 @@ const START_ATTEMPTS: usize = 3;
 /// Panics if no server can be started (for example when PostgreSQL is not
 /// installed); the message says how to fix it.
 pub fn database_url() -> String {
+    try_database_url().unwrap_or_else(|msg| panic!("{msg}"))
+}
+
+/// As [`database_url`], with the reason instead of a panic when there is no
+/// server (for code that must not panic, such as a destructor).
+pub fn try_database_url() -> Result<String, String> {
     static URL: OnceLock<Result<String, String>> = OnceLock::new();
-    let url = URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => Ok(url),
         _ => shared_server_url(),
-    });
-    match url {
-        Ok(url) => url.clone(),
-        Err(msg) => panic!("{msg}"),
-    }
+    })
+    .clone()
 }
 
 /// A private throwaway PostgreSQL server in a fresh temporary directory.
@@ -569,7 +572,7 @@ fn pg_bin_dir() -> Result<PathBuf, String> {
 }
 
 fn find_pg_bin_dir() -> Result<PathBuf, String> {
-    const HELP: &str = "install PostgreSQL (`apt-get install postgresql postgresql-contrib`), \
+    const HELP: &str = "install PostgreSQL (`apt-get install postgresql`), \
                         set PG_BIN to its bin directory, or set DATABASE_URL to an existing server";
     let has_tools = |dir: &Path| {
         ["postgres", "initdb", "pg_ctl"]
@@ -615,6 +618,51 @@ fn find_pg_bin_dir() -> Result<PathBuf, String> {
         .flat_map(std::env::split_paths)
         .find(|dir| has_tools(dir))
         .ok_or_else(|| format!("no PostgreSQL server binaries found; {HELP}"))
+}
+
+/// An external program a test needs: the path in the environment variable
+/// `env` when that is set, else the first of `candidates` that exists, else
+/// `name` on `PATH`. Looked up before anything slow is started, so that a
+/// missing program fails a test at once; the error says how to install it
+/// (`install`, a command such as `apt-get install openssl`).
+pub fn find_program(
+    name: &str,
+    env: &str,
+    candidates: &[&str],
+    install: &str,
+) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{env}={} is not an executable file: install {name} (`{install}`) \
+                 or set {env} to its path",
+                path.display()
+            ))
+        };
+    }
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| is_executable(path))
+        .or_else(|| find_in_path(name).filter(|path| is_executable(path)))
+        .ok_or_else(|| {
+            format!(
+                "{name} not found{}or on PATH: install it (`{install}`) or set {env} to its path",
+                if candidates.is_empty() {
+                    " ".to_string()
+                } else {
+                    format!(" at {} ", candidates.join(", "))
+                }
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
