@@ -566,7 +566,7 @@ fn is_root() -> bool {
 }
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`.
-fn pg_bin_dir() -> Result<PathBuf, String> {
+pub fn pg_bin_dir() -> Result<PathBuf, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(find_pg_bin_dir).clone()
 }
