@@ -7,7 +7,6 @@
 
 #[allow(dead_code)]
 mod common;
-#[allow(dead_code)]
 #[path = "common/pgbouncer.rs"]
 mod pgbouncer;
 
