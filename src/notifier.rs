@@ -25,7 +25,7 @@
 //! is woken once and pending notifications are sent, so nothing is missed.
 
 use crate::credentials::Connector;
-use crate::peers::{DISCOVERY, HEARTBEAT};
+use crate::peers::HEARTBEAT;
 use crate::telemetry::Target;
 use crate::wakeups::Signals;
 use std::future::poll_fn;
@@ -131,8 +131,6 @@ async fn listen_once(
     let mut sending: Option<Sending<'_>> = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let discovery = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(discovery);
     loop {
         tokio::select! {
             result = &mut subscribe, if !listening => {
@@ -141,19 +139,12 @@ async fn listen_once(
                 signals.set_connected(true);
                 on_listening();
                 // Tell the others we are here (their answers say who they
-                // are: peers.rs) and look once more when they had time to.
+                // are: peers.rs).
                 signals.hello();
-                discovery.as_mut().reset(tokio::time::Instant::now() + DISCOVERY);
                 // Work may have been committed while we were not listening,
                 // and notifications may be waiting to go out.
                 signals.wake_all();
                 signals.outgoing.notify_one();
-            }
-            _ = &mut discovery, if listening => {
-                discovery.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
-                if signals.peers.discovery_over() {
-                    signals.wake_all();
-                }
             }
             _ = heartbeat.tick(), if listening => signals.here(),
             _ = signals.outgoing.notified(), if listening && sending.is_none() => {

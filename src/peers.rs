@@ -26,10 +26,8 @@
 //!
 //! What a missed `hello` costs: a process that joins while another commits
 //! may miss that commit's announcement for the time the other needs to hear
-//! the `hello` (microseconds to milliseconds). The newcomer therefore looks
-//! once more when [`DISCOVERY`] has passed ([`Peers::discovery_over`] is
-//! followed by a wake of every waiter), and in any case every waiter looks
-//! at its poll timeout.
+//! the `hello` (microseconds to milliseconds); its waiters look when their
+//! poll timeout ends, as for work written without a notification.
 
 use crate::wakeups::{Queue, Wake};
 use std::collections::HashMap;
@@ -144,17 +142,6 @@ impl Peers {
         *self.discovering_until.lock().expect("peers lock") = Some(Instant::now() + DISCOVERY);
     }
 
-    /// Whether the discovery period of the last `hello` has passed (and
-    /// clears it, so this is true once per `hello`).
-    pub(crate) fn discovery_over(&self) -> bool {
-        let mut until = self.discovering_until.lock().expect("peers lock");
-        if until.is_some_and(|u| u <= Instant::now()) {
-            *until = None;
-            return true;
-        }
-        false
-    }
-
     /// A payload from `sender` arrived; returns false for our own.
     pub(crate) fn heard(&self, sender: &str) -> bool {
         if sender == self.own {
@@ -174,11 +161,16 @@ impl Peers {
         if !listening {
             return true;
         }
-        if self.discovering_until.lock().expect("peers lock").is_some() {
+        let now = Instant::now();
+        if self
+            .discovering_until
+            .lock()
+            .expect("peers lock")
+            .is_some_and(|until| until > now)
+        {
             return true;
         }
         let mut heard = self.heard.lock().expect("peers lock");
-        let now = Instant::now();
         heard.retain(|_, at| now.duration_since(*at) < PEER_TTL);
         !heard.is_empty()
     }
@@ -227,11 +219,8 @@ mod tests {
         );
         peers.said_hello();
         assert!(peers.may_exist(true), "answers to the hello may still come");
-        assert!(!peers.discovery_over());
         *peers.discovering_until.lock().unwrap() = Some(Instant::now());
-        assert!(peers.discovery_over());
-        assert!(!peers.discovery_over(), "once per hello");
-        assert!(!peers.may_exist(true));
+        assert!(!peers.may_exist(true), "nobody answered in time");
         assert!(!peers.heard(peers.own()), "our own payloads are not a peer");
         assert!(!peers.may_exist(true));
         assert!(peers.heard("other"));

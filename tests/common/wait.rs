@@ -140,11 +140,14 @@ pub async fn listening(admin: &tokio_postgres::Client, schema: &str, app: &str) 
         super::recorder::installed(),
         "install the test recorder before creating the provider: its listener gauge is set at connect"
     );
+    // The listener's last statement is its LISTEN, or the `hello` it
+    // sends right after (src/peers.rs).
     until(&format!("the LISTEN of {app} ran"), || async move {
         admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND state = 'idle' AND query LIKE 'LISTEN %'",
+                 WHERE application_name = $1 AND state = 'idle' \
+                   AND (query LIKE 'LISTEN %' OR query LIKE 'NOTIFY %')",
                 &[&app],
             )
             .await
