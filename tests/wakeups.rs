@@ -318,11 +318,13 @@ async fn work_for_a_leased_instance_goes_to_the_dispatcher_that_acks() {
         .unwrap()
         .expect("the activity");
 
-    // An idle dispatcher of `p` waits: nothing was committed since the
-    // last fetch of its group claimed the only ready instance, so it runs
-    // no statement until something is, or until that lease's end (LOCK
-    // from now, past this test) falls due (src/wakeups.rs).
-    let looked = statements(&admin, &p, "fetch_orchestration_item").await;
+    // An idle dispatcher of `p` looks at most once (it may skip: nothing
+    // was committed since a fetch of its group claimed the only ready
+    // instance) and then waits, running no statement until something is
+    // committed or that lease's end (LOCK from now, past this test) falls
+    // due (src/wakeups.rs). Its look, if any, comes at once: the baseline
+    // is what it did in its first 500 ms.
+    let before = statements(&admin, &p, "fetch_orchestration_item").await;
     let waiter = {
         let p = p.clone();
         tokio::spawn(async move {
@@ -331,6 +333,10 @@ async fn work_for_a_leased_instance_goes_to_the_dispatcher_that_acks() {
                 .unwrap()
         })
     };
+
+    let calls = || async { statements(&admin, &p, "fetch_orchestration_item").await > before };
+    wait::within(Duration::from_millis(500), calls).await;
+    let looked = statements(&admin, &p, "fetch_orchestration_item").await;
 
     // The activity completes while "hb" is leased: deferred, no wake.
     setup
