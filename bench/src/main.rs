@@ -13,6 +13,12 @@ mod server;
 #[path = "../../tests/common/standby.rs"]
 mod standby;
 
+/// The test helpers that `tests/common/pgbouncer.rs` expects beside it
+/// (`crate::common::server`).
+mod common {
+    pub(crate) use crate::server;
+}
+
 mod chaos;
 mod counting;
 mod cpu;

@@ -123,8 +123,8 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     heading("PgBouncer (transaction pooling) next to direct");
     let config: tokio_postgres::Config = ctx.url.parse()?;
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let pgb = std::panic::catch_unwind(|| bouncer::PgBouncer::start(port))
-        .map_err(|_| err("could not start PgBouncer (see stderr)"))?;
+    let pgb = bouncer::PgBouncer::try_start(port)
+        .map_err(|e| err(format!("could not start PgBouncer: {e}")))?;
     let bouncer_url = pgb.url(
         config.get_user().unwrap_or("postgres"),
         config.get_dbname().unwrap_or("postgres"),
