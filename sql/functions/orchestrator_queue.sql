@@ -51,15 +51,16 @@
 --   the lease lasts (queue_messages, decision 0010): one that arrives while
 --   the lease is live and no fetch, ack or abandon of that instance is under
 --   way is deferred to the lease's end, with its own visibility kept; the
---   ack or abandon that releases the lease restores it (release_deferred).
+--   ack or abandon that releases the lease restores it, in the same
+--   statement that consumes or returns the tagged messages.
 --   The enqueuer share-locks the lease row (SKIP LOCKED, so it never waits
 --   and never takes part in a cycle) for its transaction, so the release
 --   cannot run between its check and its commit: a deferred message is
 --   always restored, or becomes visible when the lease runs out.
 
 -- The lease rows of p_ids, created if absent, held FOR KEY SHARE until
--- commit (see the header). Loops if a concurrent deletion removed a row
--- between its insert and its lock: the next insert creates a new one.
+-- commit (see the header). Loops while a row is missing (never created, or
+-- removed by a concurrent deletion before our lock): the insert creates it.
 CREATE FUNCTION __SCHEMA__.hold_instances(p_ids TEXT[]) RETURNS VOID
 LANGUAGE plpgsql
 -- The lock query's custom plan was made on every call (an array parameter).
@@ -75,16 +76,18 @@ BEGIN
     ELSE
         SELECT count(DISTINCT t.id) INTO v_want FROM unnest(p_ids) AS t(id);
     END IF;
+    -- Lock first: the targets of acks and completions exist, so the usual
+    -- hold is one statement; rows still missing are created, then locked.
     LOOP
-        INSERT INTO __SCHEMA__.instance_locks (instance_id)
-        SELECT DISTINCT t.id FROM unnest(p_ids) AS t(id) ORDER BY t.id
-        ON CONFLICT (instance_id) DO NOTHING;
         SELECT count(*) INTO v_got FROM (
             SELECT 1 FROM __SCHEMA__.instance_locks l
             WHERE l.instance_id = ANY (p_ids)
             ORDER BY l.instance_id
             FOR KEY SHARE) k;
         EXIT WHEN v_got >= v_want;
+        INSERT INTO __SCHEMA__.instance_locks (instance_id)
+        SELECT DISTINCT t.id FROM unnest(p_ids) AS t(id) ORDER BY t.id
+        ON CONFLICT (instance_id) DO NOTHING;
     END LOOP;
 END
 $$;
@@ -95,17 +98,18 @@ $$;
 -- when each becomes visible (NULL: at once). A message for an instance
 -- whose lease is live and whose lease row no other transaction holds for
 -- update (no fetch, ack or abandon under way) is deferred: visible when the
--- lease ends, its own visibility kept in deferred_visible_ms until
--- release_deferred. The lease row stays share-locked until commit (see the
+-- lease ends, its own visibility kept in deferred_visible_ms until the ack
+-- or abandon that ends the lease restores it. The lease row stays share-locked until commit (see the
 -- header). Segment: see segment_for. Returns what it made ready: how many
 -- instances other than p_except have a message ready now (neither delayed
--- nor deferred: only those are worth waking a fetch for), and when the
+-- nor deferred: only those are worth waking a fetch for), whether p_except
+-- itself has (a continue-as-new start to the acking instance), and when the
 -- earliest delayed one becomes visible (deferred ones are not: whoever ends
 -- the lease reports them, and a lease that runs out is a due time of the
 -- fetch that took it).
 CREATE FUNCTION __SCHEMA__.queue_messages(
     p_instances TEXT[], p_kinds TEXT[], p_items TEXT[], p_visible_ms BIGINT[], p_inserted_ms BIGINT,
-    p_except TEXT, OUT ready INTEGER, OUT due_at_ms BIGINT
+    p_except TEXT, OUT ready INTEGER, OUT except_ready BOOLEAN, OUT due_at_ms BIGINT
 )
 -- PL/pgSQL, not SQL: a SQL function's statement is planned again on every
 -- call (0.1 ms, a fifth of a worker ack's server time); this one's plan is
@@ -133,25 +137,11 @@ BEGIN
     RETURNING instance_id, visible_at_ms, deferred_visible_ms)
     SELECT count(DISTINCT i.instance_id) FILTER (WHERE i.visible_at_ms <= p_inserted_ms
                                                    AND i.instance_id IS DISTINCT FROM p_except),
+           COALESCE(bool_or(i.visible_at_ms <= p_inserted_ms AND i.instance_id = p_except), FALSE),
            min(i.visible_at_ms) FILTER (WHERE i.visible_at_ms > p_inserted_ms
                                           AND i.deferred_visible_ms IS NULL)
-    INTO ready, due_at_ms
+    INTO ready, except_ready, due_at_ms
     FROM inserted i;
-END
-$$;
-
--- Restores the messages deferred behind p_instance_id's lease (see
--- queue_messages). Called by the ack or abandon that releases the lease,
--- holding the lease row: every deferral committed before it got the row.
-CREATE FUNCTION __SCHEMA__.release_deferred(p_instance_id TEXT) RETURNS VOID
--- PL/pgSQL for a cached plan (see queue_messages).
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-    UPDATE __SCHEMA__.orchestrator_queue q
-    SET visible_at_ms = q.deferred_visible_ms, deferred_visible_ms = NULL
-    WHERE q.instance_id = p_instance_id AND q.deferred_visible_ms IS NOT NULL;
 END
 $$;
 
@@ -498,6 +488,18 @@ DECLARE
     v_now BIGINT;
     v_others INTEGER := 0;
     v_due BIGINT;
+    -- The instance row as the turn found it (the upsert changes none of
+    -- these but the current execution), and the current execution's status.
+    v_found BOOLEAN;
+    v_old_status TEXT;
+    v_old_completed BIGINT;
+    v_counted BIGINT;
+    v_current BIGINT;
+    v_written BOOLEAN;
+    v_status TEXT;
+    v_completed BIGINT;
+    v_delta BIGINT[] := ARRAY[0, 0, 0, 0]::BIGINT[];
+    v_executions BIGINT := 0;
 BEGIN
     -- The row is locked first and its token checked on the version we hold
     -- (a row locked after a wait is read as the waited-for transaction left
@@ -525,12 +527,17 @@ BEGIN
             orchestration_version = EXCLUDED.orchestration_version,
             current_execution_id = GREATEST(i.current_execution_id, EXCLUDED.current_execution_id),
             parent_instance_id = COALESCE(i.parent_instance_id, EXCLUDED.parent_instance_id),
-            updated_at_ms = EXCLUDED.updated_at_ms;
+            updated_at_ms = EXCLUDED.updated_at_ms
+        RETURNING i.status, i.completed_at_ms, i.counted_execution_id, i.current_execution_id
+        INTO v_old_status, v_old_completed, v_counted, v_current;
     ELSE
         UPDATE __SCHEMA__.instances i
         SET current_execution_id = GREATEST(i.current_execution_id, p_execution_id), updated_at_ms = v_now
-        WHERE i.instance_id = v_instance;
+        WHERE i.instance_id = v_instance
+        RETURNING i.status, i.completed_at_ms, i.counted_execution_id, i.current_execution_id
+        INTO v_old_status, v_old_completed, v_counted, v_current;
     END IF;
+    v_found := FOUND;
 
     -- The execution row, unless this turn writes nothing for an instance that
     -- does not exist (the runtime's empty ack of an orphan batch must leave
@@ -539,7 +546,9 @@ BEGIN
     SELECT v_instance, p_execution_id, v_now
     WHERE cardinality(p_event_ids) > 0
        OR EXISTS (SELECT 1 FROM __SCHEMA__.instances i WHERE i.instance_id = v_instance)
-    ON CONFLICT (instance_id, execution_id) DO NOTHING;
+    ON CONFLICT (instance_id, execution_id) DO NOTHING
+    RETURNING status, completed_at_ms INTO v_status, v_completed;
+    v_written := FOUND;
 
     -- Append-only: a duplicate event id fails the whole turn (23505).
     INSERT INTO __SCHEMA__.history (instance_id, execution_id, event_id, event_data)
@@ -555,10 +564,50 @@ BEGIN
             pinned_major = COALESCE(p_pinned[1], e.pinned_major),
             pinned_minor = COALESCE(p_pinned[2], e.pinned_minor),
             pinned_patch = COALESCE(p_pinned[3], e.pinned_patch)
-        WHERE e.instance_id = v_instance AND e.execution_id = p_execution_id;
+        WHERE e.instance_id = v_instance AND e.execution_id = p_execution_id
+        RETURNING e.status, e.completed_at_ms INTO v_status, v_completed;
+        v_written := v_written OR FOUND;
     END IF;
-    -- The instance row mirrors its current execution; totals (stats.sql).
-    PERFORM __SCHEMA__.record_turn(v_instance, cardinality(p_event_ids));
+
+    -- The instance row mirrors its current execution, and the totals count
+    -- what the turn added (stats.sql). The execution's status is known from
+    -- the writes above when this turn wrote the current execution, and
+    -- unchanged when it wrote nothing and that execution was counted
+    -- already; only otherwise is it read.
+    IF v_found THEN
+        IF NOT (v_written AND v_current = p_execution_id) THEN
+            IF v_counted IS NOT DISTINCT FROM v_current THEN
+                v_status := v_old_status;
+                v_completed := v_old_completed;
+            ELSE
+                SELECT e.status, e.completed_at_ms INTO v_status, v_completed
+                FROM __SCHEMA__.executions e
+                WHERE e.instance_id = v_instance AND e.execution_id = v_current;
+            END IF;
+        END IF;
+        v_status := COALESCE(v_status, 'Running');
+        IF v_counted IS NULL THEN
+            -- First turn of the instance: count it and its executions.
+            SELECT count(*) INTO v_executions FROM __SCHEMA__.executions e
+            WHERE e.instance_id = v_instance;
+            v_delta := __SCHEMA__.status_delta(v_status, 1);
+        ELSE
+            v_executions := GREATEST(v_current - v_counted, 0);
+            IF v_old_status IS DISTINCT FROM v_status THEN
+                SELECT array_agg(a + b ORDER BY n) INTO v_delta
+                FROM unnest(__SCHEMA__.status_delta(v_old_status, -1),
+                            __SCHEMA__.status_delta(v_status, 1)) WITH ORDINALITY AS x(a, b, n);
+            END IF;
+        END IF;
+        IF v_counted IS DISTINCT FROM v_current OR v_old_status IS DISTINCT FROM v_status
+           OR v_old_completed IS DISTINCT FROM v_completed THEN
+            UPDATE __SCHEMA__.instances i
+            SET status = v_status, completed_at_ms = v_completed, counted_execution_id = v_current
+            WHERE i.instance_id = v_instance;
+        END IF;
+    END IF;
+    PERFORM __SCHEMA__.add_stats(CASE WHEN v_found AND v_counted IS NULL THEN 1 ELSE 0 END,
+        v_executions, cardinality(p_event_ids), v_delta);
 
     IF p_custom_status_action <> 0 THEN
         UPDATE __SCHEMA__.instances i SET
@@ -624,7 +673,28 @@ BEGIN
     UPDATE __SCHEMA__.instance_locks l
     SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
     WHERE l.instance_id = v_instance;
-    PERFORM __SCHEMA__.release_deferred(v_instance);
+
+    -- One statement on the queue: consume the tagged messages, restore the
+    -- ones deferred behind the lease (every deferral committed before we
+    -- locked the lease row), and say whether any message of the instance
+    -- that arrived during the lease is ready now. A tagged message is only
+    -- consumed, never also restored (one row, one change per statement).
+    WITH consumed AS (
+        DELETE FROM __SCHEMA__.orchestrator_queue q
+        WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token
+    ), restored AS (
+        UPDATE __SCHEMA__.orchestrator_queue q
+        SET visible_at_ms = q.deferred_visible_ms, deferred_visible_ms = NULL
+        WHERE q.instance_id = v_instance AND q.deferred_visible_ms IS NOT NULL
+          AND q.lock_token IS DISTINCT FROM p_lock_token
+        RETURNING q.visible_at_ms
+    )
+    SELECT EXISTS (SELECT 1 FROM restored r WHERE r.visible_at_ms <= v_now)
+        OR EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
+                   WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now
+                     AND q.lock_token IS DISTINCT FROM p_lock_token
+                     AND q.deferred_visible_ms IS NULL)
+    INTO v_more;
 
     IF cardinality(p_orch_items) > 0 THEN
         -- Lease rows of the targets, held against their deletion (header);
@@ -632,20 +702,15 @@ BEGIN
         IF EXISTS (SELECT 1 FROM unnest(p_orch_instances) AS t(id) WHERE t.id <> v_instance) THEN
             PERFORM __SCHEMA__.hold_instances(p_orch_instances);
         END IF;
-        SELECT m.ready, m.due_at_ms INTO v_others, v_due
+        SELECT m.ready, v_more OR m.except_ready, m.due_at_ms INTO v_others, v_more, v_due
         FROM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
             p_orch_visible_at_ms, v_now, v_instance) m;
     END IF;
 
-    DELETE FROM __SCHEMA__.orchestrator_queue q
-    WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
-
     -- What the turn made ready (see the header): messages that arrived
-    -- during the lease, ready now; the messages to other instances (its
-    -- own timers are counted there too: they are due, not ready); the new
-    -- activities, and whether one is bound to a session.
-    v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
-                      WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now);
+    -- during the lease, or that it sent itself, ready now; the messages to
+    -- other instances (its own timers are counted there too: they are due,
+    -- not ready); the new activities, and whether one is bound to a session.
     RETURN QUERY SELECT v_more, v_others, v_due - v_now,
         cardinality(p_worker_items),
         EXISTS (SELECT 1 FROM unnest(p_worker_sessions) AS s(id) WHERE s.id IS NOT NULL);
@@ -696,25 +761,40 @@ BEGIN
         PERFORM __SCHEMA__.raise_lock_error('abandon_orchestration_item', p_lock_token, FALSE);
     END IF;
 
-    UPDATE __SCHEMA__.orchestrator_queue q SET
-        lock_token = NULL,
-        visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
-                             ELSE v_now + p_delay_ms END,
-        attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(q.attempt_count - 1, 0)
-                             ELSE q.attempt_count END
-    WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token;
-
     UPDATE __SCHEMA__.instance_locks l SET lock_token = NULL, locked_until_ms = 0
     WHERE l.instance_id = v_instance;
-    PERFORM __SCHEMA__.release_deferred(v_instance);
 
-    -- What the abandon made ready: the instance's messages, now or after
-    -- the delay (and any deferred behind the lease).
+    -- One statement on the queue, as in the ack: the tagged messages come
+    -- back (a delivered message is no longer deferred), those deferred
+    -- behind the lease are restored, and the result says what the abandon
+    -- made ready: the instance's messages, now or after the delay.
     RETURN QUERY
-    SELECT EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
-                   WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now),
-           (SELECT min(q.visible_at_ms) FROM __SCHEMA__.orchestrator_queue q
-            WHERE q.instance_id = v_instance AND q.visible_at_ms > v_now) - v_now;
+    WITH returned AS (
+        UPDATE __SCHEMA__.orchestrator_queue q SET
+            lock_token = NULL,
+            visible_at_ms = CASE WHEN p_delay_ms IS NULL THEN q.visible_at_ms
+                                 ELSE v_now + p_delay_ms END,
+            deferred_visible_ms = NULL,
+            attempt_count = CASE WHEN p_ignore_attempt THEN GREATEST(q.attempt_count - 1, 0)
+                                 ELSE q.attempt_count END
+        WHERE q.instance_id = v_instance AND q.lock_token = p_lock_token
+        RETURNING q.visible_at_ms
+    ), restored AS (
+        UPDATE __SCHEMA__.orchestrator_queue q
+        SET visible_at_ms = q.deferred_visible_ms, deferred_visible_ms = NULL
+        WHERE q.instance_id = v_instance AND q.deferred_visible_ms IS NOT NULL
+          AND q.lock_token IS DISTINCT FROM p_lock_token
+        RETURNING q.visible_at_ms
+    ), messages AS (
+        SELECT r.visible_at_ms FROM returned r
+        UNION ALL SELECT r.visible_at_ms FROM restored r
+        UNION ALL SELECT q.visible_at_ms FROM __SCHEMA__.orchestrator_queue q
+                  WHERE q.instance_id = v_instance AND q.lock_token IS DISTINCT FROM p_lock_token
+                    AND q.deferred_visible_ms IS NULL
+    )
+    SELECT COALESCE(bool_or(m.visible_at_ms <= v_now), FALSE),
+           min(m.visible_at_ms) FILTER (WHERE m.visible_at_ms > v_now) - v_now
+    FROM messages m;
 END
 $$;
 

@@ -10,7 +10,7 @@
 --   takes the totals row with SKIP LOCKED, so it never waits and at most one
 --   runs at a time.
 -- * The instance row mirrors its current execution (status, completed_at_ms):
---   record_turn() runs in every ack after the execution row was written.
+--   ack_orchestration_item keeps it, after it wrote the execution row.
 
 -- Which delta column an instance status counts in (NULL: none).
 CREATE FUNCTION __SCHEMA__.status_delta(p_status TEXT, p_sign BIGINT)
@@ -67,57 +67,6 @@ BEGIN
     IF random() < 0.001 THEN
         PERFORM __SCHEMA__.rollup_stats();
     END IF;
-END
-$$;
-
--- Called by ack_orchestration_item after it wrote the turn's execution row
--- and p_events history events: mirrors the current execution's status on
--- the instance row and records what the turn added to the totals.
-CREATE FUNCTION __SCHEMA__.record_turn(p_instance_id TEXT, p_events BIGINT)
-RETURNS VOID
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_old_status TEXT;
-    v_old_completed BIGINT;
-    v_counted BIGINT;
-    v_current BIGINT;
-    v_status TEXT;
-    v_completed BIGINT;
-    v_instances BIGINT := 0;
-    v_executions BIGINT := 0;
-    v_delta BIGINT[] := ARRAY[0, 0, 0, 0]::BIGINT[];
-BEGIN
-    SELECT i.status, i.completed_at_ms, i.counted_execution_id, i.current_execution_id,
-           e.status, e.completed_at_ms
-    INTO v_old_status, v_old_completed, v_counted, v_current, v_status, v_completed
-    FROM __SCHEMA__.instances i
-    LEFT JOIN __SCHEMA__.executions e
-           ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
-    WHERE i.instance_id = p_instance_id;
-    IF FOUND THEN
-        v_status := COALESCE(v_status, 'Running');
-        IF v_counted IS NULL THEN
-            -- First turn of the instance: count it and its executions.
-            v_instances := 1;
-            SELECT count(*) INTO v_executions FROM __SCHEMA__.executions e
-            WHERE e.instance_id = p_instance_id;
-            v_delta := __SCHEMA__.status_delta(v_status, 1);
-        ELSE
-            v_executions := GREATEST(v_current - v_counted, 0);
-            IF v_old_status IS DISTINCT FROM v_status THEN
-                SELECT array_agg(a + b ORDER BY n) INTO v_delta
-                FROM unnest(__SCHEMA__.status_delta(v_old_status, -1),
-                            __SCHEMA__.status_delta(v_status, 1)) WITH ORDINALITY AS x(a, b, n);
-            END IF;
-        END IF;
-        IF v_counted IS DISTINCT FROM v_current OR v_old_status IS DISTINCT FROM v_status
-           OR v_old_completed IS DISTINCT FROM v_completed THEN
-            UPDATE __SCHEMA__.instances i
-            SET status = v_status, completed_at_ms = v_completed, counted_execution_id = v_current
-            WHERE i.instance_id = p_instance_id;
-        END IF;
-    END IF;
-    PERFORM __SCHEMA__.add_stats(v_instances, v_executions, p_events, v_delta);
 END
 $$;
 
