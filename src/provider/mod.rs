@@ -198,6 +198,10 @@ impl PostgresProvider {
         );
         let pool = Pool::builder(manager)
             .max_size(options.max_connections)
+            // The connection used last is handed out first: its backend's
+            // caches and CPU caches are warm, and the others stay idle
+            // (decision 0012: -17 % server CPU per orchestration turn).
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .wait_timeout(Some(options.acquire_timeout))
             .create_timeout(Some(connector.create_timeout(options.acquire_timeout)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
