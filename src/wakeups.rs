@@ -647,6 +647,9 @@ pub(crate) struct WaitSpec<'a> {
     pub backoff: bool,
     /// Called when a commit or notification wakes this fetch (a metric).
     pub on_wake: &'a (dyn Fn() + Sync),
+    /// Called with 1 when this fetch starts waiting and -1 when it stops
+    /// (a gauge of waiting fetches).
+    pub on_park: &'a (dyn Fn(f64) + Sync),
 }
 
 /// Runs `attempt` until it yields something or the poll timeout runs out,
@@ -725,7 +728,7 @@ where
         let look_at = spec.backoff.then(|| Instant::now() + group.next_backoff());
         // Counted while parked below with the wake registered (`notified`
         // was enabled before this attempt): a `notify_one` then reaches it.
-        let _parked = Parked::new(&group.parked);
+        let _parked = Parked::new(&group.parked, spec.on_park);
         loop {
             let changed = group.due_changed.notified();
             tokio::pin!(changed);
@@ -876,19 +879,24 @@ fn settle_tickets<T>(
 }
 
 /// Counts a parked waiter for as long as it lives (also when the waiting
-/// future is dropped).
-struct Parked<'a>(&'a AtomicUsize);
+/// future is dropped), in its group and in the waiting-fetches gauge.
+struct Parked<'a> {
+    count: &'a AtomicUsize,
+    gauge: &'a (dyn Fn(f64) + Sync),
+}
 
 impl<'a> Parked<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
+    fn new(count: &'a AtomicUsize, gauge: &'a (dyn Fn(f64) + Sync)) -> Self {
         count.fetch_add(1, Ordering::SeqCst);
-        Parked(count)
+        gauge(1.0);
+        Parked { count, gauge }
     }
 }
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        (self.gauge)(-1.0);
     }
 }
 
@@ -1025,6 +1033,7 @@ mod tests {
             recheck: Duration::from_secs(3600),
             backoff: true,
             on_wake: &|| {},
+            on_park: &|_| {},
         };
         let looks = AtomicU64::new(0);
         let empty = || async {

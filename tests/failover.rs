@@ -14,8 +14,13 @@
 //! work after it (a message committed by another store reaches a runtime
 //! whose fetchers wait 60 s, at once).
 
+#[path = "common/recorder.rs"]
+mod recorder;
 #[path = "common/standby.rs"]
 mod standby;
+#[path = "common/wait.rs"]
+#[allow(dead_code)]
+mod wait;
 
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::runtime::{Runtime, RuntimeOptions};
@@ -25,8 +30,8 @@ use duroxide::{
 };
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "failover";
@@ -149,7 +154,7 @@ async fn assert_exactly_once(client: &Client, instance: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orchestrations_survive_a_failover_to_a_synchronous_standby() {
-    let metrics = recorder();
+    recorder::recorder();
     let pair = standby::Pair::start().await;
     // The standby alone is refused, retryably, before any statement: it
     // reports in_hot_standby=on when the session starts.
@@ -199,9 +204,10 @@ async fn orchestrations_survive_a_failover_to_a_synchronous_standby() {
         },
     )
     .await;
-    metrics
-        .wait_gauge("listener connected", LISTENER, 1.0)
-        .await;
+    recorder::until(SCHEMA, "listener connected", |m| {
+        recorder::get(m, LISTENER, &[]) == Some(1.0)
+    })
+    .await;
 
     // Before: some finished, some waiting for their event or mid-flight.
     for i in 0..BEFORE {
@@ -254,9 +260,10 @@ async fn orchestrations_survive_a_failover_to_a_synchronous_standby() {
     // The loss is seen: the LISTEN connection is down, and a client call is
     // in flight while no server takes writes (it can only succeed by riding
     // out the outage).
-    metrics
-        .wait_gauge("listener down after the kill", LISTENER, 0.0)
-        .await;
+    recorder::until(SCHEMA, "listener down after the kill", |m| {
+        recorder::get(m, LISTENER, &[]) == Some(0.0)
+    })
+    .await;
     while calls_started.load(Ordering::SeqCst) == calls_finished.load(Ordering::SeqCst) {
         assert!(killed.elapsed() < WAIT, "the client task stopped calling");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -314,10 +321,15 @@ async fn orchestrations_survive_a_failover_to_a_synchronous_standby() {
     // flow whose event is sent (by the client's store, which has no
     // listener of its own) only once it waits for it completes within a
     // fraction of the 60 s its idle fetchers would otherwise wait.
-    metrics
-        .wait_gauge("listener reconnected", LISTENER, 1.0)
-        .await;
-    assert!(metrics.counter(RECONNECTS) >= 1.0, "reconnects counted");
+    recorder::until(SCHEMA, "listener reconnected", |m| {
+        recorder::get(m, LISTENER, &[]) == Some(1.0)
+    })
+    .await;
+    let reconnects = recorder::get(&recorder::metrics_of(SCHEMA), RECONNECTS, &[]);
+    assert!(
+        reconnects >= Some(1.0),
+        "reconnects counted: {reconnects:?}"
+    );
     let last = BEFORE + DURING;
     client
         .start_orchestration(&id(last), "Flow", last.to_string())
@@ -360,93 +372,6 @@ async fn orchestrations_survive_a_failover_to_a_synchronous_standby() {
 
 const LISTENER: &str = "duroxide_postgres_listener_connected";
 const RECONNECTS: &str = "duroxide_postgres_listener_reconnects_total";
-
-/// A recorder of this test binary's counters and gauges (the store's
-/// listener metrics); the test's schema is the only one.
-#[derive(Default)]
-struct Recorder {
-    values: Mutex<HashMap<String, Arc<AtomicU64>>>,
-}
-
-impl Recorder {
-    fn value(&self, name: &str) -> Option<Arc<AtomicU64>> {
-        self.values.lock().unwrap().get(name).cloned()
-    }
-
-    fn counter(&self, name: &str) -> f64 {
-        self.value(name)
-            .map_or(0.0, |v| v.load(Ordering::SeqCst) as f64)
-    }
-
-    async fn wait_gauge(&self, what: &str, name: &str, want: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let now = self
-                .value(name)
-                .map(|v| f64::from_bits(v.load(Ordering::SeqCst)));
-            if now == Some(want) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: {name} is {now:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn register(&self, key: &metrics::Key) -> Arc<AtomicU64> {
-        self.values
-            .lock()
-            .unwrap()
-            .entry(key.name().to_string())
-            .or_default()
-            .clone()
-    }
-}
-
-impl metrics::Recorder for Recorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(self.register(key))
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(self.register(key))
-    }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
-fn recorder() -> &'static Recorder {
-    static RECORDER: OnceLock<&'static Recorder> = OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let recorder: &'static Recorder = Box::leak(Box::default());
-        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
-        recorder
-    })
-}
 
 /// A server that stops taking writes (as a primary being demoted does; here
 /// `default_transaction_read_only`, which existing sessions pick up at a

@@ -111,11 +111,19 @@ async fn a_fetch_with_nothing_new_waits_without_looking_and_still_wakes() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The waiter is parked (the gauge counts it) and has sent nothing.
+    common::recorder::until(p.schema(), "the second fetch waits", |m| {
+        common::recorder::get(
+            m,
+            "duroxide_postgres_fetches_waiting",
+            &[("queue", "orchestrator")],
+        ) == Some(1.0)
+    })
+    .await;
     assert_eq!(
         statements(&admin, &p, "fetch_orchestration_item").await,
         1,
-        "nothing was committed: the second fetch must not have looked yet"
+        "nothing was committed: the waiting fetch must not have looked"
     );
     producer
         .enqueue_for_orchestrator(start("quiet", ""), None)

@@ -370,6 +370,7 @@ impl PostgresProvider {
             recheck: self.recheck_interval,
             backoff: !self.listening,
             on_wake: &|| self.db.target.wakeup(queue),
+            on_park: &|delta| self.db.target.fetches_waiting(queue, delta),
         };
         wakeups::poll(&self.signals, spec, attempt).await
     }

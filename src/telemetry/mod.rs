@@ -36,6 +36,8 @@ pub(crate) mod names {
     pub const LISTENER_RECONNECTS: &str = "duroxide_postgres_listener_reconnects_total";
     /// Counter: idle fetches woken by a notification, by `queue`.
     pub const WAKEUPS: &str = "duroxide_postgres_wakeups_total";
+    /// Gauge: idle fetches waiting for a wake-up or a due time, by `queue`.
+    pub const FETCHES_WAITING: &str = "duroxide_postgres_fetches_waiting";
     /// Counter: acks whose reply was lost, by `queue` and `outcome`.
     pub const ACK_RESOLUTIONS: &str = "duroxide_postgres_ack_resolutions_total";
     /// Counter: lease renewals retried after a transient failure, by `queue`.
@@ -73,6 +75,7 @@ pub(crate) mod names {
         LISTENER_CONNECTED,
         LISTENER_RECONNECTS,
         WAKEUPS,
+        FETCHES_WAITING,
         ACK_RESOLUTIONS,
         RENEWAL_RETRIES,
         LEASE_TAKEOVERS,
@@ -269,6 +272,13 @@ impl Target {
     pub(crate) fn wakeup(&self, queue: Queue) {
         metrics::counter!(names::WAKEUPS, "schema" => self.schema.clone(), "queue" => queue.label())
             .increment(1);
+    }
+
+    /// One more (`delta` 1) or one fewer (-1) idle fetch of `queue` waits.
+    pub(crate) fn fetches_waiting(&self, queue: Queue, delta: f64) {
+        metrics::gauge!(names::FETCHES_WAITING, "schema" => self.schema.clone(),
+            "queue" => queue.label())
+        .increment(delta);
     }
 
     /// An ack of `queue` whose reply was lost ended with `outcome`.
