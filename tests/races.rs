@@ -1369,3 +1369,85 @@ async fn renewal_racing_a_takeover_fetch_never_both_win() {
         "no fetch took an expired lease over (renewals won: {renewals_won}, lapsed: {lapsed})"
     );
 }
+
+/// An ack waits for a pooled connection while its lease lasts
+/// (`Class::Lease`): with the pool's only connection held by a client call
+/// blocked on a row lock for longer than the ack's own retries last (about
+/// 5 s of 100 ms pool waits), the ack of an activity with a 30 s lease
+/// commits once the connection is free instead of failing (after which the
+/// runtime would run the activity again).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ack_waits_for_a_busy_pool_while_its_lease_lasts() {
+    let admin = common::admin_client().await;
+    let (p, _schemas, app) = common::provider_with_app(
+        "ack_pool_wait",
+        PostgresOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    p.enqueue_for_worker(items::activity("busy-a", 1, "in", None))
+        .await
+        .unwrap();
+    let (_, token, _) = p
+        .fetch_work_item(
+            Duration::from_secs(30),
+            Duration::ZERO,
+            None,
+            &TagFilter::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the activity");
+
+    // Another instance's lease row locked: an enqueue to it blocks while
+    // holding the pool's only connection.
+    let s = p.schema();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO \"{s}\".instance_locks (instance_id) VALUES ('busy-b')"
+        ))
+        .await
+        .unwrap();
+    let mut locker = common::admin_client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "SELECT 1 FROM \"{s}\".instance_locks WHERE instance_id = 'busy-b' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let blocked = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.enqueue_for_orchestrator(items::start("busy-b", ""), None)
+                .await
+        })
+    };
+    common::wait::lock_wait(&admin, Some(&app), "enqueue_orchestrator").await;
+
+    let acking = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.ack_work_item(&token, Some(completed("busy-a", 1, "out")))
+                .await
+        })
+    };
+    // Waits out the ack's own retries (ack.rs: about 5 s).
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    assert!(
+        !acking.is_finished(),
+        "the ack gave up waiting for a connection: {:?}",
+        acking.await
+    );
+    tx.rollback().await.unwrap();
+    acking
+        .await
+        .unwrap()
+        .expect("the ack commits once the connection is free");
+    blocked.await.unwrap().expect("the enqueue commits too");
+    assert_eq!(
+        row_count(&admin, &p, "worker_queue").await,
+        0,
+        "the item is gone"
+    );
+}

@@ -11,7 +11,7 @@
 //! The retry class is also named here, per function, and nowhere else (see
 //! `retry.rs` for what each class means).
 
-use super::retry::Class::{self, Read, Runtime, Write};
+use super::retry::Class::{self, Lease, Read, Runtime, Write};
 use tokio_postgres::types::Type;
 
 /// Parameters that name the instance a call is about.
@@ -48,7 +48,7 @@ functions! {
         "p_lock_timeout_ms": INT8, "p_min": INT8_ARRAY, "p_max": INT8_ARRAY,
         "p_wait_for_claims": BOOL,
     ];
-    ACK_ORCHESTRATION_ITEM = "ack_orchestration_item", Runtime, [
+    ACK_ORCHESTRATION_ITEM = "ack_orchestration_item", Lease, [
         "p_lock_token": TEXT, "p_execution_id": INT8,
         "p_event_ids": INT8_ARRAY, "p_events": TEXT_ARRAY,
         "p_worker_items": TEXT_ARRAY, "p_worker_instances": TEXT_ARRAY,
@@ -65,10 +65,10 @@ functions! {
         "p_kv_updated_at_ms": INT8_ARRAY,
     ];
     ACK_OUTCOME = "ack_outcome", Runtime, ["p_lock_token": TEXT];
-    ABANDON_ORCHESTRATION_ITEM = "abandon_orchestration_item", Runtime, [
+    ABANDON_ORCHESTRATION_ITEM = "abandon_orchestration_item", Lease, [
         "p_lock_token": TEXT, "p_delay_ms": INT8, "p_ignore_attempt": BOOL,
     ];
-    RENEW_ORCHESTRATION_ITEM_LOCK = "renew_orchestration_item_lock", Runtime, [
+    RENEW_ORCHESTRATION_ITEM_LOCK = "renew_orchestration_item_lock", Lease, [
         "p_lock_token": TEXT, "p_extend_ms": INT8,
     ];
     RECLAIM_ORCHESTRATOR_QUEUE = "reclaim_orchestrator_queue", Runtime, [];
@@ -83,14 +83,14 @@ functions! {
         "p_lock_timeout_ms": INT8, "p_owner_id": TEXT, "p_session_lock_timeout_ms": INT8,
         "p_tag_mode": INT2, "p_tags": TEXT_ARRAY,
     ];
-    ACK_WORK_ITEM = "ack_work_item", Runtime, [
+    ACK_WORK_ITEM = "ack_work_item", Lease, [
         "p_lock_token": TEXT, "p_target_instance": TEXT, "p_kind": TEXT, "p_completion": TEXT,
     ];
     WORK_ACK_OUTCOME = "work_ack_outcome", Runtime, ["p_lock_token": TEXT];
-    RENEW_WORK_ITEM_LOCK = "renew_work_item_lock", Runtime, [
+    RENEW_WORK_ITEM_LOCK = "renew_work_item_lock", Lease, [
         "p_lock_token": TEXT, "p_extend_ms": INT8,
     ];
-    ABANDON_WORK_ITEM = "abandon_work_item", Runtime, [
+    ABANDON_WORK_ITEM = "abandon_work_item", Lease, [
         "p_lock_token": TEXT, "p_delay_ms": INT8, "p_ignore_attempt": BOOL,
     ];
     RENEW_SESSION_LOCK = "renew_session_lock", Runtime, [

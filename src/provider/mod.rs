@@ -38,6 +38,8 @@ use duroxide::providers::{
 };
 use duroxide::Event;
 use functions::SqlFn;
+use retry::Class;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -93,6 +95,18 @@ pub(crate) struct Db {
     /// Behind a transaction pooler: send every statement unnamed (see
     /// `run_statement`).
     pub(crate) unnamed_statements: bool,
+    /// The longest lease a fetch of this provider asked for, in
+    /// milliseconds: how long a [`Class::Lease`] call waits for a
+    /// connection (at least the pool's own wait).
+    pub(crate) longest_lease_ms: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// A fetch asked for a lease of `lease`.
+    pub(crate) fn leases_last(&self, lease: Duration) {
+        let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self.longest_lease_ms.fetch_max(ms, Ordering::Relaxed);
+    }
 }
 
 /// A call of one SQL function of this build's set, ready to run.
@@ -107,6 +121,9 @@ pub(crate) struct Call {
     installed: String,
     /// The position of its instance-id parameter, if it has one.
     instance_param: Option<usize>,
+    /// Its class is [`Class::Lease`]: it waits for a connection as long
+    /// as a lease lasts.
+    on_lease: bool,
 }
 
 impl std::fmt::Debug for PostgresProvider {
@@ -232,6 +249,7 @@ impl PostgresProvider {
             pool,
             target,
             unnamed_statements: options.transaction_pooler,
+            longest_lease_ms: Arc::new(AtomicU64::new(0)),
         };
         let quoted = schema.quoted();
         let health = options.health_sample_interval.map(|interval| {
@@ -439,6 +457,7 @@ impl Call {
             function: f.name,
             installed,
             instance_param: f.instance_param(),
+            on_lease: f.class == Class::Lease,
         }
     }
 }
@@ -506,7 +525,10 @@ pub(crate) async fn run_call(
             span.record("duroxide.instance_id", id.as_str());
         }
     }
-    let result = run_statement(db, &call.sql, &call.types, op, params)
+    let wait = call
+        .on_lease
+        .then(|| Duration::from_millis(db.longest_lease_ms.load(Ordering::Relaxed)));
+    let result = run_statement(db, &call.sql, &call.types, op, params, wait)
         .instrument(span.clone())
         .await;
     db.target.finish(&span, &result);
@@ -529,8 +551,9 @@ async fn run_statement(
     types: &[Type],
     op: &str,
     params: &[&(dyn ToSql + Sync)],
+    wait: Option<Duration>,
 ) -> Result<Vec<Row>, (ProviderError, Option<String>)> {
-    let client = connection(db, op).await.map_err(|e| (e, None))?;
+    let client = connection(db, op, wait).await.map_err(|e| (e, None))?;
     let result = statement_on(db, &client, sql, types, op, params).await;
     if matches!(&result, Err((_, Some(code))) if code == crate::error::READ_ONLY) {
         // The server answered "read-only": a standby, or a primary being
@@ -584,12 +607,24 @@ async fn statement_on(
 /// `is_closed()` when it hands a connection out (`RecyclingMethod::Fast`,
 /// no round trip); a connection whose server went away since then is
 /// discarded here and another taken, so no call is sent on a connection
-/// the client already knows is dead.
-async fn connection(db: &Db, op: &str) -> Result<deadpool_postgres::Object, ProviderError> {
+/// the client already knows is dead. `wait`: how long to wait for one, when
+/// longer than the pool's own wait (a [`Class::Lease`] call).
+async fn connection(
+    db: &Db,
+    op: &str,
+    wait: Option<Duration>,
+) -> Result<deadpool_postgres::Object, ProviderError> {
     let pool = &db.pool;
+    let mut timeouts = pool.timeouts();
+    if let Some(wait) = wait {
+        timeouts.wait = timeouts.wait.map(|w| w.max(wait));
+    }
     let started = Instant::now();
     for _ in 0..=pool.status().max_size {
-        let client = pool.get().await.map_err(|e| from_pool(op, &e))?;
+        let client = pool
+            .timeout_get(&timeouts)
+            .await
+            .map_err(|e| from_pool(op, &e))?;
         if !client.is_closed() {
             db.target.pool_acquired(pool, started.elapsed());
             return Ok(client);

@@ -76,6 +76,7 @@ impl PostgresProvider {
                 Some(r) => (Some(semver_triple(&r.min)), Some(semver_triple(&r.max))),
             },
         };
+        self.db.leases_last(lock_timeout);
         let lock_ms = millis(lock_timeout);
         // Only a fetch that cannot be woken later waits, in SQL, for claims
         // in progress on ready instances (orchestrator_queue.sql).

@@ -14,9 +14,16 @@
 //!   `sql/functions/common.sql`), so an attempt whose reply was lost after
 //!   commit is not applied again; deletes and prunes are idempotent in effect
 //!   (a second attempt finds nothing left to delete and reports zero counts).
-//! * [`Class::Runtime`]: fetch, ack, abandon, renew, session calls. The
-//!   runtime retries these itself and the ack resolves an unknown outcome in
-//!   `ack.rs`; a second budget here would only double the runtime's.
+//! * [`Class::Runtime`]: fetch and session calls. The runtime retries these
+//!   itself; a second budget here would only double the runtime's.
+//! * [`Class::Lease`]: the calls that settle or extend a lease the runtime
+//!   holds (acks, abandons, renewals). One attempt, as for `Runtime` (the
+//!   ack resolves an unknown outcome in `ack.rs`), but such a call waits for
+//!   a pooled connection as long as the longest lease this provider handed
+//!   out rather than `acquire_timeout`: nothing was sent while it waits, the
+//!   function refuses a lease that had expired when the call arrived, and
+//!   failing instead would turn a finished activity into a repeated one
+//!   (the runtime abandons an item whose ack failed).
 //!
 //! Read and Write calls are retried on a retryable error (a fresh pooled
 //! connection per attempt: the pool discards closed ones), with exponential
@@ -38,6 +45,9 @@ pub(crate) enum Class {
     Write,
     /// The runtime's own calls: one attempt here.
     Runtime,
+    /// A runtime call on a lease it holds: one attempt; waits for a pooled
+    /// connection as long as a lease lasts.
+    Lease,
 }
 
 /// First backoff delay; doubled per attempt up to [`MAX_DELAY`].
@@ -61,7 +71,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
 {
-    if class == Class::Runtime {
+    if matches!(class, Class::Runtime | Class::Lease) {
         return attempt().await;
     }
     let deadline = Instant::now() + budget.min(MAX_BUDGET);

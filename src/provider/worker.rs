@@ -73,6 +73,7 @@ impl PostgresProvider {
             TagFilter::DefaultAnd(set) => (2, set.iter().cloned().collect()),
             TagFilter::Any => (3, vec![]),
         };
+        self.db.leases_last(lock_timeout);
         let lock_ms = millis(lock_timeout);
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
