@@ -267,9 +267,12 @@ pub(crate) async fn run(
             ));
         }
         install_set(&tx, schema, functions).await?;
-        if Engine::detect(&tx).await?.is_citus() {
-            citus::adapt_function_set(&tx, schema.as_str(), &functions.installed_names()).await?;
-        }
+    }
+    // On Citus, also for a set installed before the store moved there
+    // (`pg_dump` of a single-server store, then `citus_schema_distribute`);
+    // a set already adapted is left as it is.
+    if policy == MigrationPolicy::Apply && Engine::detect(&tx).await?.is_citus() {
+        citus::adapt_function_set(&tx, schema.as_str(), &functions.installed_names()).await?;
     }
 
     tx.commit().await?;
