@@ -585,7 +585,11 @@ pub async fn shards(url: String) -> Outcome {
     for runtime in runtimes {
         runtime.shutdown(None).await;
     }
-    outcome?;
+    outcome.map_err(|e| {
+        format!(
+            "placement checked ({N} schemas, each on one node, on {placement:?}{moved}); then: {e}"
+        )
+    })?;
     let mut per_shard = vec![0; N];
     for id in &ids {
         let home = shards.index_of(id);
@@ -670,11 +674,20 @@ pub async fn schema_move(url: String) -> Outcome {
             Ok(OrchestrationStatus::Completed { .. })
         )
     };
-    // Running: the 20th has completed before the move.
+    // Running: the 20th has completed before the move (a failed start
+    // ends the wait: it is the outcome).
+    let failed_start = || errors.lock().unwrap().first().cloned();
     until("20 orchestrations completed before the move", || {
-        completed(client.clone(), 20)
+        let done = completed(client.clone(), 20);
+        let failed = failed_start().is_some();
+        async move { failed || done.await }
     })
     .await?;
+    if let Some(e) = failed_start() {
+        stop.store(true, Ordering::SeqCst);
+        runtime.shutdown(None).await;
+        return Err(format!("before the move: {e}"));
+    }
     let moving = Instant::now();
     let target = move_to_other_worker(&db, &schema).await;
     let move_took = moving.elapsed();
