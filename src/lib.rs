@@ -54,6 +54,7 @@
 
 #![warn(missing_docs)]
 
+mod citus;
 mod codec;
 mod credentials;
 mod error;
@@ -67,6 +68,7 @@ mod provider;
 mod retention;
 mod schema;
 mod shards;
+mod statements;
 mod telemetry;
 mod tls;
 mod wakeups;

@@ -23,7 +23,13 @@
 //!   this runs through a transaction pooler as well: a named statement
 //!   could outlive the transaction on a server connection another client
 //!   gets next.
+//! * Each file is sent one statement per query (`statements.rs`: a Citus
+//!   coordinator relays some DDL to its workers as the original query
+//!   string). On a Citus coordinator a migration Citus refuses as written
+//!   runs in its Citus form and records the released file's checksum
+//!   (`citus.rs`).
 
+use crate::citus::{self, Engine};
 use crate::error::Error;
 use crate::function_set::FunctionSet;
 use crate::schema::{hex, SchemaName};
@@ -127,15 +133,18 @@ pub(crate) async fn run(
     match policy {
         MigrationPolicy::Apply => {
             lock(&tx, schema).await?;
-            tx.batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {q};
-                 CREATE TABLE IF NOT EXISTS {q}._duroxide_migrations (
-                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,
-                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
-                 CREATE TABLE IF NOT EXISTS {q}._duroxide_function_sets (
-                     tag TEXT PRIMARY KEY, functions TEXT[] NOT NULL,
-                     installed_at TIMESTAMPTZ NOT NULL DEFAULT now());"
-            ))
+            execute_each(
+                &tx,
+                &format!(
+                    "CREATE SCHEMA IF NOT EXISTS {q};
+                     CREATE TABLE IF NOT EXISTS {q}._duroxide_migrations (
+                         version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+                     CREATE TABLE IF NOT EXISTS {q}._duroxide_function_sets (
+                         tag TEXT PRIMARY KEY, functions TEXT[] NOT NULL,
+                         installed_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+                ),
+            )
             .await?;
         }
         MigrationPolicy::VerifyOnly => {
@@ -208,8 +217,14 @@ pub(crate) async fn run(
                 ),
             ));
         }
+        let engine = Engine::detect(&tx).await?;
+        if let Engine::Citus { version } = &engine {
+            tracing::info!(target: "duroxide_postgres", schema = schema.as_str(), citus = version.as_str(),
+                "migrating on a Citus coordinator");
+        }
         for m in pending {
-            tx.batch_execute(&schema.render(m.sql)).await.map_err(|e| {
+            let sql = citus::migration_sql(&engine, m.version, m.sql);
+            execute_each(&tx, &schema.render(sql)).await.map_err(|e| {
                 schema_error(
                     schema,
                     format!(
@@ -252,6 +267,12 @@ pub(crate) async fn run(
             ));
         }
         install_set(&tx, schema, functions).await?;
+    }
+    // On Citus, also for a set installed before the store moved there
+    // (`pg_dump` of a single-server store, then `citus_schema_distribute`);
+    // a set already adapted is left as it is.
+    if policy == MigrationPolicy::Apply && Engine::detect(&tx).await?.is_citus() {
+        citus::adapt_function_set(&tx, schema.as_str(), &functions.installed_names()).await?;
     }
 
     tx.commit().await?;
@@ -309,7 +330,7 @@ async fn install_set(
             .await?;
     }
     for (name, sql) in set.rendered(schema) {
-        tx.batch_execute(&sql).await.map_err(|e| {
+        execute_each(tx, &sql).await.map_err(|e| {
             schema_error(
                 schema,
                 format!(
@@ -323,7 +344,8 @@ async fn install_set(
     tx.execute_typed(
         &format!(
             "INSERT INTO {q}._duroxide_function_sets (tag, functions) VALUES ($1, $2)
-             ON CONFLICT (tag) DO UPDATE SET functions = EXCLUDED.functions, installed_at = now()",
+             ON CONFLICT (tag) DO UPDATE SET functions = EXCLUDED.functions,
+                 installed_at = EXCLUDED.installed_at",
             q = schema.quoted()
         ),
         &[(&set.tag(), Type::TEXT), (&names, Type::TEXT_ARRAY)],
@@ -387,6 +409,18 @@ pub(crate) async fn retire_other_function_sets(
     Ok(dropped)
 }
 
+/// Runs the statements of `sql` in order, one query each (see the module
+/// comment).
+async fn execute_each(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for statement in crate::statements::split(sql) {
+        tx.batch_execute(statement).await?;
+    }
+    Ok(())
+}
+
 /// Takes the schema's migration lock until the transaction ends.
 async fn lock(tx: &tokio_postgres::Transaction<'_>, schema: &SchemaName) -> Result<(), Error> {
     tx.execute_typed(
@@ -433,9 +467,13 @@ mod tests {
     #[test]
     fn sql_files_only_reach_the_schema_through_the_placeholder() {
         let functions = crate::function_set::embedded_function_files();
+        let citus = crate::citus::Engine::Citus {
+            version: String::new(),
+        };
         for sql in MIGRATIONS
             .iter()
-            .map(|m| m.sql)
+            .map(|m| crate::citus::migration_sql(&citus, m.version, m.sql))
+            .chain(MIGRATIONS.iter().map(|m| m.sql))
             .chain(functions.iter().map(|f| f.1.as_str()))
         {
             assert!(

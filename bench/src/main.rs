@@ -20,6 +20,7 @@ mod common {
 }
 
 mod chaos;
+mod citus;
 mod counting;
 mod cpu;
 mod failover;
@@ -57,6 +58,7 @@ const SECTIONS: &[&str] = &[
     "pgbouncer",
     "remote",
     "failover",
+    "citus",
 ];
 /// Sections run without `--only` (the soak takes 20 minutes, scale loads
 /// 1,000,000 instances, pgbouncer needs PgBouncer installed: on request
@@ -84,13 +86,16 @@ OPTIONS:
     --soak-minutes N    minutes of each soak run (default 10; quick: 2 intervals of 15 s)
     --only LIST         comma-separated sections to run, of:
                         floor, turns, stress, latency, history, idle, chaos,
-                        processes, soak, scale, pgbouncer, remote
+                        processes, soak, scale, pgbouncer, remote,
+                        failover, citus
                         (default: all but soak, scale, pgbouncer, which
                         needs /usr/sbin/pgbouncer, and remote, which runs
                         sections 1-3 again through a delaying loopback proxy
                         at 0.5 and 2.5 ms one way, and failover, which
                         starts a primary and a synchronous standby of its
-                        own and kills the primary; processes runs 1, 2 and 4 OS
+                        own and kills the primary, and citus, which measures
+                        the store on the Citus coordinator DUROXIDE_CITUS_URL
+                        next to the single server; processes runs 1, 2 and 4 OS
                         processes of this binary on one store; chaos
                         restarts a private server of its own, never
                         DATABASE_URL's)
@@ -308,6 +313,7 @@ async fn run(args: Args, url: String, source: String) -> bool {
                 "pgbouncer" => pgbouncer::run(&c).await,
                 "remote" => remote::run(&c).await,
                 "failover" => failover::run(&c).await,
+                "citus" => citus::run(&c).await,
                 _ => Ok(()),
             };
             r.map_err(|e| e.to_string())

@@ -283,16 +283,16 @@ async fn ctx_through(ctx: &Ctx, url: String) -> Result<Ctx> {
 
 /// One column of the main table.
 #[derive(Default)]
-struct Column {
-    label: String,
-    orch_turn_p50: Option<Duration>,
-    work_turn_p50: Option<Duration>,
-    orch_turns_s_c8: Option<f64>,
-    stress_orch_s: Option<f64>,
+pub(crate) struct Column {
+    pub(crate) label: String,
+    pub(crate) orch_turn_p50: Option<Duration>,
+    pub(crate) work_turn_p50: Option<Duration>,
+    pub(crate) orch_turns_s_c8: Option<f64>,
+    pub(crate) stress_orch_s: Option<f64>,
     exact_p50: Option<Duration>,
     wait_for_p50: Option<Duration>,
     after_quiet_p50: Option<Duration>,
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 pub async fn run(ctx: &Ctx) -> Result<()> {
@@ -448,7 +448,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn measure_column(
+pub(crate) async fn measure_column(
     ctx: &Ctx,
     label: &str,
     n1: usize,

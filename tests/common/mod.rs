@@ -59,9 +59,20 @@ pub fn url_as(url: &str, role: &str) -> String {
 #[derive(Default)]
 pub struct Schemas {
     names: Mutex<Vec<String>>,
+    /// Where they live; the shared test server when `None`.
+    url: Option<String>,
 }
 
 impl Schemas {
+    /// A guard for schemas on the server at `url` (another server than the
+    /// shared one, e.g. a Citus coordinator).
+    pub fn at(url: &str) -> Self {
+        Self {
+            names: Mutex::default(),
+            url: Some(url.to_string()),
+        }
+    }
+
     pub fn track(&self, schema: &str) {
         self.names.lock().unwrap().push(schema.to_string());
     }
@@ -75,7 +86,7 @@ impl Drop for Schemas {
         }
         // No server, no schemas to drop (and no second panic while the
         // test's own panic unwinds).
-        let Ok(url) = server::try_database_url() else {
+        let Some(url) = self.url.clone().or_else(|| server::try_database_url().ok()) else {
             return;
         };
         let _ = std::thread::spawn(move || {
@@ -159,6 +170,18 @@ impl PgFactory {
         }
     }
 
+    /// Providers on another server than the shared one (`url`, a direct
+    /// connection), whose schemas are dropped there.
+    pub fn on(url: String, options: PostgresOptions, long_poll: bool) -> Self {
+        Self {
+            schemas: Schemas::at(&url),
+            url,
+            options,
+            current: Mutex::new(None),
+            long_poll,
+        }
+    }
+
     fn new(long_poll: bool) -> Self {
         Self {
             long_poll,
@@ -167,6 +190,14 @@ impl PgFactory {
             current: Mutex::new(None),
             schemas: Schemas::default(),
         }
+    }
+
+    /// A direct connection's URL to the providers' server, for inspection.
+    fn admin_url(&self) -> String {
+        self.schemas
+            .url
+            .clone()
+            .unwrap_or_else(server::database_url)
     }
 
     fn current_schema(&self) -> String {
@@ -209,7 +240,7 @@ impl ProviderFactory for PgFactory {
     /// Writes text that is not JSON over every history row of `instance`.
     async fn corrupt_instance_history(&self, instance: &str) {
         let schema = self.current_schema();
-        let n = admin_client()
+        let n = client_at(&self.admin_url())
             .await
             .execute(
                 &format!("UPDATE \"{schema}\".history SET event_data = 'not json {{' WHERE instance_id = $1"),
@@ -222,7 +253,7 @@ impl ProviderFactory for PgFactory {
 
     async fn get_max_attempt_count(&self, instance: &str) -> u32 {
         let schema = self.current_schema();
-        let row = admin_client()
+        let row = client_at(&self.admin_url())
             .await
             .query_one(
                 &format!(

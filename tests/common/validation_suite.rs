@@ -27,6 +27,10 @@
 // `provider_validations` re-exports flat (e.g. `atomicity`) are imported from
 // `duroxide::provider_validations`; the rest from their nested module.
 //
+// `CASES` lists the same tests as (name, body) for a binary that runs them
+// without the test harness (`citus.rs`, which must print one line and claim
+// nothing when it has no cluster).
+//
 // Every test builds its own fresh factory. Unless stated otherwise a test uses
 // `long_poll_factory()`, since long polling is the provider's default.
 
@@ -40,6 +44,10 @@
 ///
 /// Inside each generated module, `pv` is the path the module's functions are
 /// exported under.
+/// A validation test's body, callable without the test harness.
+#[allow(dead_code)]
+type ValidationCase = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 macro_rules! validation_tests {
     (@body $test:ident) => {{
         let f = long_poll_factory();
@@ -55,13 +63,22 @@ macro_rules! validation_tests {
     )+) => {
         $(
             mod $module {
-                use super::*;
-                use $($seg)::+ as pv;
+                /// The tests' bodies, callable without the test harness.
+                pub mod cases {
+                    use super::super::*;
+                    use $($seg)::+ as pv;
+
+                    $(
+                        pub async fn $test() {
+                            validation_tests!(@body $test $( $body )?);
+                        }
+                    )+
+                }
 
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                     async fn $test() {
-                        validation_tests!(@body $test $( $body )?);
+                        cases::$test().await;
                     }
                 )+
             }
@@ -70,6 +87,16 @@ macro_rules! validation_tests {
         /// Every generated test, as `module::test`.
         const ALL: &[&str] = &[
             $( $( concat!(stringify!($module), "::", stringify!($test)), )+ )+
+        ];
+
+        /// Every generated test as (`module::test`, its body): for a binary
+        /// without the test harness (`citus.rs`), in the order of `ALL`.
+        #[allow(dead_code)]
+        const CASES: &[(&str, ValidationCase)] = &[
+            $( $( (
+                concat!(stringify!($module), "::", stringify!($test)),
+                || Box::pin($module::cases::$test()),
+            ), )+ )+
         ];
     };
 }
