@@ -407,6 +407,41 @@ fn emit<T: serde::Serialize>(json: bool, value: &T, text: fn(&T)) -> Outcome {
     Ok(())
 }
 
+/// The queue-health table of `status` and `top`; `status` adds the dead
+/// tuples column.
+fn queue_table(s: &Status, dead_tuples: bool) -> Table {
+    let threshold = format!(">={} TRIES", s.health.attempts_threshold);
+    let mut headers = vec![
+        "QUEUE",
+        "READY",
+        "DELAYED",
+        "LEASED",
+        "EXPIRED LEASES",
+        "OLDEST READY",
+        threshold.as_str(),
+    ];
+    if dead_tuples {
+        headers.push("DEAD TUPLES");
+    }
+    let mut q = Table::new(&headers);
+    for h in &s.health.queues {
+        let mut row = vec![
+            h.queue.as_str().to_string(),
+            h.ready.to_string(),
+            h.delayed.to_string(),
+            h.leased.to_string(),
+            h.expired_leases.to_string(),
+            age(h.oldest_ready_age_ms),
+            h.at_attempts.to_string(),
+        ];
+        if dead_tuples {
+            row.push(h.dead_tuples.to_string());
+        }
+        q.row(row);
+    }
+    q
+}
+
 fn age(ms: Option<u64>) -> String {
     ms.map(human_ms).unwrap_or_else(|| "-".into())
 }
@@ -425,29 +460,7 @@ fn print_status(s: &Status) {
         counts.join(", ")
     );
 
-    let threshold = format!(">={} TRIES", s.health.attempts_threshold);
-    let mut q = Table::new(&[
-        "QUEUE",
-        "READY",
-        "DELAYED",
-        "LEASED",
-        "EXPIRED LEASES",
-        "OLDEST READY",
-        &threshold,
-        "DEAD TUPLES",
-    ]);
-    for h in &s.health.queues {
-        q.row(vec![
-            h.queue.as_str().to_string(),
-            h.ready.to_string(),
-            h.delayed.to_string(),
-            h.leased.to_string(),
-            h.expired_leases.to_string(),
-            age(h.oldest_ready_age_ms),
-            h.at_attempts.to_string(),
-            h.dead_tuples.to_string(),
-        ]);
-    }
+    let q = queue_table(s, true);
     print!("{}", q.render());
 
     println!();

@@ -3,8 +3,8 @@
 //! `--once` prints one frame (two samples an interval apart, so the rates
 //! are real) and exits; with `--json` each frame is one JSON line.
 
-use super::render::{time, Table};
-use super::{age, error, Outcome};
+use super::render::time;
+use super::{error, queue_table, Outcome};
 use duroxide_postgres::inspect::{Status, WriteCounters};
 use duroxide_postgres::PostgresProvider;
 use std::io::{IsTerminal, Write};
@@ -90,27 +90,7 @@ fn render(f: &Frame, interval: u64, live: bool) -> String {
         f.finished_last_minute,
         f.failed_last_minute
     ));
-    let threshold = format!(">={} TRIES", s.health.attempts_threshold);
-    let mut q = Table::new(&[
-        "QUEUE",
-        "READY",
-        "DELAYED",
-        "LEASED",
-        "EXPIRED LEASES",
-        "OLDEST READY",
-        &threshold,
-    ]);
-    for h in &s.health.queues {
-        q.row(vec![
-            h.queue.as_str().to_string(),
-            h.ready.to_string(),
-            h.delayed.to_string(),
-            h.leased.to_string(),
-            h.expired_leases.to_string(),
-            age(h.oldest_ready_age_ms),
-            h.at_attempts.to_string(),
-        ]);
-    }
+    let q = queue_table(s, false);
     out.push_str(&q.render());
     let poison: u64 = s.health.queues.iter().map(|q| q.at_attempts).sum();
     let leases: u64 = s.health.queues.iter().map(|q| q.leased).sum();
