@@ -681,15 +681,17 @@ async fn lock_tables(target: Target) -> FaultLog {
 }
 
 /// Statements of `app` waiting on `tx`'s locks, by backend and statement
-/// start. One seen waiting that is gone later while the lock is still held
-/// cannot have completed: it was cancelled, by its statement_timeout.
+/// start (a backend without a statement start is not one). One seen
+/// waiting that is gone later while the lock is still held cannot have
+/// completed: it was cancelled, by its statement_timeout.
 async fn waiting_on(
     tx: &tokio_postgres::Transaction<'_>,
     app: &str,
 ) -> std::collections::HashSet<(i32, String)> {
     tx.query(
         "SELECT pid, query_start::text FROM pg_stat_activity \
-         WHERE application_name = $1 AND pg_backend_pid() = ANY (pg_blocking_pids(pid))",
+         WHERE application_name = $1 AND pg_backend_pid() = ANY (pg_blocking_pids(pid)) \
+           AND query_start IS NOT NULL",
         &[&app],
     )
     .await
