@@ -87,17 +87,13 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     }
 
     // Turns and stress.
-    let (n1, n8, cap) = if ctx.quick {
-        (100, 300, Duration::from_secs(20))
-    } else {
-        (500, 1500, Duration::from_secs(60))
-    };
-    let stress_secs = ctx.stress_secs.unwrap_or(if ctx.quick { 3 } else { 10 });
-    let stress = crate::stress::Test::Parallel {
-        delay_ms: 0,
-        orch: 4,
-        work: 4,
-    };
+    let sizes = crate::remote::Sizes::of(ctx);
+    let crate::remote::Sizes {
+        n1,
+        n8,
+        stress_secs,
+        ..
+    } = sizes;
     println!(
         "  provider turns (section 1's, c=1: {n1}, c=8: {n8}) and runtime stress 4:4, 0 ms \
          activities ({stress_secs} s, section 2's)"
@@ -105,8 +101,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let mut turn_columns = Vec::new();
     for (c, label) in [(ctx, "single server"), (&citus, "Citus coordinator")] {
         eprintln!("  [citus] {label}");
-        turn_columns
-            .push(crate::remote::measure_column(c, label, n1, n8, cap, stress, stress_secs).await);
+        turn_columns.push(crate::remote::measure_column(c, label, &sizes).await);
         c.admin.drop_all_schemas().await;
     }
     let mut t = Table::new(

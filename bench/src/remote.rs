@@ -301,21 +301,17 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         println!("  skipped: the server is not on loopback (only a loopback server is proxied)");
         return Ok(());
     };
-    let (n1, n8, cap) = if ctx.quick {
-        (100, 300, Duration::from_secs(20))
-    } else {
-        (500, 1500, Duration::from_secs(60))
-    };
+    let sizes = Sizes::of(ctx);
+    let Sizes {
+        n1,
+        n8,
+        stress_secs,
+        ..
+    } = sizes;
     let (lat_n, lat_exact, quiet, quiet_n) = if ctx.quick {
         (30, 20, Duration::from_secs(5), 2)
     } else {
         (100, 50, Duration::from_secs(5), 4)
-    };
-    let stress_secs = ctx.stress_secs.unwrap_or(if ctx.quick { 3 } else { 10 });
-    let stress = crate::stress::Test::Parallel {
-        delay_ms: 0,
-        orch: 4,
-        work: 4,
     };
     println!(
         "  each column: provider turns (section 1's, c=1: {n1}, c=8: {n8}), runtime stress \
@@ -342,7 +338,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         let c = through.as_ref().unwrap_or(ctx);
         eprintln!("  [remote] {label}");
         let before = proxy.as_ref().map(Proxy::counted);
-        let mut col = measure_column(c, &label, n1, n8, cap, stress, stress_secs).await;
+        let mut col = measure_column(c, &label, &sizes).await;
         let (m, e) = latency(c, lat_n, lat_exact, quiet, quiet_n).await;
         if let Some(m) = m {
             col.exact_p50 = m.precise.p50();
@@ -448,15 +444,46 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn measure_column(
-    ctx: &Ctx,
-    label: &str,
-    n1: usize,
-    n8: usize,
-    cap: Duration,
-    stress: crate::stress::Test,
-    stress_secs: u64,
-) -> Column {
+/// How many turns and how long a stress run a column measures (sections 1
+/// and 2's shapes, smaller with `--quick`).
+#[derive(Clone, Copy)]
+pub(crate) struct Sizes {
+    pub(crate) n1: usize,
+    pub(crate) n8: usize,
+    pub(crate) cap: Duration,
+    pub(crate) stress: crate::stress::Test,
+    pub(crate) stress_secs: u64,
+}
+
+impl Sizes {
+    pub(crate) fn of(ctx: &Ctx) -> Sizes {
+        let (n1, n8, cap) = if ctx.quick {
+            (100, 300, Duration::from_secs(20))
+        } else {
+            (500, 1500, Duration::from_secs(60))
+        };
+        Sizes {
+            n1,
+            n8,
+            cap,
+            stress: crate::stress::Test::Parallel {
+                delay_ms: 0,
+                orch: 4,
+                work: 4,
+            },
+            stress_secs: ctx.stress_secs.unwrap_or(if ctx.quick { 3 } else { 10 }),
+        }
+    }
+}
+
+pub(crate) async fn measure_column(ctx: &Ctx, label: &str, sizes: &Sizes) -> Column {
+    let Sizes {
+        n1,
+        n8,
+        cap,
+        stress,
+        stress_secs,
+    } = *sizes;
     let mut col = Column {
         label: label.to_string(),
         ..Default::default()
