@@ -99,8 +99,8 @@ $$;
 -- whose lease is live and whose lease row no other transaction holds for
 -- update (no fetch, ack or abandon under way) is deferred: visible when the
 -- lease ends, its own visibility kept in deferred_visible_ms until the ack
--- or abandon that ends the lease restores it. The lease row stays share-locked until commit (see the
--- header). Segment: see segment_for. Returns what it made ready: how many
+-- or abandon that ends the lease restores it. The lease row stays
+-- share-locked until commit (see the header). Segment: see segment_for. Returns what it made ready: how many
 -- instances other than p_except have a message ready now (neither delayed
 -- nor deferred: only those are worth waking a fetch for), whether p_except
 -- itself has (a continue-as-new start to the acking instance), and when the
