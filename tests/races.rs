@@ -1451,3 +1451,56 @@ async fn an_ack_waits_for_a_busy_pool_while_its_lease_lasts() {
         "the item is gone"
     );
 }
+
+/// `work_ack_outcome` during a reclaim of its item's segment: the reclaim
+/// (done here by hand, as `reclaim_worker_queue` does it) moves the leased
+/// item to the long-lived segment and truncates the old one while the
+/// outcome call waits for that segment's lock. The call must still find the
+/// item held, not report it gone ("done"), which would make a lost ack
+/// report success for work that was never committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_work_ack_outcome_waiting_on_a_reclaim_still_sees_the_item() {
+    let (p, _schemas) = common::provider("outcome_reclaim", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+    p.enqueue_for_worker(activity("r", 1, None)).await.unwrap();
+    let (_, token, _) = fetch_work(&p, LONG, None).await.unwrap();
+    let seg: i16 = value(
+        &admin,
+        &p,
+        "SELECT seg FROM {s}.worker_queue WHERE lock_token = $1",
+        &[&token],
+    )
+    .await;
+    assert_ne!(seg, 3, "a new item is in a ring segment");
+
+    let mut reclaimer = common::admin_client().await;
+    let tx = reclaimer.transaction().await.unwrap();
+    tx.batch_execute(&sql(
+        &p,
+        &format!(
+            "LOCK TABLE {{s}}.worker_queue_s{seg} IN ACCESS EXCLUSIVE MODE;
+             WITH m AS (DELETE FROM {{s}}.worker_queue_s{seg} w RETURNING w.*)
+             INSERT INTO {{s}}.worker_queue (id, work_item, visible_at_ms, lock_token,
+                 locked_until_ms, attempt_count, instance_id, execution_id, activity_id,
+                 session_id, tag, created_at_ms, seg)
+             SELECT m.id, m.work_item, m.visible_at_ms, m.lock_token, m.locked_until_ms,
+                 m.attempt_count, m.instance_id, m.execution_id, m.activity_id, m.session_id,
+                 m.tag, m.created_at_ms, 3 FROM m;
+             TRUNCATE {{s}}.worker_queue_s{seg};"
+        ),
+    ))
+    .await
+    .unwrap();
+
+    let asking = {
+        let p = p.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let admin = common::admin_client().await;
+            ack_outcome(&admin, &p, "work_ack_outcome", &token).await
+        })
+    };
+    common::wait::lock_wait(&admin, None, "work_ack_outcome").await;
+    tx.commit().await.unwrap();
+    assert_eq!(asking.await.unwrap(), "held");
+}

@@ -224,9 +224,15 @@ $$;
 -- ack may be retried), 'lost' (still ours but expired: not completed) or
 -- 'done' (gone from the queue under this token: completed by that ack, or
 -- cancelled, or taken over after expiry; either way not ours to complete).
+-- VOLATILE, not STABLE: a STABLE function reads with its caller's snapshot,
+-- taken before the queue segments are locked, so a reclaim that moved the
+-- item and truncated its segment while this call waited for the segment's
+-- lock would hide it (gone from the truncated segment, not yet visible in
+-- the new one) and answer 'done' for an item still held. A VOLATILE one
+-- takes its snapshot after the lock.
 CREATE FUNCTION __SCHEMA__.work_ack_outcome(p_lock_token TEXT)
 RETURNS TEXT
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql VOLATILE AS $$
     SELECT COALESCE(
         (SELECT CASE WHEN w.locked_until_ms > __SCHEMA__.now_ms() THEN 'held' ELSE 'lost' END
          FROM __SCHEMA__.worker_queue w
