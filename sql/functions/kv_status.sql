@@ -3,7 +3,7 @@
 -- Guarantees
 -- * KV reads are the merged view: a kv_delta row (the running execution's
 --   writes) wins over kv_store; a delta tombstone (NULL) hides the key.
--- * Read-only; each is one statement on one snapshot.
+-- * Read-only; each reads one snapshot.
 
 -- Custom status, only if its version is newer than p_last_seen_version.
 CREATE FUNCTION __SCHEMA__.get_custom_status(p_instance_id TEXT, p_last_seen_version BIGINT)
@@ -36,10 +36,20 @@ $$;
 -- Sizes of the current execution and the merged KV state. No row for an
 -- unknown instance. first_event is the current execution's event 1 (its
 -- OrchestrationStarted), which Rust decodes to count carried-forward events.
+-- Two statements on one snapshot (a STABLE function's statements share its
+-- caller's): the KV sizes are read apart from the history's, since Citus
+-- cannot run kv_merged() inside a query it routes to a worker.
 CREATE FUNCTION __SCHEMA__.get_instance_stats(p_instance_id TEXT)
 RETURNS TABLE (history_event_count BIGINT, history_size_bytes BIGINT, first_event TEXT,
                kv_key_count BIGINT, kv_value_bytes BIGINT)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_keys BIGINT;
+    v_bytes BIGINT;
+BEGIN
+    SELECT count(*), COALESCE(sum(octet_length(m.value)), 0)::BIGINT INTO v_keys, v_bytes
+    FROM __SCHEMA__.kv_merged(p_instance_id) m;
+    RETURN QUERY
     SELECT
         (SELECT count(*) FROM __SCHEMA__.history h
          WHERE h.instance_id = i.instance_id AND h.execution_id = i.current_execution_id),
@@ -48,8 +58,9 @@ LANGUAGE sql STABLE AS $$
         (SELECT h.event_data FROM __SCHEMA__.history h
          WHERE h.instance_id = i.instance_id AND h.execution_id = i.current_execution_id
          ORDER BY h.event_id LIMIT 1),
-        (SELECT count(*) FROM __SCHEMA__.kv_merged(i.instance_id)),
-        (SELECT COALESCE(sum(octet_length(m.value)), 0) FROM __SCHEMA__.kv_merged(i.instance_id) m)::BIGINT
+        v_keys,
+        v_bytes
     FROM __SCHEMA__.instances i
-    WHERE i.instance_id = p_instance_id
+    WHERE i.instance_id = p_instance_id;
+END
 $$;

@@ -32,6 +32,10 @@
 --   claim may yet be released (a dropped fetch, src/provider/claim.rs).
 -- * A lease is computed from now_ms() after its row lock is held, so it is
 --   never returned already expired.
+-- * Volatile values (now_ms(), new tokens) are read into variables before
+--   an UPDATE or DELETE uses them, never called inside it: Citus cannot
+--   route a modification of a distributed table that calls a volatile
+--   function (decision 0013), and the variable is the same value here.
 -- * An ack holds the lease row lock from its token check to its commit, so
 --   its lease cannot be taken over before the turn commits. Its lease is
 --   checked as of the moment the ack arrived (request_ms(), see common.sql):
@@ -117,7 +121,18 @@ CREATE FUNCTION __SCHEMA__.queue_messages(
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
+DECLARE
+    v_leased TEXT[];
+    v_lease_ends BIGINT[];
 BEGIN
+    -- The live leases of the targets, share-locked (see the header), read
+    -- before the insert rather than joined into it: Citus routes neither an
+    -- INSERT … SELECT nor an outer join of a table function with a queue
+    -- table, and this way the insert reads no table at all.
+    SELECT array_agg(k.instance_id), array_agg(k.locked_until_ms) INTO v_leased, v_lease_ends
+    FROM (SELECT l.instance_id, l.locked_until_ms FROM __SCHEMA__.instance_locks l
+          WHERE l.instance_id = ANY (p_instances) AND l.locked_until_ms > p_inserted_ms
+          FOR SHARE SKIP LOCKED) k;
     WITH inserted AS (
     INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms,
         deferred_visible_ms, created_at_ms, seg)
@@ -128,10 +143,8 @@ BEGIN
          WITH ORDINALITY AS u(instance_id, kind, item, visible, ord)
     CROSS JOIN LATERAL (SELECT u.instance_id, u.kind, u.item, COALESCE(u.visible, p_inserted_ms) AS visible,
                                u.ord) m
-    LEFT JOIN LATERAL (
-        SELECT l.locked_until_ms FROM __SCHEMA__.instance_locks l
-        WHERE l.instance_id = m.instance_id AND l.locked_until_ms > p_inserted_ms
-        FOR SHARE SKIP LOCKED) lease ON TRUE
+    LEFT JOIN unnest(v_leased, v_lease_ends) AS lease(instance_id, locked_until_ms)
+        ON lease.instance_id = m.instance_id
     CROSS JOIN LATERAL (SELECT GREATEST(m.visible, lease.locked_until_ms) AS visible_at) v
     ORDER BY m.ord
     RETURNING instance_id, visible_at_ms, deferred_visible_ms)
@@ -403,11 +416,12 @@ BEGIN
             CONTINUE;
         END IF;
 
-        -- The lease starts now, after every wait of this call.
+        -- The lease starts now, after every wait of this call (the row is
+        -- locked already).
+        v_lease_end := __SCHEMA__.now_ms() + p_lock_timeout_ms;
         UPDATE __SCHEMA__.instance_locks l
-        SET lock_token = v_token, locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms
-        WHERE l.instance_id = v_instance
-        RETURNING l.locked_until_ms INTO v_lease_end;
+        SET lock_token = v_token, locked_until_ms = v_lease_end
+        WHERE l.instance_id = v_instance;
 
         -- Whether any other instance has a ready message (leased or not, so
         -- one index probe that stops at the first: a store full of leased
@@ -541,14 +555,16 @@ BEGIN
 
     -- The execution row, unless this turn writes nothing for an instance that
     -- does not exist (the runtime's empty ack of an orphan batch must leave
-    -- no trace).
-    INSERT INTO __SCHEMA__.executions (instance_id, execution_id, started_at_ms)
-    SELECT v_instance, p_execution_id, v_now
-    WHERE cardinality(p_event_ids) > 0
-       OR EXISTS (SELECT 1 FROM __SCHEMA__.instances i WHERE i.instance_id = v_instance)
-    ON CONFLICT (instance_id, execution_id) DO NOTHING
-    RETURNING status, completed_at_ms INTO v_status, v_completed;
-    v_written := FOUND;
+    -- no trace). Decided here, not in an INSERT … SELECT … WHERE: Citus
+    -- inserts nothing for that form when the condition reads a table.
+    v_written := FALSE;
+    IF cardinality(p_event_ids) > 0 OR v_found THEN
+        INSERT INTO __SCHEMA__.executions (instance_id, execution_id, started_at_ms)
+        VALUES (v_instance, p_execution_id, v_now)
+        ON CONFLICT (instance_id, execution_id) DO NOTHING
+        RETURNING status, completed_at_ms INTO v_status, v_completed;
+        v_written := FOUND;
+    END IF;
 
     -- Append-only: a duplicate event id fails the whole turn (23505).
     INSERT INTO __SCHEMA__.history (instance_id, execution_id, event_id, event_data)
@@ -799,15 +815,20 @@ END
 $$;
 
 -- Extend a live lease to now + extend. Never revives a lease that had
--- expired when the request arrived, never shortens a live one.
+-- expired when the request arrived, never shortens a live one. "Now" is
+-- read before the update (see the header on volatile values): a wait for
+-- the row can only be behind this lease's own ack or abandon (after which
+-- the token no longer matches) or a deletion.
 CREATE FUNCTION __SCHEMA__.renew_orchestration_item_lock(
     p_lock_token TEXT,
     p_extend_ms BIGINT
 ) RETURNS VOID
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_until BIGINT := __SCHEMA__.now_ms() + p_extend_ms;
 BEGIN
     UPDATE __SCHEMA__.instance_locks l
-    SET locked_until_ms = GREATEST(l.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
+    SET locked_until_ms = GREATEST(l.locked_until_ms, v_until)
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
       AND l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms();
     IF NOT FOUND THEN

@@ -42,7 +42,7 @@ BEGIN
         leased_until_ms = EXCLUDED.leased_until_ms,
         acquired_at_ms = CASE WHEN m.owner = EXCLUDED.owner THEN m.acquired_at_ms
                               ELSE EXCLUDED.acquired_at_ms END
-    WHERE m.owner = EXCLUDED.owner OR m.leased_until_ms <= __SCHEMA__.now_ms();
+    WHERE m.owner = EXCLUDED.owner OR m.leased_until_ms <= v_now;
     RETURN QUERY
     SELECT m.owner = p_owner, m.owner, m.leased_until_ms - __SCHEMA__.now_ms()
     FROM __SCHEMA__.maintenance_leases m WHERE m.task = p_task;

@@ -8,7 +8,9 @@
 --   looking when it loses a session claim; it returns nothing only when no
 --   item it may take is ready.
 -- * Leases come from now_ms() after the row lock is held: never returned
---   already expired, never revived, never shortened by a renewal.
+--   already expired, never revived, never shortened by a renewal. Volatile
+--   values (now_ms(), tokens) are read into variables before an UPDATE or
+--   DELETE uses them (see orchestrator_queue.sql's header: Citus).
 -- * An ack deletes the row only if its lease was live when the ack arrived
 --   (request_ms(), see common.sql) and was not taken over meanwhile; a lost
 --   or expired lease fails the ack (DX001/DX002) and commits nothing, which
@@ -90,6 +92,7 @@ DECLARE
     v_session TEXT;
     v_skip_sessions TEXT[] := '{}';
     v_took_over BOOLEAN;
+    v_token TEXT;
 BEGIN
     LOOP
         v_now := __SCHEMA__.now_ms();
@@ -145,27 +148,30 @@ BEGIN
             RETURN;
         END IF;
 
+        -- The item's row is locked: its lease and its session's start now.
+        v_now := __SCHEMA__.now_ms();
         IF v_session IS NOT NULL THEN
             -- Claim or refresh the session; loses if another owner holds it.
             INSERT INTO __SCHEMA__.sessions AS s (session_id, worker_id, locked_until_ms, last_activity_at_ms)
-            VALUES (v_session, p_owner_id, __SCHEMA__.now_ms() + p_session_lock_timeout_ms, __SCHEMA__.now_ms())
+            VALUES (v_session, p_owner_id, v_now + p_session_lock_timeout_ms, v_now)
             ON CONFLICT (session_id) DO UPDATE SET
                 worker_id = EXCLUDED.worker_id,
                 locked_until_ms = GREATEST(
                     CASE WHEN s.worker_id = EXCLUDED.worker_id THEN s.locked_until_ms ELSE 0 END,
                     EXCLUDED.locked_until_ms),
                 last_activity_at_ms = EXCLUDED.last_activity_at_ms
-            WHERE s.worker_id = EXCLUDED.worker_id OR s.locked_until_ms <= __SCHEMA__.now_ms();
+            WHERE s.worker_id = EXCLUDED.worker_id OR s.locked_until_ms <= v_now;
             IF NOT FOUND THEN
                 v_skip_sessions := v_skip_sessions || v_session;
                 CONTINUE;
             END IF;
         END IF;
 
+        v_token := __SCHEMA__.new_token(v_id::TEXT);
         RETURN QUERY
         UPDATE __SCHEMA__.worker_queue w SET
-            lock_token = __SCHEMA__.new_token(v_id::TEXT),
-            locked_until_ms = __SCHEMA__.now_ms() + p_lock_timeout_ms,
+            lock_token = v_token,
+            locked_until_ms = v_now + p_lock_timeout_ms,
             attempt_count = w.attempt_count + 1
         WHERE w.id = v_id
         RETURNING w.work_item, w.lock_token, w.attempt_count, w.instance_id, w.execution_id,
@@ -249,9 +255,10 @@ CREATE FUNCTION __SCHEMA__.renew_work_item_lock(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_session TEXT;
+    v_now BIGINT := __SCHEMA__.now_ms();
 BEGIN
     UPDATE __SCHEMA__.worker_queue w
-    SET locked_until_ms = GREATEST(w.locked_until_ms, __SCHEMA__.now_ms() + p_extend_ms)
+    SET locked_until_ms = GREATEST(w.locked_until_ms, v_now + p_extend_ms)
     WHERE w.id = __SCHEMA__.token_item_id(p_lock_token)
       AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
@@ -261,8 +268,8 @@ BEGIN
                     WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token));
     END IF;
     IF v_session IS NOT NULL THEN
-        UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = __SCHEMA__.now_ms()
-        WHERE s.session_id = v_session AND s.locked_until_ms > __SCHEMA__.now_ms();
+        UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = v_now
+        WHERE s.session_id = v_session AND s.locked_until_ms > v_now;
     END IF;
 END
 $$;
