@@ -148,9 +148,8 @@ BEGIN
             RETURN;
         END IF;
 
-        -- The item's row is locked: its lease and its session's start now.
-        v_now := __SCHEMA__.now_ms();
         IF v_session IS NOT NULL THEN
+            v_now := __SCHEMA__.now_ms();
             -- Claim or refresh the session; loses if another owner holds it.
             INSERT INTO __SCHEMA__.sessions AS s (session_id, worker_id, locked_until_ms, last_activity_at_ms)
             VALUES (v_session, p_owner_id, v_now + p_session_lock_timeout_ms, v_now)
@@ -167,6 +166,8 @@ BEGIN
             END IF;
         END IF;
 
+        -- Read again: the session claim may have waited for its row.
+        v_now := __SCHEMA__.now_ms();
         v_token := __SCHEMA__.new_token(v_id::TEXT);
         RETURN QUERY
         UPDATE __SCHEMA__.worker_queue w SET
