@@ -121,19 +121,17 @@ CREATE FUNCTION __SCHEMA__.queue_messages(
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE
-    v_leased TEXT[];
-    v_lease_ends BIGINT[];
 BEGIN
-    -- The live leases of the targets, share-locked (see the header), read
-    -- before the insert rather than joined into it: Citus routes neither an
-    -- INSERT … SELECT nor an outer join of a table function with a queue
-    -- table, and this way the insert reads no table at all.
-    SELECT array_agg(k.instance_id), array_agg(k.locked_until_ms) INTO v_leased, v_lease_ends
-    FROM (SELECT l.instance_id, l.locked_until_ms FROM __SCHEMA__.instance_locks l
-          WHERE l.instance_id = ANY (p_instances) AND l.locked_until_ms > p_inserted_ms
-          FOR SHARE SKIP LOCKED) k;
-    WITH inserted AS (
+    -- The targets' live leases, share-locked (see the header), are read in
+    -- their own CTE rather than joined LATERAL into the insert's SELECT:
+    -- one statement here, and on Citus a routed read whose result the
+    -- insert joins (Citus cannot outer-join a table function with a
+    -- distributed table).
+    WITH lease AS (
+        SELECT l.instance_id, l.locked_until_ms FROM __SCHEMA__.instance_locks l
+        WHERE l.instance_id = ANY (p_instances) AND l.locked_until_ms > p_inserted_ms
+        FOR SHARE SKIP LOCKED),
+    inserted AS (
     INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms,
         deferred_visible_ms, created_at_ms, seg)
     SELECT m.instance_id, m.kind, m.item, v.visible_at,
@@ -143,8 +141,7 @@ BEGIN
          WITH ORDINALITY AS u(instance_id, kind, item, visible, ord)
     CROSS JOIN LATERAL (SELECT u.instance_id, u.kind, u.item, COALESCE(u.visible, p_inserted_ms) AS visible,
                                u.ord) m
-    LEFT JOIN unnest(v_leased, v_lease_ends) AS lease(instance_id, locked_until_ms)
-        ON lease.instance_id = m.instance_id
+    LEFT JOIN lease ON lease.instance_id = m.instance_id
     CROSS JOIN LATERAL (SELECT GREATEST(m.visible, lease.locked_until_ms) AS visible_at) v
     ORDER BY m.ord
     RETURNING instance_id, visible_at_ms, deferred_visible_ms)
