@@ -1474,23 +1474,7 @@ async fn a_work_ack_outcome_waiting_on_a_reclaim_still_sees_the_item() {
     assert_ne!(seg, 3, "a new item is in a ring segment");
 
     let mut reclaimer = common::admin_client().await;
-    let tx = reclaimer.transaction().await.unwrap();
-    tx.batch_execute(&sql(
-        &p,
-        &format!(
-            "LOCK TABLE {{s}}.worker_queue_s{seg} IN ACCESS EXCLUSIVE MODE;
-             WITH m AS (DELETE FROM {{s}}.worker_queue_s{seg} w RETURNING w.*)
-             INSERT INTO {{s}}.worker_queue (id, work_item, visible_at_ms, lock_token,
-                 locked_until_ms, attempt_count, instance_id, execution_id, activity_id,
-                 session_id, tag, created_at_ms, seg)
-             SELECT m.id, m.work_item, m.visible_at_ms, m.lock_token, m.locked_until_ms,
-                 m.attempt_count, m.instance_id, m.execution_id, m.activity_id, m.session_id,
-                 m.tag, m.created_at_ms, 3 FROM m;
-             TRUNCATE {{s}}.worker_queue_s{seg};"
-        ),
-    ))
-    .await
-    .unwrap();
+    let tx = reclaim_worker_segment_by_hand(&mut reclaimer, &p, seg).await;
 
     let asking = {
         let p = p.clone();
@@ -1503,4 +1487,83 @@ async fn a_work_ack_outcome_waiting_on_a_reclaim_still_sees_the_item() {
     common::wait::lock_wait(&admin, None, "work_ack_outcome").await;
     tx.commit().await.unwrap();
     assert_eq!(asking.await.unwrap(), "held");
+}
+
+/// Does what `reclaim_worker_queue` does to segment `seg` (lock, move its
+/// rows to segment 3, truncate) in a transaction left open, so that a test
+/// can make a call wait for that lock and then commit the reclaim under it.
+async fn reclaim_worker_segment_by_hand<'a>(
+    client: &'a mut tokio_postgres::Client,
+    p: &PostgresProvider,
+    seg: i16,
+) -> tokio_postgres::Transaction<'a> {
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(&sql(
+        p,
+        &format!("LOCK TABLE {{s}}.worker_queue_s{seg} IN ACCESS EXCLUSIVE MODE"),
+    ))
+    .await
+    .unwrap();
+    let moved = tx
+        .execute(
+            &sql(
+                p,
+                &format!(
+                    "WITH m AS (DELETE FROM {{s}}.worker_queue_s{seg} w RETURNING w.*)
+                     INSERT INTO {{s}}.worker_queue (id, work_item, visible_at_ms, lock_token,
+                         locked_until_ms, attempt_count, instance_id, execution_id, activity_id,
+                         session_id, tag, created_at_ms, seg)
+                     SELECT m.id, m.work_item, m.visible_at_ms, m.lock_token, m.locked_until_ms,
+                         m.attempt_count, m.instance_id, m.execution_id, m.activity_id,
+                         m.session_id, m.tag, m.created_at_ms, 3 FROM m"
+                ),
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        moved > 0,
+        "segment {seg} held the item when the reclaim began"
+    );
+    tx.batch_execute(&sql(p, &format!("TRUNCATE {{s}}.worker_queue_s{seg}")))
+        .await
+        .unwrap();
+    tx
+}
+
+// A queue report that waits for a reclaim counts the rows the reclaim
+// moved: the report's SQL function is inlined into the calling statement,
+// whose snapshot is taken after the segments are locked (inspect.sql's
+// header). The same report written as a function that is not inlined,
+// and STABLE, would miss the moved item (as work_ack_outcome did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_depths_waiting_on_a_reclaim_still_count_the_moved_items() {
+    use duroxide::providers::ProviderAdmin;
+    let (p, _schemas) = common::provider("depths_reclaim", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+    p.enqueue_for_worker(activity("d", 1, None)).await.unwrap();
+    assert_eq!(p.get_queue_depths().await.unwrap().worker_queue, 1);
+    let seg: i16 = value(
+        &admin,
+        &p,
+        "SELECT seg FROM {s}.worker_queue WHERE instance_id = 'd'",
+        &[],
+    )
+    .await;
+    assert_ne!(seg, 3, "a new item is in a ring segment");
+
+    let mut reclaimer = common::admin_client().await;
+    let tx = reclaim_worker_segment_by_hand(&mut reclaimer, &p, seg).await;
+    let asking = {
+        let p = p.clone();
+        tokio::spawn(async move { p.get_queue_depths().await })
+    };
+    common::wait::lock_wait(&admin, None, "get_queue_depths").await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        asking.await.unwrap().unwrap().worker_queue,
+        1,
+        "the item moved by the reclaim the call waited for is counted"
+    );
 }

@@ -8,6 +8,13 @@
 --   pg_monitor, to see other roles' sessions in the vacuum columns).
 -- * Every answer is one statement, on one snapshot, timed by the database
 --   clock (now_ms()) like the leases it describes.
+-- * The reports that read the queues are STABLE set-returning SQL
+--   functions, which PostgreSQL inlines into the calling statement: the
+--   queue segments are locked when that statement is planned, before its
+--   snapshot is taken, so a reclaim it waited for is seen whole
+--   (tests/races.rs, queue_depths_waiting_on_a_reclaim_...). A function
+--   that is not inlined reads with its caller's older snapshot and must be
+--   VOLATILE instead (work_ack_outcome, worker_queue.sql).
 -- * Bounded: listings take a limit; the queue summaries scan the queue tables
 --   once (their cost grows with the queue depth, not with history).
 -- * Queue tables may be plain or partitioned: reads go through the parent,
