@@ -1464,14 +1464,7 @@ async fn a_work_ack_outcome_waiting_on_a_reclaim_still_sees_the_item() {
     let admin = common::admin_client().await;
     p.enqueue_for_worker(activity("r", 1, None)).await.unwrap();
     let (_, token, _) = fetch_work(&p, LONG, None).await.unwrap();
-    let seg: i16 = value(
-        &admin,
-        &p,
-        "SELECT seg FROM {s}.worker_queue WHERE lock_token = $1",
-        &[&token],
-    )
-    .await;
-    assert_ne!(seg, 3, "a new item is in a ring segment");
+    let seg = ring_segment_of(&admin, &p, "r").await;
 
     let mut reclaimer = common::admin_client().await;
     let tx = reclaim_worker_segment_by_hand(&mut reclaimer, &p, seg).await;
@@ -1487,6 +1480,23 @@ async fn a_work_ack_outcome_waiting_on_a_reclaim_still_sees_the_item() {
     common::wait::lock_wait(&admin, None, "work_ack_outcome").await;
     tx.commit().await.unwrap();
     assert_eq!(asking.await.unwrap(), "held");
+}
+
+/// The ring segment (0–2) that holds the worker item of `instance`.
+async fn ring_segment_of(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    instance: &str,
+) -> i16 {
+    let seg: i16 = value(
+        admin,
+        p,
+        "SELECT seg FROM {s}.worker_queue WHERE instance_id = $1",
+        &[&instance],
+    )
+    .await;
+    assert_ne!(seg, 3, "a new item is in a ring segment");
+    seg
 }
 
 /// Does what `reclaim_worker_queue` does to segment `seg` (lock, move its
@@ -1544,14 +1554,7 @@ async fn queue_depths_waiting_on_a_reclaim_still_count_the_moved_items() {
     let admin = common::admin_client().await;
     p.enqueue_for_worker(activity("d", 1, None)).await.unwrap();
     assert_eq!(p.get_queue_depths().await.unwrap().worker_queue, 1);
-    let seg: i16 = value(
-        &admin,
-        &p,
-        "SELECT seg FROM {s}.worker_queue WHERE instance_id = 'd'",
-        &[],
-    )
-    .await;
-    assert_ne!(seg, 3, "a new item is in a ring segment");
+    let seg = ring_segment_of(&admin, &p, "d").await;
 
     let mut reclaimer = common::admin_client().await;
     let tx = reclaim_worker_segment_by_hand(&mut reclaimer, &p, seg).await;
