@@ -163,6 +163,9 @@ pub(crate) async fn run(
         }
     }
 
+    // Asked once: migrations and the function set are adapted to Citus.
+    let engine = Engine::detect(&tx).await?;
+
     // 1. Check the migration ledger against the embedded files.
     let rows = tx
         .query_typed(
@@ -217,7 +220,6 @@ pub(crate) async fn run(
                 ),
             ));
         }
-        let engine = Engine::detect(&tx).await?;
         if let Engine::Citus { version } = &engine {
             tracing::info!(target: "duroxide_postgres", schema = schema.as_str(), citus = version.as_str(),
                 "migrating on a Citus coordinator");
@@ -271,7 +273,7 @@ pub(crate) async fn run(
     // On Citus, also for a set installed before the store moved there
     // (`pg_dump` of a single-server store, then `citus_schema_distribute`);
     // a set already adapted is left as it is.
-    if policy == MigrationPolicy::Apply && Engine::detect(&tx).await?.is_citus() {
+    if policy == MigrationPolicy::Apply && engine.is_citus() {
         citus::adapt_function_set(&tx, schema.as_str(), &functions.installed_names()).await?;
     }
 
