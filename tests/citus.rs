@@ -190,6 +190,3 @@ async fn run(filter: &str) -> usize {
     );
     failed
 }
-
-/// A pause between looks at a condition (never an assertion by itself).
-const POLL: Duration = Duration::from_millis(50);

@@ -3,7 +3,6 @@
 
 use super::workload;
 use crate::common::{self, client_at, unique_schema, Schemas};
-use crate::POLL;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationStatus};
 use duroxide_postgres::{PostgresOptions, PostgresProvider, Shards};
@@ -25,20 +24,19 @@ fn fail(what: &str) -> impl Fn(tokio_postgres::Error) -> String + '_ {
     }
 }
 
-/// Waits until `holds` is true, or fails after [`LIMIT`] saying `what`.
-async fn until<F, Fut>(what: &str, mut holds: F) -> Result<(), String>
+/// Waits until `holds` is true, or fails after [`LIMIT`] saying `what`
+/// (`common::wait::within`, as an error instead of a panic: this binary has
+/// no test harness to catch one).
+async fn until<F, Fut>(what: &str, holds: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + LIMIT;
-    while !holds().await {
-        if Instant::now() >= deadline {
-            return Err(format!("never happened within {LIMIT:?}: {what}"));
-        }
-        tokio::time::sleep(POLL).await;
+    if common::wait::within(LIMIT, holds).await {
+        Ok(())
+    } else {
+        Err(format!("never happened within {LIMIT:?}: {what}"))
     }
-    Ok(())
 }
 
 async fn connect(
@@ -241,19 +239,18 @@ fn runtime_options() -> RuntimeOptions {
     }
 }
 
-/// Starts `ids` as "Twice" with inputs 1.. and waits until each completed
-/// with four times its input.
-async fn run_twice(client: &Client, ids: &[String]) -> Result<(), String> {
-    for (n, id) in ids.iter().enumerate() {
+/// Starts `ids` as "Twice" with inputs `first`, `first + 1`, … and waits
+/// until each completed with four times its input.
+async fn run_twice(client: &Client, ids: &[String], first: usize) -> Result<(), String> {
+    for (n, id) in (first..).zip(ids) {
         client
-            .start_orchestration(id, "Twice", (n + 1).to_string())
+            .start_orchestration(id, "Twice", n.to_string())
             .await
             .map_err(|e| format!("start {id}: {e}"))?;
     }
-    for (n, id) in ids.iter().enumerate() {
+    for (n, id) in (first..).zip(ids) {
         match client.wait_for_orchestration(id, LIMIT).await {
-            Ok(OrchestrationStatus::Completed { output, .. })
-                if output == ((n + 1) * 4).to_string() => {}
+            Ok(OrchestrationStatus::Completed { output, .. }) if output == (n * 4).to_string() => {}
             other => return Err(format!("{id}: {other:?}")),
         }
     }
@@ -272,7 +269,7 @@ pub async fn e2e(url: String) -> Outcome {
         Runtime::start_with_options(store.clone(), activities, orchestrations, runtime_options())
             .await;
     let ids: Vec<String> = (0..10).map(|i| format!("e2e-{i}")).collect();
-    let outcome = run_twice(&Client::new(store.clone()), &ids).await;
+    let outcome = run_twice(&Client::new(store.clone()), &ids, 1).await;
     runtime.shutdown(None).await;
     outcome?;
     let db = client_at(&url).await;
@@ -577,7 +574,7 @@ pub async fn shards(url: String) -> Outcome {
     let ids: Vec<String> = (0..16).map(|i| format!("tree-{i}")).collect();
     let mut outcome = Ok(());
     for (n, id) in ids.iter().enumerate() {
-        if let Err(e) = run_twice_one(&shards.client_for(id), id, n + 1).await {
+        if let Err(e) = run_twice(&shards.client_for(id), std::slice::from_ref(id), n + 1).await {
             outcome = Err(e);
             break;
         }
@@ -610,19 +607,6 @@ pub async fn shards(url: String) -> Outcome {
     Ok(format!(
         "{N} schemas on {placement:?}{moved}; 16 orchestrations completed in the shard of their root ({per_shard:?})"
     ))
-}
-
-async fn run_twice_one(client: &Client, id: &str, n: usize) -> Result<(), String> {
-    client
-        .start_orchestration(id, "Twice", n.to_string())
-        .await
-        .map_err(|e| format!("start {id}: {e}"))?;
-    match client.wait_for_orchestration(id, LIMIT).await {
-        Ok(OrchestrationStatus::Completed { output, .. }) if output == (n * 4).to_string() => {
-            Ok(())
-        }
-        other => Err(format!("{id}: {other:?}")),
-    }
 }
 
 /// `citus_schema_move` of a store's schema to the other worker while its
