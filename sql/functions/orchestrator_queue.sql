@@ -104,13 +104,13 @@ $$;
 -- update (no fetch, ack or abandon under way) is deferred: visible when the
 -- lease ends, its own visibility kept in deferred_visible_ms until the ack
 -- or abandon that ends the lease restores it. The lease row stays
--- share-locked until commit (see the header). Segment: see segment_for. Returns what it made ready: how many
--- instances other than p_except have a message ready now (neither delayed
--- nor deferred: only those are worth waking a fetch for), whether p_except
--- itself has (a continue-as-new start to the acking instance), and when the
--- earliest delayed one becomes visible (deferred ones are not: whoever ends
--- the lease reports them, and a lease that runs out is a due time of the
--- fetch that took it).
+-- share-locked until commit (see the header). Segment: see segment_for.
+-- Returns what it made ready: how many instances other than p_except have
+-- a message ready now (neither delayed nor deferred: only those are worth
+-- waking a fetch for), whether p_except itself has (a continue-as-new start
+-- to the acking instance), and when the earliest delayed one becomes
+-- visible (deferred ones are not: whoever ends the lease reports them, and
+-- a lease that runs out is a due time of the fetch that took it).
 CREATE FUNCTION __SCHEMA__.queue_messages(
     p_instances TEXT[], p_kinds TEXT[], p_items TEXT[], p_visible_ms BIGINT[], p_inserted_ms BIGINT,
     p_except TEXT, OUT ready INTEGER, OUT except_ready BOOLEAN, OUT due_at_ms BIGINT
