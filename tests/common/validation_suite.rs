@@ -234,7 +234,10 @@ validation_tests! {
         test_ack_only_affects_locked_messages,
         test_multi_threaded_lock_contention,
         test_multi_threaded_no_duplicate_processing,
-        test_multi_threaded_lock_expiration_recovery,
+        // Fetches 100 ms after a 1 s lease was taken, counted from a barrier
+        // before that lease's fetch: a fetch slower than 100 ms under load
+        // leaves the lease live (seen once in CI with 16 tests at once).
+        #[alone] test_multi_threaded_lock_expiration_recovery,
     }
     // kv_store: 35 functions
     kv_store from duroxide::provider_validations::kv_store {
