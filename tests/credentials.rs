@@ -96,9 +96,19 @@ impl Vault {
 /// Backend pids of `ROLE`.
 /// Waits until every backend of the role has exited (`pg_terminate_backend`
 /// only signals them), so that the store's next call needs a new login.
+/// Each look also ends the role's backends still there: a login whose
+/// password exchange began before the rotation can finish after the first
+/// `pg_terminate_backend` listed the role's backends, and would stay.
 async fn role_backends_gone(admin: &tokio_postgres::Client) {
     common::wait::until("the role's terminated backends exited", || async {
-        role_backends(admin).await.is_empty()
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&ROLE],
+            )
+            .await
+            .unwrap()
+            .is_empty()
     })
     .await;
 }
