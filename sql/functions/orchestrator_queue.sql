@@ -7,7 +7,7 @@
 --   Rows of several instances are locked in instance_id order.
 -- * Every writer of an instance serializes with its deletion on the lease
 --   row: enqueues (and the acks' enqueues to other instances) hold it
---   FOR KEY SHARE (hold_instances), which never waits on a fetch, ack or
+--   FOR KEY SHARE (queue_messages), which never waits on a fetch, ack or
 --   renewal (FOR NO KEY UPDATE), so enqueues cannot take part in a cycle;
 --   deletion locks it FOR UPDATE, which waits for them and makes them wait.
 --   A message is therefore either deleted with its instance or enqueued
@@ -62,49 +62,22 @@
 --   cannot run between its check and its commit: a deferred message is
 --   always restored, or becomes visible when the lease runs out.
 
--- The lease rows of p_ids, created if absent, held FOR KEY SHARE until
--- commit (see the header). Loops while a row is missing (never created, or
--- removed by a concurrent deletion before our lock): the insert creates it.
-CREATE FUNCTION __SCHEMA__.hold_instances(p_ids TEXT[]) RETURNS VOID
-LANGUAGE plpgsql
--- The lock query's custom plan was made on every call (an array parameter).
-SET plan_cache_mode = force_generic_plan
-AS $$
-DECLARE
-    v_want BIGINT;
-    v_got BIGINT;
-BEGIN
-    -- One id (an enqueue, a worker ack's completion) needs no count.
-    IF cardinality(p_ids) = 1 THEN
-        v_want := 1;
-    ELSE
-        SELECT count(DISTINCT t.id) INTO v_want FROM unnest(p_ids) AS t(id);
-    END IF;
-    -- Lock first: the targets of acks and completions exist, so the usual
-    -- hold is one statement; rows still missing are created, then locked.
-    LOOP
-        SELECT count(*) INTO v_got FROM (
-            SELECT 1 FROM __SCHEMA__.instance_locks l
-            WHERE l.instance_id = ANY (p_ids)
-            ORDER BY l.instance_id
-            FOR KEY SHARE) k;
-        EXIT WHEN v_got >= v_want;
-        INSERT INTO __SCHEMA__.instance_locks (instance_id)
-        SELECT DISTINCT t.id FROM unnest(p_ids) AS t(id) ORDER BY t.id
-        ON CONFLICT (instance_id) DO NOTHING;
-    END LOOP;
-END
-$$;
-
 -- Inserts messages into the queue (every writer of orchestrator messages
--- calls this: enqueue, the ack's messages to other instances, the worker
--- ack's completion), in array order, created at p_inserted_ms. p_visible_ms:
--- when each becomes visible (NULL: at once). A message for an instance
--- whose lease is live and whose lease row no other transaction holds for
--- update (no fetch, ack or abandon under way) is deferred: visible when the
--- lease ends, its own visibility kept in deferred_visible_ms until the ack
--- or abandon that ends the lease restores it. The lease row stays
--- share-locked until commit (see the header). Segment: see segment_for.
+-- calls this: enqueue, the ack's messages, the worker ack's completion), in
+-- array order, created at p_inserted_ms. p_visible_ms: when each becomes
+-- visible (NULL: at once).
+-- Holds first: the targets' lease rows, created if absent, FOR KEY SHARE
+-- until commit, in instance_id order (see the header); the caller's own
+-- lease row may be among them, locked already (a KEY SHARE lock of one's
+-- own row never waits).
+-- A message for an instance whose lease is live and whose lease row no
+-- other transaction holds for update (no fetch, ack or abandon under way)
+-- is deferred: visible when the lease ends, its own visibility kept in
+-- deferred_visible_ms until the ack or abandon that ends the lease
+-- restores it. Only when the hold saw a live lease is it looked at again,
+-- FOR SHARE SKIP LOCKED (kept until commit, so that the release cannot
+-- run between this check and the commit).
+-- Segment: see segment_for.
 -- Returns what it made ready: how many instances other than p_except have
 -- a message ready now (neither delayed nor deferred: only those are worth
 -- waking a fetch for), whether p_except itself has (a continue-as-new start
@@ -116,42 +89,86 @@ CREATE FUNCTION __SCHEMA__.queue_messages(
     p_except TEXT, OUT ready INTEGER, OUT except_ready BOOLEAN, OUT due_at_ms BIGINT
 )
 -- PL/pgSQL, not SQL: a SQL function's statement is planned again on every
--- call (0.1 ms, a fifth of a worker ack's server time); this one's plan is
--- cached per connection.
+-- call (0.1 ms, a fifth of a worker ack's server time); this one's plans
+-- are cached per connection.
 LANGUAGE plpgsql
+-- The array parameters made a custom plan on every call.
 SET plan_cache_mode = force_generic_plan
 AS $$
+DECLARE
+    v_want BIGINT;
+    v_got BIGINT;
+    v_live BOOLEAN;
+    v_lease_ids TEXT[];
+    v_lease_ends BIGINT[];
+    v_own BIGINT;
+    v_end BIGINT;
+    -- Per message, parallel to p_instances: its own visibility when it is
+    -- deferred behind a lease (NULL: not deferred), and when it becomes
+    -- visible.
+    v_behind BIGINT[] := '{}';
+    v_at BIGINT[] := '{}';
+    -- The instances counted as ready.
+    v_ready TEXT[] := '{}';
 BEGIN
-    -- The targets' live leases, share-locked (see the header), are read in
-    -- their own CTE rather than joined LATERAL into the insert's SELECT:
-    -- one statement here, and on Citus a routed read whose result the
-    -- insert joins (Citus cannot outer-join a table function with a
-    -- distributed table).
-    WITH lease AS (
-        SELECT l.instance_id, l.locked_until_ms FROM __SCHEMA__.instance_locks l
-        WHERE l.instance_id = ANY (p_instances) AND l.locked_until_ms > p_inserted_ms
-        FOR SHARE SKIP LOCKED),
-    inserted AS (
+    -- One target (an enqueue, a worker ack's completion) needs no count.
+    IF cardinality(p_instances) = 1 THEN
+        v_want := 1;
+    ELSE
+        SELECT count(DISTINCT t.id) INTO v_want FROM unnest(p_instances) AS t(id);
+    END IF;
+    -- Lock first: targets usually exist, so the usual hold is one
+    -- statement; rows still missing (never created, or removed by a
+    -- deletion before our lock) are created, then locked.
+    LOOP
+        SELECT count(*), COALESCE(bool_or(k.locked_until_ms > p_inserted_ms), FALSE) INTO v_got, v_live
+        FROM (SELECT l.locked_until_ms FROM __SCHEMA__.instance_locks l
+              WHERE l.instance_id = ANY (p_instances)
+              ORDER BY l.instance_id
+              FOR KEY SHARE) k;
+        EXIT WHEN v_got >= v_want;
+        INSERT INTO __SCHEMA__.instance_locks (instance_id)
+        SELECT DISTINCT t.id FROM unnest(p_instances) AS t(id) ORDER BY t.id
+        ON CONFLICT (instance_id) DO NOTHING;
+    END LOOP;
+
+    -- The leases to defer behind (kept FOR SHARE until commit, so that the
+    -- release cannot run between this check and the commit).
+    IF v_live THEN
+        SELECT array_agg(l.instance_id), array_agg(l.locked_until_ms) INTO v_lease_ids, v_lease_ends
+        FROM (SELECT l.instance_id, l.locked_until_ms FROM __SCHEMA__.instance_locks l
+              WHERE l.instance_id = ANY (p_instances) AND l.locked_until_ms > p_inserted_ms
+              FOR SHARE SKIP LOCKED) l;
+    END IF;
+
+    -- Each message's visibility and what it made ready, in simple
+    -- expressions (a statement here would cost its executor start).
+    ready := 0;
+    except_ready := FALSE;
+    FOR i IN 1 .. cardinality(p_instances) LOOP
+        v_own := COALESCE(p_visible_ms[i], p_inserted_ms);
+        v_end := v_lease_ends[array_position(v_lease_ids, p_instances[i])];
+        v_behind[i] := CASE WHEN v_end > v_own THEN v_own END;
+        v_at[i] := GREATEST(v_own, v_end);
+        IF v_at[i] > p_inserted_ms THEN
+            IF v_behind[i] IS NULL THEN
+                due_at_ms := LEAST(due_at_ms, v_at[i]);
+            END IF;
+        ELSIF p_instances[i] = p_except THEN
+            except_ready := TRUE;
+        ELSIF NOT (p_instances[i] = ANY (v_ready)) THEN
+            v_ready := v_ready || p_instances[i];
+            ready := ready + 1;
+        END IF;
+    END LOOP;
+
     INSERT INTO __SCHEMA__.orchestrator_queue (instance_id, kind, work_item, visible_at_ms,
         deferred_visible_ms, created_at_ms, seg)
-    SELECT m.instance_id, m.kind, m.item, v.visible_at,
-        CASE WHEN v.visible_at > m.visible THEN m.visible END,
-        p_inserted_ms, __SCHEMA__.segment_for(v.visible_at, p_inserted_ms)
-    FROM unnest(p_instances, p_kinds, p_items, p_visible_ms)
-         WITH ORDINALITY AS u(instance_id, kind, item, visible, ord)
-    CROSS JOIN LATERAL (SELECT u.instance_id, u.kind, u.item, COALESCE(u.visible, p_inserted_ms) AS visible,
-                               u.ord) m
-    LEFT JOIN lease ON lease.instance_id = m.instance_id
-    CROSS JOIN LATERAL (SELECT GREATEST(m.visible, lease.locked_until_ms) AS visible_at) v
-    ORDER BY m.ord
-    RETURNING instance_id, visible_at_ms, deferred_visible_ms)
-    SELECT count(DISTINCT i.instance_id) FILTER (WHERE i.visible_at_ms <= p_inserted_ms
-                                                   AND i.instance_id IS DISTINCT FROM p_except),
-           COALESCE(bool_or(i.visible_at_ms <= p_inserted_ms AND i.instance_id = p_except), FALSE),
-           min(i.visible_at_ms) FILTER (WHERE i.visible_at_ms > p_inserted_ms
-                                          AND i.deferred_visible_ms IS NULL)
-    INTO ready, except_ready, due_at_ms
-    FROM inserted i;
+    SELECT u.instance_id, u.kind, u.item, u.at, u.behind,
+        p_inserted_ms, __SCHEMA__.segment_for(u.at, p_inserted_ms)
+    FROM unnest(p_instances, p_kinds, p_items, v_at, v_behind)
+         WITH ORDINALITY AS u(instance_id, kind, item, at, behind, ord)
+    ORDER BY u.ord;
 END
 $$;
 
@@ -187,8 +204,6 @@ BEGIN
         RETURN QUERY SELECT NULL::BOOLEAN, NULL::BIGINT;
         RETURN;
     END IF;
-    PERFORM __SCHEMA__.hold_instances(ARRAY[p_instance_id]);
-
     SELECT m.ready, m.due_at_ms INTO v_ready, v_due
     FROM __SCHEMA__.queue_messages(ARRAY[p_instance_id], ARRAY[p_kind], ARRAY[p_work_item],
         ARRAY[v_visible], v_now, NULL) m;
@@ -246,7 +261,13 @@ CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
 LANGUAGE plpgsql
 -- The candidate query's custom plans are re-planned on every call (about
 -- 0.2 ms, a third of a turn's server CPU); its generic plan is as good.
+-- Index scans only: a generic plan cannot know that "visible now" is a
+-- short prefix of the queue's visibility index, estimates a third of the
+-- rows, and picks sequential and bitmap scans that read every row of a
+-- segment where the index stops at the first (decision 0012, round 4).
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -255,6 +276,10 @@ DECLARE
     v_token TEXT;
     v_messages TEXT[];
     v_attempts INTEGER;
+    v_history TEXT[];
+    v_kv_keys TEXT[];
+    v_kv_values BYTEA[];
+    v_kv_updated BIGINT[];
     v_skip TEXT[] := '{}';
     v_exists BOOLEAN;
     v_name TEXT;
@@ -400,42 +425,19 @@ BEGIN
             END IF;
         END IF;
 
-        -- Tag every message visible now. Our snapshot may be older than the
-        -- lease row we locked: if another turn consumed them meanwhile,
-        -- nothing is tagged and we look further.
-        v_token := __SCHEMA__.new_token(v_instance);
-        WITH tagged AS (
-            UPDATE __SCHEMA__.orchestrator_queue q
-            SET lock_token = v_token, attempt_count = q.attempt_count + 1
-            WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now
-            RETURNING q.id, q.work_item, q.attempt_count
-        )
-        SELECT array_agg(t.work_item ORDER BY t.id), max(t.attempt_count)
-        INTO v_messages, v_attempts
-        FROM tagged t;
-
-        IF v_messages IS NULL THEN
-            v_skip := v_skip || v_instance;
-            CONTINUE;
-        END IF;
-
-        -- The lease starts now, after every wait of this call (the row is
-        -- locked already).
-        v_lease_end := __SCHEMA__.now_ms() + p_lock_timeout_ms;
-        UPDATE __SCHEMA__.instance_locks l
-        SET lock_token = v_token, locked_until_ms = v_lease_end
-        WHERE l.instance_id = v_instance;
-
         -- Whether any other instance has a ready message (leased or not, so
         -- one index probe that stops at the first: a store full of leased
         -- work costs nothing more). If none, this process's next fetch may
         -- wait without looking until something is committed or falls due
         -- (src/wakeups.rs), so the row also says when something falls due:
-        -- the next delayed message, or the end of the lease just taken, for
-        -- if its holder never acks nor abandons (it died, or its abandon
+        -- the next delayed message, or the end of the lease taken below,
+        -- for if its holder never acks nor abandons (it died, or its abandon
         -- failed before reaching the store), its messages and any deferred
         -- behind it become claimable then, with no commit to say so.
         -- "None" is never wrong; "some" may be.
+        -- The lease starts now, after every wait of this call but the
+        -- statement below (the row is locked already).
+        v_lease_end := __SCHEMA__.now_ms() + p_lock_timeout_ms;
         v_more := EXISTS (SELECT 1 FROM __SCHEMA__.orchestrator_queue q
                           WHERE q.visible_at_ms <= v_now AND q.instance_id <> v_instance);
         IF NOT v_more THEN
@@ -443,15 +445,42 @@ BEGIN
                              WHERE q.visible_at_ms > v_now), v_lease_end) - v_now;
         END IF;
 
-        RETURN QUERY
-        SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
+        -- One statement: tag every message visible now, take the lease if
+        -- any was tagged, and read what the turn needs. Our snapshot may be
+        -- older than the lease row we locked: if another turn consumed the
+        -- messages meanwhile, nothing is tagged, the lease row is left as it
+        -- was, and we look further.
+        v_token := __SCHEMA__.new_token(v_instance);
+        WITH tagged AS (
+            UPDATE __SCHEMA__.orchestrator_queue q
+            SET lock_token = v_token, attempt_count = q.attempt_count + 1
+            WHERE q.instance_id = v_instance AND q.visible_at_ms <= v_now
+            RETURNING q.id, q.work_item, q.attempt_count
+        ), leased AS (
+            UPDATE __SCHEMA__.instance_locks l
+            SET lock_token = v_token, locked_until_ms = v_lease_end
+            WHERE l.instance_id = v_instance AND EXISTS (SELECT 1 FROM tagged)
+        )
+        SELECT t.messages, t.attempts,
             (SELECT array_agg(h.event_data ORDER BY h.event_id) FROM __SCHEMA__.history h
              WHERE h.instance_id = v_instance AND h.execution_id = v_execution),
-            kv.keys, kv.vals, kv.updated, v_next, v_took_over, v_more
-        FROM (SELECT array_agg(s.key ORDER BY s.key) AS keys,
+            kv.keys, kv.vals, kv.updated
+        INTO v_messages, v_attempts, v_history, v_kv_keys, v_kv_values, v_kv_updated
+        FROM (SELECT array_agg(t.work_item ORDER BY t.id) AS messages,
+                     max(t.attempt_count) AS attempts FROM tagged t) t,
+             (SELECT array_agg(s.key ORDER BY s.key) AS keys,
                      array_agg(s.value ORDER BY s.key) AS vals,
                      array_agg(s.last_updated_at_ms ORDER BY s.key) AS updated
               FROM __SCHEMA__.kv_store s WHERE s.instance_id = v_instance) kv;
+
+        IF v_messages IS NULL THEN
+            v_skip := v_skip || v_instance;
+            CONTINUE;
+        END IF;
+
+        RETURN QUERY
+        SELECT v_instance, v_token, v_attempts, v_exists, v_name, v_version, v_execution, v_messages,
+            v_history, v_kv_keys, v_kv_values, v_kv_updated, v_next, v_took_over, v_more;
         RETURN;
     END LOOP;
 END
@@ -500,8 +529,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_more BOOLEAN;
     v_instance TEXT;
-    v_locked_until BIGINT;
-    v_held TEXT;
     v_now BIGINT;
     v_others INTEGER := 0;
     v_due BIGINT;
@@ -518,20 +545,26 @@ DECLARE
     v_delta BIGINT[] := ARRAY[0, 0, 0, 0]::BIGINT[];
     v_executions BIGINT := 0;
 BEGIN
-    -- The row is locked first and its token checked on the version we hold
-    -- (a row locked after a wait is read as the waited-for transaction left
-    -- it): a takeover that committed while we waited is seen.
-    SELECT l.instance_id, l.locked_until_ms, l.lock_token INTO v_instance, v_locked_until, v_held
-    FROM __SCHEMA__.instance_locks l
+    -- First the lease: released (the row stays locked until commit) if the
+    -- token still holds it and it was live when the ack arrived, before
+    -- anything is written and before this turn's own messages are queued
+    -- (those to itself, timers, are then not deferred behind it). The token
+    -- is checked on the version we lock (an UPDATE that waited for the row
+    -- checks the version the waited-for transaction left): a takeover that
+    -- committed meanwhile is seen. A failed check reads why (DX001/DX002)
+    -- and fails the whole ack.
+    UPDATE __SCHEMA__.instance_locks l
+    SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
-    FOR NO KEY UPDATE;
-    IF v_held IS DISTINCT FROM p_lock_token THEN
-        PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, FALSE);
+      AND l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms()
+    RETURNING l.instance_id INTO v_instance;
+    IF NOT FOUND THEN
+        PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token,
+            EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
+                    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+                      AND l.lock_token = p_lock_token));
     END IF;
     v_now := __SCHEMA__.now_ms();
-    IF v_locked_until <= __SCHEMA__.request_ms() THEN
-        PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token, TRUE);
-    END IF;
 
     -- Instance row: created only when the runtime names the orchestration.
     IF p_orchestration_name IS NOT NULL AND p_orchestration_version IS NOT NULL THEN
@@ -690,13 +723,6 @@ BEGIN
           AND w.activity_id = c.activity_id;
     END IF;
 
-    -- Release the lease (the row stays locked until commit) before this
-    -- turn's own messages are queued, so that those to itself (timers) are
-    -- not deferred behind it.
-    UPDATE __SCHEMA__.instance_locks l
-    SET lock_token = NULL, locked_until_ms = 0, last_acked_token = p_lock_token
-    WHERE l.instance_id = v_instance;
-
     -- One statement on the queue: consume the tagged messages, restore the
     -- ones deferred behind the lease (every deferral committed before we
     -- locked the lease row), and say whether any message of the instance
@@ -720,12 +746,8 @@ BEGIN
     INTO v_more;
 
     IF cardinality(p_orch_items) > 0 THEN
-        -- Lease rows of the targets, held against their deletion (header);
-        -- our own is locked already (timers and continue-as-new go there).
-        -- A simple expression (no executor start): some target is not us.
-        IF NOT (v_instance = ALL (p_orch_instances)) THEN
-            PERFORM __SCHEMA__.hold_instances(p_orch_instances);
-        END IF;
+        -- queue_messages holds the targets' lease rows against their
+        -- deletion (header); ours is locked already.
         SELECT m.ready, v_more OR m.except_ready, m.due_at_ms INTO v_others, v_more, v_due
         FROM __SCHEMA__.queue_messages(p_orch_instances, p_orch_kinds, p_orch_items,
             p_orch_visible_at_ms, v_now, v_instance) m;

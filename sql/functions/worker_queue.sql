@@ -83,7 +83,13 @@ CREATE FUNCTION __SCHEMA__.fetch_work_item(
 )
 LANGUAGE plpgsql
 -- As fetch_orchestration_item: keep the candidate query's generic plan.
+-- Index scans only: a generic plan cannot know that "visible now" is a
+-- short prefix of the queue's visibility index, estimates a third of the
+-- rows, and picks sequential and bitmap scans that read every row of a
+-- segment where the index stops at the first (decision 0012, round 4).
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -199,9 +205,14 @@ DECLARE
     v_ready BOOLEAN := FALSE;
     v_id BIGINT := __SCHEMA__.token_item_id(p_lock_token);
 BEGIN
-    -- Lease row first (lock order; header).
+    -- The completion first: queue_messages locks the target's lease row,
+    -- which comes before queue rows (lock order; header). An ack that then
+    -- fails its token check rolls it back with everything else.
+    v_now := __SCHEMA__.now_ms();
     IF p_completion IS NOT NULL THEN
-        PERFORM __SCHEMA__.hold_instances(ARRAY[p_target_instance]);
+        SELECT m.ready > 0 INTO v_ready
+        FROM __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
+            ARRAY[p_completion], ARRAY[v_now], v_now, NULL) m;
     END IF;
     DELETE FROM __SCHEMA__.worker_queue w
     WHERE w.id = v_id AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
@@ -209,13 +220,6 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM __SCHEMA__.raise_lock_error('ack_work_item', p_lock_token,
             EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.id = v_id AND w.lock_token = p_lock_token));
-    END IF;
-    v_now := __SCHEMA__.now_ms();
-
-    IF p_completion IS NOT NULL THEN
-        SELECT m.ready > 0 INTO v_ready
-        FROM __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
-            ARRAY[p_completion], ARRAY[v_now], v_now, NULL) m;
     END IF;
 
     IF v_session IS NOT NULL THEN
