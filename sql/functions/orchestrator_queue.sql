@@ -490,6 +490,22 @@ BEGIN
 END
 $$;
 
+-- Raises the error of a lease check that p_lock_token failed (an ack or
+-- renewal whose token did not match a live lease): DX002 when the lease row
+-- still carries the token (its lease ran out), DX001 otherwise
+-- (raise_lock_error). Read after the failed check, with a new snapshot: a
+-- takeover committed meanwhile is seen.
+CREATE FUNCTION __SCHEMA__.raise_instance_lease_error(p_operation TEXT, p_lock_token TEXT)
+RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM __SCHEMA__.raise_lock_error(p_operation, p_lock_token,
+        EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
+                WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
+                  AND l.lock_token = p_lock_token));
+END
+$$;
+
 -- Commit one turn atomically. See the file header for the lease guarantee.
 -- Arrays are parallel (one element per item). p_orch_visible_at_ms holds a
 -- timer's fire time, or NULL for "visible now". p_custom_status_action:
@@ -563,10 +579,7 @@ BEGIN
       AND l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING l.instance_id INTO v_instance;
     IF NOT FOUND THEN
-        PERFORM __SCHEMA__.raise_lock_error('ack_orchestration_item', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
-                    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
-                      AND l.lock_token = p_lock_token));
+        PERFORM __SCHEMA__.raise_instance_lease_error('ack_orchestration_item', p_lock_token);
     END IF;
     v_now := __SCHEMA__.now_ms();
 
@@ -866,10 +879,7 @@ BEGIN
     WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
       AND l.lock_token = p_lock_token AND l.locked_until_ms > __SCHEMA__.request_ms();
     IF NOT FOUND THEN
-        PERFORM __SCHEMA__.raise_lock_error('renew_orchestration_item_lock', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.instance_locks l
-                    WHERE l.instance_id = __SCHEMA__.token_key(p_lock_token)
-                      AND l.lock_token = p_lock_token));
+        PERFORM __SCHEMA__.raise_instance_lease_error('renew_orchestration_item_lock', p_lock_token);
     END IF;
 END
 $$;

@@ -192,6 +192,20 @@ BEGIN
 END
 $$;
 
+-- Raises the error of a lease check that p_lock_token failed (an ack or
+-- renewal whose token did not match a live item lease): DX002 when the item
+-- still carries the token (its lease ran out), DX001 otherwise
+-- (raise_lock_error).
+CREATE FUNCTION __SCHEMA__.raise_item_lease_error(p_operation TEXT, p_lock_token TEXT)
+RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM __SCHEMA__.raise_lock_error(p_operation, p_lock_token,
+        EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w
+                WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token));
+END
+$$;
+
 -- Complete an item: delete it while its lease is live and, with a completion,
 -- enqueue that to the orchestrator queue in the same transaction. Returns
 -- whether the completion is ready now (not deferred behind its instance's
@@ -222,8 +236,7 @@ BEGIN
     WHERE w.id = v_id AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
     IF NOT FOUND THEN
-        PERFORM __SCHEMA__.raise_lock_error('ack_work_item', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w WHERE w.id = v_id AND w.lock_token = p_lock_token));
+        PERFORM __SCHEMA__.raise_item_lease_error('ack_work_item', p_lock_token);
     END IF;
 
     IF v_session IS NOT NULL THEN
@@ -272,9 +285,7 @@ BEGIN
       AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
     RETURNING w.session_id INTO v_session;
     IF NOT FOUND THEN
-        PERFORM __SCHEMA__.raise_lock_error('renew_work_item_lock', p_lock_token,
-            EXISTS (SELECT 1 FROM __SCHEMA__.worker_queue w
-                    WHERE w.id = __SCHEMA__.token_item_id(p_lock_token) AND w.lock_token = p_lock_token));
+        PERFORM __SCHEMA__.raise_item_lease_error('renew_work_item_lock', p_lock_token);
     END IF;
     IF v_session IS NOT NULL THEN
         UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = v_now
