@@ -216,7 +216,12 @@ CREATE FUNCTION __SCHEMA__.ack_work_item(
     p_kind TEXT,
     p_completion TEXT
 ) RETURNS BOOLEAN
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Index scans only, as in queue_messages (orchestrator_queue.sql).
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET jit = off
+AS $$
 DECLARE
     v_session TEXT;
     v_now BIGINT;
@@ -228,9 +233,8 @@ BEGIN
     -- fails its token check rolls it back with everything else.
     v_now := __SCHEMA__.now_ms();
     IF p_completion IS NOT NULL THEN
-        SELECT m.ready > 0 INTO v_ready
-        FROM __SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
-            ARRAY[p_completion], ARRAY[v_now], v_now, NULL) m;
+        v_ready := (__SCHEMA__.queue_messages(ARRAY[p_target_instance], ARRAY[p_kind],
+            ARRAY[p_completion], ARRAY[v_now], v_now, NULL)).ready > 0;
     END IF;
     DELETE FROM __SCHEMA__.worker_queue w
     WHERE w.id = v_id AND w.lock_token = p_lock_token AND w.locked_until_ms > __SCHEMA__.request_ms()
