@@ -36,22 +36,34 @@ for h in "$a" "$b"; do
 done
 
 s=$schema
+# The arguments a set's function takes beyond the oldest set's, as NULLs
+# (the fetch's p_except, the ack's p_prefetch_*: the loop measures each call
+# on its own, so an ack claims no next turn).
+extra() {
+    local n
+    n=$(psql "$url" -X -A -t -v ON_ERROR_STOP=1 -c \
+        "SELECT pronargs - $3 FROM pg_proc WHERE proname = '$1__$2' AND pronamespace = '$s'::regnamespace")
+    [ -n "$n" ] || { echo "call-loop.sh: $1__$2 is not installed in $s" >&2; exit 2; }
+    for ((k = 0; k < n; k++)); do printf ', NULL'; done
+}
 # One turn of set $1, its instance ids prefixed $2, event ids from $3,
 # timings accumulated in variables suffixed $2.
 turn() {
-    local h=$1 p=$2 e=$3
+    local h=$1 p=$2 e=$3 fx ax
+    fx=$(extra fetch_orchestration_item "$h" 4)
+    ax=$(extra ack_orchestration_item "$h" 29)
     cat <<EOF
   e := $e;
   t0 := clock_timestamp();
   PERFORM * FROM $s.enqueue_orchestrator__$h('$p' || i, 'StartOrchestration', '{"x":1}', 0, NULL, NULL);
   COMMIT; en_$p := en_$p + (clock_timestamp() - t0); t0 := clock_timestamp();
-  SELECT f.lock_token, f.instance_id INTO tok, inst FROM $s.fetch_orchestration_item__$h(30000, NULL, NULL, false) f;
+  SELECT f.lock_token, f.instance_id INTO tok, inst FROM $s.fetch_orchestration_item__$h(30000, NULL, NULL, false$fx) f;
   COMMIT; of_$p := of_$p + (clock_timestamp() - t0); t0 := clock_timestamp();
   PERFORM * FROM $s.ack_orchestration_item__$h(tok, 1, ARRAY[e, e + 1, e + 2]::bigint[], ARRAY['e1','e2','e3'],
       ARRAY['w'], ARRAY[inst], ARRAY[1]::bigint[], ARRAY[e]::bigint[], ARRAY[NULL]::text[], ARRAY[NULL]::text[],
       ARRAY['t'], ARRAY[inst], ARRAY['TimerFired'], ARRAY[(extract(epoch from now()) * 1000)::bigint + 3600000],
       'Running', NULL, 'orch', '1.0.0', NULL, NULL, '{}'::text[], '{}'::bigint[], '{}'::bigint[], 0::smallint,
-      NULL, false, '{}'::text[], '{}'::bytea[], '{}'::bigint[]);
+      NULL, false, '{}'::text[], '{}'::bytea[], '{}'::bigint[]$ax);
   COMMIT; oa_$p := oa_$p + (clock_timestamp() - t0); t0 := clock_timestamp();
   SELECT f.lock_token, f.instance_id INTO wtok, winst FROM $s.fetch_work_item__$h(30000, NULL, 30000, 0::smallint, NULL) f;
   COMMIT; wf_$p := wf_$p + (clock_timestamp() - t0); t0 := clock_timestamp();

@@ -416,6 +416,14 @@ impl Signals {
         }
     }
 
+    /// How many times the group of `queue`'s waiters with `filter_key` was
+    /// woken (its epoch): while it is unchanged, nothing was committed for
+    /// that group, so an answer read before is still the answer (the
+    /// prefetch of `provider/prefetch.rs` relies on this as `poll` does).
+    pub(crate) fn epoch(&self, queue: Queue, filter_key: &str) -> u64 {
+        self.waiters(queue).group(filter_key).epoch()
+    }
+
     /// Whether the LISTEN connection is up (notifications will arrive).
     pub(crate) fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)

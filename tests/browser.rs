@@ -262,7 +262,7 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
     // A write posted by another site's page: refused (the browser shows
     // the 403 page), and nothing raised.
     let hostile = format!(
-        "data:text/html,<form method=post action=\"{base}/instances/wait-1/raise\">\
+        "<form method=post action=\"{base}/instances/wait-1/raise\">\
          <input name=csrf value=guess><input name=name value=go><input name=data value=x>\
          </form><script>document.forms[0].submit()</script>"
     );
@@ -276,11 +276,16 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
         let work = work.clone();
         move || {
             // The console capture works: a probe page's message is seen.
+            // A file, not a data: URL: Chromium 148 renders nothing for a
+            // data: URL whose script calls a function.
+            let probe = work.join("console-probe.html");
+            std::fs::write(&probe, "<script>console.log('console-probe')</script>")
+                .expect("write the probe page");
             let (_, err) = run_chromium(
                 &profile,
                 &[
                     "--dump-dom".to_string(),
-                    "data:text/html,<script>console.log('console-probe')</script>".to_string(),
+                    format!("file://{}", probe.display()),
                 ],
             );
             assert!(
@@ -313,12 +318,15 @@ async fn each_dashboard_page_renders_in_headless_chromium() {
             // Live: with --refresh 1, a few seconds of the page's own time
             // refresh its figures without a reload.
             let live = dom_after(&profile, &format!("{base}/"), Duration::from_secs(4));
+            // A page of no site of ours (a file, as the probe above).
+            let foreign = work.join("hostile.html");
+            std::fs::write(&foreign, &hostile).expect("write the hostile page");
             let (refused, _) = run_chromium(
                 &profile,
                 &[
                     "--virtual-time-budget=3000".to_string(),
                     "--dump-dom".to_string(),
-                    hostile,
+                    format!("file://{}", foreign.display()),
                 ],
             );
             (out, live, refused)

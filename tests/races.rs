@@ -17,7 +17,7 @@ use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 
@@ -830,15 +830,31 @@ async fn renewal_racing_ack_and_abandon_never_deadlocks() {
             1,
             "iteration {i}: the orchestration ack committed"
         );
-        let lock_row = admin
-            .query_one(
-                &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.instance_locks WHERE instance_id = $1"),
-                &[&abandoned],
-            )
-            .await
-            .unwrap();
+        // An ack that commits after the abandon claims the abandoned
+        // instance as its next turn (prefetch.rs), with a token of its own,
+        // and gives it back once nobody fetches it: wait for that first.
+        let lease_row = || async {
+            let row = admin
+                .query_one(
+                    &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.instance_locks WHERE instance_id = $1"),
+                    &[&abandoned],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, Option<String>>(0), row.get::<_, i64>(1))
+        };
+        let given_back = Instant::now() + Duration::from_secs(10);
+        let mut lease = lease_row().await;
+        while lease.0.as_ref().is_some_and(|t| *t != o_abandon_token) {
+            assert!(
+                Instant::now() < given_back,
+                "iteration {i}: a prefetched claim was kept: {lease:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            lease = lease_row().await;
+        }
         assert_eq!(
-            (lock_row.get::<_, Option<String>>(0), lock_row.get::<_, i64>(1)),
+            lease,
             (None, 0),
             "iteration {i}: the abandoned orchestration lease is released (a renewal did not revive it)"
         );

@@ -249,11 +249,14 @@ $$;
 -- p_min/p_max: an inclusive [major, minor, patch] range of pinned duroxide
 -- versions this dispatcher supports, or NULL for no filter. Instances whose
 -- current execution is pinned outside it are neither locked nor loaded.
+-- p_except: an instance not to claim (NULL: none); an ack claiming the next
+-- turn names its own, whose new messages it hands back instead.
 CREATE FUNCTION __SCHEMA__.fetch_orchestration_item(
     p_lock_timeout_ms BIGINT,
     p_min BIGINT[],
     p_max BIGINT[],
-    p_wait_for_claims BOOLEAN
+    p_wait_for_claims BOOLEAN,
+    p_except TEXT
 ) RETURNS TABLE (
     instance_id TEXT,
     lock_token TEXT,
@@ -297,7 +300,7 @@ DECLARE
     v_kv_keys TEXT[];
     v_kv_values BYTEA[];
     v_kv_updated BIGINT[];
-    v_skip TEXT[] := '{}';
+    v_skip TEXT[] := CASE WHEN p_except IS NULL THEN '{}'::TEXT[] ELSE ARRAY[p_except] END;
     v_exists BOOLEAN;
     v_name TEXT;
     v_version TEXT;
@@ -554,9 +557,18 @@ CREATE FUNCTION __SCHEMA__.ack_orchestration_item(
     p_kv_clear_all BOOLEAN,
     p_kv_keys TEXT[],
     p_kv_values BYTEA[],
-    p_kv_updated_at_ms BIGINT[]
+    p_kv_updated_at_ms BIGINT[],
+    p_prefetch_lock_timeout_ms BIGINT,
+    p_prefetch_min BIGINT[],
+    p_prefetch_max BIGINT[]
 ) RETURNS TABLE (own_ready BOOLEAN, others_ready INTEGER, due_in_ms BIGINT, work_ready INTEGER,
-                 work_for_sessions BOOLEAN)
+                 work_for_sessions BOOLEAN,
+                 -- The next turn, claimed after this one's writes (below).
+                 instance_id TEXT, lock_token TEXT, attempt_count INTEGER, instance_exists BOOLEAN,
+                 orchestration_name TEXT, orchestration_version TEXT, execution_id BIGINT,
+                 messages TEXT[], history TEXT[], kv_keys TEXT[], kv_values BYTEA[],
+                 kv_updated_at_ms BIGINT[], next_visible_in_ms BIGINT, took_over BOOLEAN,
+                 more_ready BOOLEAN)
 LANGUAGE plpgsql
 -- Index scans only, as in queue_messages.
 SET enable_seqscan = off
@@ -807,9 +819,25 @@ BEGIN
     -- during the lease, or that it sent itself, ready now; the messages to
     -- other instances (its own timers are counted there too: they are due,
     -- not ready); the new activities, and whether one is bound to a session.
-    RETURN QUERY SELECT v_more, v_others, v_due - v_now,
+    -- With p_prefetch_lock_timeout_ms, the next turn: what
+    -- fetch_orchestration_item(p_prefetch_lock_timeout_ms, p_prefetch_min,
+    -- p_prefetch_max) returns, claimed in this transaction, after this
+    -- turn's writes (src/provider/prefetch.rs), of another instance than
+    -- this one (its new messages are handed back, src/wakeups.rs). It never
+    -- waits: candidates are taken SKIP LOCKED, and the queue rows of a
+    -- claimed instance are changed only by holders of its lease row.
+    -- Without it, NULLs (the subquery's one-time filter does not call the
+    -- fetch).
+    RETURN QUERY
+    SELECT v_more, v_others, v_due - v_now,
         cardinality(p_worker_items),
-        EXISTS (SELECT 1 FROM unnest(p_worker_sessions) AS s(id) WHERE s.id IS NOT NULL);
+        EXISTS (SELECT 1 FROM unnest(p_worker_sessions) AS s(id) WHERE s.id IS NOT NULL),
+        f.*
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT * FROM __SCHEMA__.fetch_orchestration_item(p_prefetch_lock_timeout_ms,
+            p_prefetch_min, p_prefetch_max, FALSE, v_instance)
+        WHERE p_prefetch_lock_timeout_ms IS NOT NULL) AS f ON TRUE;
 END
 $$;
 

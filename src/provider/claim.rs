@@ -101,6 +101,29 @@ impl Drop for Release {
 }
 
 impl PostgresProvider {
+    /// The claim carried by `row` of a call that claims as it commits
+    /// something else (an ack's next turn, `prefetch.rs`), whose lease
+    /// `token` names: released with `abandon`, as a fetch's claim is, if
+    /// dropped before it is accepted.
+    pub(super) fn carried_claim(
+        &self,
+        row: Row,
+        token: String,
+        abandon: &'static SqlFn,
+        queue: Queue,
+    ) -> Claim {
+        Claim {
+            rows: vec![row],
+            release: Some(Release {
+                db: self.db.clone(),
+                call: Some(self.prepared(abandon)),
+                token: Some(token),
+                signals: self.signals.clone(),
+                queue,
+            }),
+        }
+    }
+
     /// Calls the claiming function `f` (which returns `lock_token` in its
     /// first row when it claimed something) on a task of its own; see the
     /// module docs. `abandon` is the queue's abandon function.

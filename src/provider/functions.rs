@@ -46,7 +46,7 @@ functions! {
     ];
     FETCH_ORCHESTRATION_ITEM = "fetch_orchestration_item", Runtime, [
         "p_lock_timeout_ms": INT8, "p_min": INT8_ARRAY, "p_max": INT8_ARRAY,
-        "p_wait_for_claims": BOOL,
+        "p_wait_for_claims": BOOL, "p_except": TEXT,
     ];
     ACK_ORCHESTRATION_ITEM = "ack_orchestration_item", Lease, [
         "p_lock_token": TEXT, "p_execution_id": INT8,
@@ -63,6 +63,8 @@ functions! {
         "p_custom_status_action": INT2, "p_custom_status": BYTEA,
         "p_kv_clear_all": BOOL, "p_kv_keys": TEXT_ARRAY, "p_kv_values": BYTEA_ARRAY,
         "p_kv_updated_at_ms": INT8_ARRAY,
+        "p_prefetch_lock_timeout_ms": INT8, "p_prefetch_min": INT8_ARRAY,
+        "p_prefetch_max": INT8_ARRAY,
     ];
     ACK_OUTCOME = "ack_outcome", Runtime, ["p_lock_token": TEXT];
     ABANDON_ORCHESTRATION_ITEM = "abandon_orchestration_item", Lease, [

@@ -11,6 +11,7 @@ mod maintenance;
 mod management;
 mod orchestrator;
 mod pooler;
+mod prefetch;
 mod reclaim;
 mod retry;
 pub(crate) mod rows;
@@ -83,6 +84,8 @@ pub struct PostgresProvider {
     _health: Option<telemetry::health::Sampler>,
     /// Empties queue segments in the background while fetches run.
     reclaimer: reclaim::Reclaimer,
+    /// Orchestration turns claimed by the ack of the turn before.
+    prefetch: prefetch::Prefetch,
     _maintenance: Option<maintenance::MaintenanceHandle>,
 }
 
@@ -270,6 +273,7 @@ impl PostgresProvider {
             _listener: listener,
             _health: health,
             reclaimer,
+            prefetch: prefetch::Prefetch::default(),
             _maintenance: None,
         };
         if let Some(policy) = options.retention {

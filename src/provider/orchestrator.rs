@@ -2,6 +2,7 @@
 
 use super::claim::Param;
 use super::functions as sql;
+use super::prefetch::{Ask, Taken};
 use super::rows::{count32, get};
 use super::PostgresProvider;
 use crate::codec::{self, millis};
@@ -77,19 +78,35 @@ impl PostgresProvider {
             },
         };
         self.db.leases_last(lock_timeout);
-        let lock_ms = millis(lock_timeout);
+        let ask = Ask {
+            min,
+            max,
+            lock_ms: millis(lock_timeout),
+        };
+        self.prefetch.asked(&ask);
+        self.give_back_others(&ask).await;
         // Only a fetch that cannot be woken later waits, in SQL, for claims
         // in progress on ready instances (orchestrator_queue.sql).
         let wait_for_claims = !self.long_poll || poll_timeout.is_zero();
-        let filter_key = format!("{min:?}..{max:?}");
+        let filter_key = ask.filter_key();
         let keys = (filter_key.as_str(), filter_key.as_str());
         self.poll(Queue::Orchestrator, keys, poll_timeout, || async {
             self.reclaimer.fetching();
+            // What the ack before this fetch claimed for it (prefetch.rs).
+            let epoch = self.signals.epoch(Queue::Orchestrator, &filter_key);
+            match self.prefetch.take(&ask, epoch, wait_for_claims) {
+                Some(Taken::Turn { row, current }) => return polled(self, &row, current),
+                Some(Taken::Nothing { next_visible_in_ms }) => {
+                    return Ok(Polled::empty(next_visible_in_ms))
+                }
+                None => {}
+            }
             let params: Vec<Param> = vec![
-                Box::new(lock_ms),
-                Box::new(min.clone()),
-                Box::new(max.clone()),
+                Box::new(ask.lock_ms),
+                Box::new(ask.min.clone()),
+                Box::new(ask.max.clone()),
                 Box::new(wait_for_claims),
+                Box::new(None::<String>),
             ];
             let claim = self
                 .claim(
@@ -104,22 +121,7 @@ impl PostgresProvider {
             let row = claim.accept().into_iter().next().ok_or_else(|| {
                 ProviderError::permanent(OP, "fetch_orchestration_item returned no row")
             })?;
-            let instance: Option<String> = get(OP, &row, "instance_id")?;
-            match instance {
-                None => Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?)),
-                Some(instance) => {
-                    let item = build_item(instance, &row)?;
-                    if get::<Option<bool>, _>(OP, &row, "took_over")? == Some(true) {
-                        self.db.target.lease_taken_over(Queue::Orchestrator);
-                    }
-                    Ok(match get::<Option<bool>, _>(OP, &row, "more_ready")? {
-                        Some(false) => {
-                            Polled::ready_last(item, get(OP, &row, "next_visible_in_ms")?)
-                        }
-                        _ => Polled::Ready(item),
-                    })
-                }
-            }
+            polled(self, &row, true)
         })
         .await
     }
@@ -198,6 +200,16 @@ impl PostgresProvider {
         let status_change = StatusChange::from_delta(history_delta);
         let kv = KvChanges::from_delta(OP, history_delta)?;
         let pinned = metadata.pinned_duroxide_version.as_ref().map(semver_triple);
+        // The next turn, claimed by this ack for the fetch that follows it
+        // (prefetch.rs), with the epoch its answer is current at.
+        let next = self.prefetch.next_ask().map(|ask| {
+            let epoch = self.signals.epoch(Queue::Orchestrator, &ask.filter_key());
+            (ask, epoch)
+        });
+        let (next_lock_ms, next_min, next_max) = match &next {
+            Some((ask, _)) => (Some(ask.lock_ms), ask.min.clone(), ask.max.clone()),
+            None => (None, None, None),
+        };
         let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
             &lock_token,
             &execution,
@@ -228,6 +240,9 @@ impl PostgresProvider {
             &kv.keys,
             &kv.values,
             &kv.updated_at_ms,
+            &next_lock_ms,
+            &next_min,
+            &next_max,
         ];
         let row = self
             .ack_resolving(
@@ -260,6 +275,9 @@ impl PostgresProvider {
             },
         };
         self.committed(made, false);
+        if let (Some(row), Some((ask, epoch))) = (row, next) {
+            self.prefetched(ask, epoch, row)?;
+        }
         Ok(())
     }
 
@@ -306,6 +324,29 @@ impl PostgresProvider {
         })
         .await
     }
+}
+
+/// What a fetch's `row` (of `fetch_orchestration_item`, or an ack's claim
+/// of the next turn) yields. `current`: the row's "nothing else ready" still
+/// holds (no wake since it was read), so the turn may be reported as the
+/// only ready one.
+fn polled(
+    provider: &PostgresProvider,
+    row: &Row,
+    current: bool,
+) -> Result<Polled<(OrchestrationItem, String, u32)>, ProviderError> {
+    const OP: &str = "fetch_orchestration_item";
+    let Some(instance) = get::<Option<String>, _>(OP, row, "instance_id")? else {
+        return Ok(Polled::empty(get(OP, row, "next_visible_in_ms")?));
+    };
+    let item = build_item(instance, row)?;
+    if get::<Option<bool>, _>(OP, row, "took_over")? == Some(true) {
+        provider.db.target.lease_taken_over(Queue::Orchestrator);
+    }
+    Ok(match get::<Option<bool>, _>(OP, row, "more_ready")? {
+        Some(false) if current => Polled::ready_last(item, get(OP, row, "next_visible_in_ms")?),
+        _ => Polled::Ready(item),
+    })
 }
 
 /// Builds the fetched item from the row of `fetch_orchestration_item`.

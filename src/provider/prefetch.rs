@@ -1,0 +1,222 @@
+//! Orchestration turns claimed by the ack of the turn before.
+//!
+//! A dispatcher acks its turn and fetches the next one at once. So each ack
+//! claims that next turn itself, in its own transaction, after the turn's
+//! writes (`ack_orchestration_item` runs `fetch_orchestration_item` with the
+//! arguments of this process's last fetch), and the fetch that follows takes
+//! it from here: a turn costs one round trip and one commit instead of two
+//! (decision 0014). The acking instance itself is not claimed: messages it
+//! received during its lease are handed back as before (`wakeups.rs`), and
+//! its next fetch looks for them. The rules, and why each holds:
+//!
+//! * **Only for the same question.** A claimed turn waits here with the
+//!   filter and lease length it was claimed with, and only a fetch asking
+//!   for exactly those takes it. Any other fetch first gives back what waits
+//!   here (abandoned without counting the attempt, and awaited), so it finds
+//!   that work as if nothing had been claimed.
+//! * **Briefly.** A claimed turn waits at most [`HOLD`], then it is given
+//!   back (the claim's release, `claim.rs`): a dispatcher that stops after
+//!   its ack holds nothing for longer, and the lease a fetch receives has at
+//!   most that much less left than it asked for.
+//! * **An empty answer counts.** When the ack found nothing to claim, the
+//!   next fetch does not look again while nothing has woken its group since
+//!   the ack was sent (the group's epoch, `wakeups.rs`): everything committed
+//!   before that was visible to the ack's claim. It waits for a wake or the
+//!   due time the ack reported instead. A short poll, which must wait for
+//!   claims in progress (`orchestrator_queue.sql`), always looks.
+//! * **As a fetch would have.** A claimed turn's `more_ready` (whether the
+//!   fetch may report it as the only ready instance) is used only while the
+//!   group's epoch is the one the ack saw; otherwise the turn is reported as
+//!   one of several, and the dispatcher looks again after it.
+//! * **Nothing lost.** A claim whose ack reply never arrives (its connection
+//!   broke) ends with its lease, as a fetch's does; one still waiting when
+//!   the provider is dropped is released.
+
+use super::claim::Claim;
+use super::functions as sql;
+use super::rows::get;
+use super::PostgresProvider;
+use crate::wakeups::Queue;
+use duroxide::providers::ProviderError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::Row;
+
+/// How long a claimed turn waits for the fetch that takes it. The runtime's
+/// dispatcher fetches within microseconds of its ack.
+pub(super) const HOLD: Duration = Duration::from_millis(100);
+
+/// What an orchestration fetch asks for: a capability range (`None`: any)
+/// and a lease length. An ack claims with the last one asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ask {
+    pub min: Option<Vec<i64>>,
+    pub max: Option<Vec<i64>>,
+    pub lock_ms: i64,
+}
+
+impl Ask {
+    /// The waiter group of fetches with this filter (`wakeups.rs`).
+    pub(super) fn filter_key(&self) -> String {
+        format!("{:?}..{:?}", self.min, self.max)
+    }
+}
+
+/// What an ack's claim of the next turn found.
+enum Found {
+    /// A claimed turn: the ack's row (its fetch columns) in a claim that
+    /// releases the lease `token` names if dropped.
+    Turn { claim: Box<Claim>, token: String },
+    /// Nothing to claim; in how many milliseconds something may become
+    /// claimable without a commit.
+    Nothing { next_visible_in_ms: Option<i64> },
+}
+
+struct Entry {
+    id: u64,
+    ask: Ask,
+    /// The epoch of the ask's waiter group when the ack was sent.
+    epoch: u64,
+    found: Found,
+}
+
+/// What a fetch takes from here.
+pub(super) enum Taken {
+    /// A claimed turn's row, now the fetch's; `current`: nothing woke the
+    /// group since the ack was sent, so its `more_ready` still holds.
+    Turn { row: Row, current: bool },
+    /// The ack found nothing, and nothing woke the group since.
+    Nothing { next_visible_in_ms: Option<i64> },
+}
+
+/// The last fetch's question and the answers acks found for it.
+#[derive(Default)]
+pub(super) struct Prefetch {
+    last: Mutex<Option<Ask>>,
+    waiting: Arc<Mutex<Vec<Entry>>>,
+    next_id: AtomicU64,
+}
+
+impl Prefetch {
+    /// A fetch asks `ask`: the next acks claim with it.
+    pub(super) fn asked(&self, ask: &Ask) {
+        let mut last = self.last.lock().expect("prefetch lock");
+        if last.as_ref() != Some(ask) {
+            *last = Some(ask.clone());
+        }
+    }
+
+    /// What an ack should claim with, if any fetch asked yet.
+    pub(super) fn next_ask(&self) -> Option<Ask> {
+        self.last.lock().expect("prefetch lock").clone()
+    }
+
+    /// Keeps what an ack sent at group epoch `epoch` found for `ask`, for
+    /// at most [`HOLD`].
+    fn put(&self, ask: Ask, epoch: u64, found: Found) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.waiting.lock().expect("prefetch lock").push(Entry {
+            id,
+            ask,
+            epoch,
+            found,
+        });
+        let waiting = Arc::downgrade(&self.waiting);
+        tokio::spawn(async move {
+            tokio::time::sleep(HOLD).await;
+            let Some(waiting) = waiting.upgrade() else {
+                return;
+            };
+            let expired = {
+                let mut waiting = waiting.lock().expect("prefetch lock");
+                let at = waiting.iter().position(|e| e.id == id);
+                at.map(|at| waiting.remove(at))
+            };
+            // Dropped outside the lock: a claim's release spawns its abandon.
+            drop(expired);
+        });
+    }
+
+    /// The answer waiting for a fetch asking `ask` while its group is at
+    /// `epoch`: a claimed turn first, else an empty answer still current
+    /// (never for a short poll).
+    pub(super) fn take(&self, ask: &Ask, epoch: u64, short_poll: bool) -> Option<Taken> {
+        let entry = {
+            let mut waiting = self.waiting.lock().expect("prefetch lock");
+            let turn = waiting
+                .iter()
+                .position(|e| e.ask == *ask && matches!(e.found, Found::Turn { .. }));
+            let at = turn.or_else(|| {
+                waiting
+                    .iter()
+                    .position(|e| e.ask == *ask && e.epoch == epoch && !short_poll)
+            })?;
+            waiting.remove(at)
+        };
+        let current = entry.epoch == epoch;
+        match entry.found {
+            Found::Turn { claim, .. } => {
+                let row = claim.accept().into_iter().next()?;
+                Some(Taken::Turn { row, current })
+            }
+            Found::Nothing { next_visible_in_ms } => Some(Taken::Nothing { next_visible_in_ms }),
+        }
+    }
+
+    /// Removes every claimed turn waiting for another question than `ask`
+    /// (and every empty answer to one), for the fetch asking `ask` to give
+    /// back.
+    fn others(&self, ask: &Ask) -> Vec<(Box<Claim>, String)> {
+        let mut waiting = self.waiting.lock().expect("prefetch lock");
+        let mut others = Vec::new();
+        let mut kept = Vec::with_capacity(waiting.len());
+        for e in waiting.drain(..) {
+            match e.found {
+                _ if e.ask == *ask => kept.push(e),
+                Found::Turn { claim, token } => others.push((claim, token)),
+                Found::Nothing { .. } => {}
+            }
+        }
+        *waiting = kept;
+        others
+    }
+}
+
+impl PostgresProvider {
+    /// Before a fetch asking `ask`: gives back the turns acks claimed for
+    /// another question, so that this fetch may find them.
+    pub(super) async fn give_back_others(&self, ask: &Ask) {
+        for (claim, token) in self.prefetch.others(ask) {
+            match self.abandon_orchestration(&token, None, true).await {
+                Ok(()) => drop(claim.accept()),
+                // Dropped unaccepted: the claim's own release tries again.
+                Err(e) => tracing::debug!(target: "duroxide_postgres", %token, error = %e,
+                    "could not give back a prefetched turn"),
+            }
+        }
+    }
+
+    /// Keeps what the ack's claim of the next turn found (the ack's `row`),
+    /// claimed for `ask` at group epoch `epoch`.
+    pub(super) fn prefetched(&self, ask: Ask, epoch: u64, row: Row) -> Result<(), ProviderError> {
+        const OP: &str = "ack_orchestration_item";
+        let token: Option<String> = get(OP, &row, "lock_token")?;
+        let found = match token {
+            Some(token) => Found::Turn {
+                claim: Box::new(self.carried_claim(
+                    row,
+                    token.clone(),
+                    &sql::ABANDON_ORCHESTRATION_ITEM,
+                    Queue::Orchestrator,
+                )),
+                token,
+            },
+            None => Found::Nothing {
+                next_visible_in_ms: get(OP, &row, "next_visible_in_ms")?,
+            },
+        };
+        self.prefetch.put(ask, epoch, found);
+        Ok(())
+    }
+}
