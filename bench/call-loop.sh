@@ -37,8 +37,8 @@ done
 
 s=$schema
 # The arguments a set's function takes beyond the oldest set's, as NULLs
-# (the fetch's p_except, the ack's p_prefetch_*: the loop measures each call
-# on its own, so an ack claims no next turn).
+# (the fetches' p_except and p_claim_sessions, the acks' p_prefetch_*: the
+# loop measures each call on its own, so an ack claims no next turn).
 extra() {
     local n
     n=$(psql "$url" -X -A -t -v ON_ERROR_STOP=1 -c \
@@ -49,9 +49,11 @@ extra() {
 # One turn of set $1, its instance ids prefixed $2, event ids from $3,
 # timings accumulated in variables suffixed $2.
 turn() {
-    local h=$1 p=$2 e=$3 fx ax
+    local h=$1 p=$2 e=$3 fx ax wfx wax
     fx=$(extra fetch_orchestration_item "$h" 4)
     ax=$(extra ack_orchestration_item "$h" 29)
+    wfx=$(extra fetch_work_item "$h" 5)
+    wax=$(extra ack_work_item "$h" 4)
     cat <<EOF
   e := $e;
   t0 := clock_timestamp();
@@ -65,9 +67,9 @@ turn() {
       'Running', NULL, 'orch', '1.0.0', NULL, NULL, '{}'::text[], '{}'::bigint[], '{}'::bigint[], 0::smallint,
       NULL, false, '{}'::text[], '{}'::bytea[], '{}'::bigint[]$ax);
   COMMIT; oa_$p := oa_$p + (clock_timestamp() - t0); t0 := clock_timestamp();
-  SELECT f.lock_token, f.instance_id INTO wtok, winst FROM $s.fetch_work_item__$h(30000, NULL, 30000, 0::smallint, NULL) f;
+  SELECT f.lock_token, f.instance_id INTO wtok, winst FROM $s.fetch_work_item__$h(30000, NULL, 30000, 0::smallint, NULL$wfx) f;
   COMMIT; wf_$p := wf_$p + (clock_timestamp() - t0); t0 := clock_timestamp();
-  PERFORM $s.ack_work_item__$h(wtok, winst, 'ActivityCompleted', 'c');
+  PERFORM $s.ack_work_item__$h(wtok, winst, 'ActivityCompleted', 'c'$wax);
   COMMIT; wa_$p := wa_$p + (clock_timestamp() - t0);
 EOF
 }

@@ -1,15 +1,16 @@
-//! An orchestration ack claims the next turn for the fetch that follows it
+//! An ack claims the next turn for the fetch that follows it
 //! (`src/provider/prefetch.rs`, decision 0014): that fetch gets it without a
 //! claim of its own; a turn nobody takes is given back without counting an
-//! attempt; a fetch asking for another lease gets it given back first; and
-//! the acking instance itself is never claimed (its new messages are handed
-//! back as before).
+//! attempt; a fetch asking for another lease gets it given back first; the
+//! acking instance itself is never claimed (its new messages are handed back
+//! as before), and an activity ack claims nothing when the next item is bound
+//! to a session.
 
 #[allow(dead_code)]
 mod common;
 
-use common::items::{external, first_turn_metadata, start, started_event};
-use duroxide::providers::Provider;
+use common::items::{activity, completed, external, first_turn_metadata, start, started_event};
+use duroxide::providers::{Provider, SessionFetchConfig, TagFilter};
 use duroxide_postgres::{PostgresOptions, PostgresProvider};
 use std::time::{Duration, Instant};
 
@@ -192,4 +193,108 @@ async fn the_acking_instance_is_not_claimed_by_its_own_ack() {
     }
     fetched.sort();
     assert_eq!(fetched, ["a", "b"]);
+}
+
+/// The lease token of the worker item of `instance`, if it is leased.
+async fn item_lease(
+    admin: &tokio_postgres::Client,
+    p: &PostgresProvider,
+    instance: &str,
+) -> Option<String> {
+    admin
+        .query_one(
+            &format!(
+                "SELECT w.lock_token FROM \"{}\".worker_queue w WHERE w.instance_id = $1",
+                p.schema()
+            ),
+            &[&instance],
+        )
+        .await
+        .expect("read the worker queue")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_ack_claims_the_next_item_in_order_unless_it_is_bound_to_a_session() {
+    let (p, _schemas) = common::provider("prefetch_work", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+    for (id, session) in [("w1", None), ("w2", Some("s")), ("w3", None)] {
+        p.enqueue_for_worker(activity(id, 2, "in", session))
+            .await
+            .expect("enqueue");
+    }
+    let owner = SessionFetchConfig {
+        owner_id: "worker-a".to_string(),
+        lock_timeout: LOCK,
+    };
+    let any = TagFilter::DefaultOnly;
+    let fetch = || async {
+        p.fetch_work_item(LOCK, Duration::ZERO, Some(&owner), &any)
+            .await
+            .expect("fetch")
+            .expect("an item")
+    };
+
+    let (first, token, _) = fetch().await;
+    assert_eq!(first, activity("w1", 2, "in", None));
+    p.ack_work_item(&token, Some(completed("w1", 2, "r")))
+        .await
+        .expect("ack w1");
+    // Next in order is w2, of a session: nothing claimed, not even w3.
+    assert_eq!(item_lease(&admin, &p, "w2").await, None);
+    assert_eq!(
+        item_lease(&admin, &p, "w3").await,
+        None,
+        "w3 does not jump the queue"
+    );
+
+    let (second, token, _) = fetch().await;
+    assert_eq!(second, activity("w2", 2, "in", Some("s")));
+    p.ack_work_item(&token, None).await.expect("ack w2");
+    // Next is w3: claimed with the ack, and the fetch after it gets it.
+    let claimed = item_lease(&admin, &p, "w3")
+        .await
+        .expect("the ack claimed w3");
+    let (third, token, attempt) = fetch().await;
+    assert_eq!(third, activity("w3", 2, "in", None));
+    assert_eq!(
+        (token, attempt),
+        (claimed, 1),
+        "the ack's claim, not a new one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_item_nobody_fetches_is_given_back_uncounted() {
+    let (p, _schemas) = common::provider("prefetch_work_hold", PostgresOptions::new()).await;
+    let admin = common::admin_client().await;
+    for id in ["w1", "w2"] {
+        p.enqueue_for_worker(activity(id, 2, "in", None))
+            .await
+            .expect("enqueue");
+    }
+    let (_, token, _) = p
+        .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::DefaultOnly)
+        .await
+        .expect("fetch")
+        .expect("w1");
+    p.ack_work_item(&token, None).await.expect("ack w1");
+    assert!(
+        item_lease(&admin, &p, "w2").await.is_some(),
+        "the ack claimed w2"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while item_lease(&admin, &p, "w2").await.is_some() {
+        assert!(Instant::now() < deadline, "w2 is still claimed after 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A fetch with another filter finds it (and would have given it back
+    // itself had it still been claimed).
+    let (item, _, attempt) = p
+        .fetch_work_item(LOCK, Duration::ZERO, None, &TagFilter::Any)
+        .await
+        .expect("fetch")
+        .expect("w2 is ready again");
+    assert_eq!((item, attempt), (activity("w2", 2, "in", None), 1));
 }

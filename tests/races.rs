@@ -858,18 +858,31 @@ async fn renewal_racing_ack_and_abandon_never_deadlocks() {
             (None, 0),
             "iteration {i}: the abandoned orchestration lease is released (a renewal did not revive it)"
         );
-        let w_row = admin
-            .query_one(
-                &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.worker_queue WHERE instance_id = $1"),
-                &[&abandoned],
-            )
-            .await
-            .unwrap();
-        assert_eq!(
+        // The same for the work item (an activity ack's claim of it).
+        let item_row = || async {
+            let row = admin
+                .query_one(
+                    &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.worker_queue WHERE instance_id = $1"),
+                    &[&abandoned],
+                )
+                .await
+                .unwrap();
             (
-                w_row.get::<_, Option<String>>(0),
-                w_row.get::<_, Option<i64>>(1)
-            ),
+                row.get::<_, Option<String>>(0),
+                row.get::<_, Option<i64>>(1),
+            )
+        };
+        let mut item = item_row().await;
+        while item.0.as_ref().is_some_and(|t| *t != w_abandon_token) {
+            assert!(
+                Instant::now() < given_back,
+                "iteration {i}: a prefetched item was kept: {item:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            item = item_row().await;
+        }
+        assert_eq!(
+            item,
             (None, None),
             "iteration {i}: the abandoned work item is released"
         );

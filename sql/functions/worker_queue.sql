@@ -64,12 +64,16 @@ $$;
 -- With nothing ready, returns one row with NULL work_item, the time the
 -- earliest delayed item becomes visible or held lease expires, in
 -- milliseconds from now, and whether ready session work was skipped.
+-- Without p_claim_sessions (an ack's claim of the next item, ack_work_item),
+-- returns no row when the oldest item it may take is bound to a session,
+-- and claims no session.
 CREATE FUNCTION __SCHEMA__.fetch_work_item(
     p_lock_timeout_ms BIGINT,
     p_owner_id TEXT,
     p_session_lock_timeout_ms BIGINT,
     p_tag_mode SMALLINT,
-    p_tags TEXT[]
+    p_tags TEXT[],
+    p_claim_sessions BOOLEAN
 ) RETURNS TABLE (
     work_item TEXT,
     lock_token TEXT,
@@ -158,6 +162,9 @@ BEGIN
             RETURN;
         END IF;
 
+        IF v_session IS NOT NULL AND NOT p_claim_sessions THEN
+            RETURN;
+        END IF;
         IF v_session IS NOT NULL THEN
             v_now := __SCHEMA__.now_ms();
             -- Claim or refresh the session; loses if another owner holds it.
@@ -210,18 +217,36 @@ $$;
 -- enqueue that to the orchestrator queue in the same transaction. Returns
 -- whether the completion is ready now (not deferred behind its instance's
 -- lease: then the ack that ends the lease wakes a fetch for it).
+-- With p_prefetch_lock_timeout_ms, also the next item: the one
+-- fetch_work_item(p_prefetch_lock_timeout_ms, p_prefetch_owner_id, …,
+-- p_prefetch_tag_mode, p_prefetch_tags) would return, claimed in this
+-- transaction after the ack's writes (src/provider/prefetch.rs), unless it
+-- is bound to a session: then none, so that the owner's next fetch takes
+-- it in order, and no ack ever locks a session row other than its own item's
+-- (two acks claiming each other's sessions would deadlock). Candidates are
+-- taken SKIP LOCKED, so it never waits. Without it, NULLs (the subquery's
+-- one-time filter does not call the fetch).
 CREATE FUNCTION __SCHEMA__.ack_work_item(
     p_lock_token TEXT,
     p_target_instance TEXT,
     p_kind TEXT,
-    p_completion TEXT
-) RETURNS BOOLEAN
+    p_completion TEXT,
+    p_prefetch_lock_timeout_ms BIGINT,
+    p_prefetch_owner_id TEXT,
+    p_prefetch_tag_mode SMALLINT,
+    p_prefetch_tags TEXT[]
+) RETURNS TABLE (ready BOOLEAN,
+                 -- The next item (above), as fetch_work_item returns it.
+                 work_item TEXT, lock_token TEXT, attempt_count INTEGER, instance_id TEXT,
+                 execution_id BIGINT, activity_id BIGINT, next_visible_in_ms BIGINT,
+                 session_work_skipped BOOLEAN, took_over BOOLEAN)
 LANGUAGE plpgsql
 -- Index scans only, as in queue_messages (orchestrator_queue.sql).
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET jit = off
 AS $$
+#variable_conflict use_column
 DECLARE
     v_session TEXT;
     v_now BIGINT;
@@ -247,7 +272,13 @@ BEGIN
         UPDATE __SCHEMA__.sessions s SET last_activity_at_ms = v_now
         WHERE s.session_id = v_session AND s.locked_until_ms > v_now;
     END IF;
-    RETURN v_ready;
+    RETURN QUERY
+    SELECT v_ready, f.*
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT * FROM __SCHEMA__.fetch_work_item(p_prefetch_lock_timeout_ms, p_prefetch_owner_id,
+            NULL, p_prefetch_tag_mode, p_prefetch_tags, FALSE)
+        WHERE p_prefetch_lock_timeout_ms IS NOT NULL) AS f ON TRUE;
 END
 $$;
 

@@ -83,10 +83,12 @@ functions! {
     ];
     FETCH_WORK_ITEM = "fetch_work_item", Runtime, [
         "p_lock_timeout_ms": INT8, "p_owner_id": TEXT, "p_session_lock_timeout_ms": INT8,
-        "p_tag_mode": INT2, "p_tags": TEXT_ARRAY,
+        "p_tag_mode": INT2, "p_tags": TEXT_ARRAY, "p_claim_sessions": BOOL,
     ];
     ACK_WORK_ITEM = "ack_work_item", Lease, [
         "p_lock_token": TEXT, "p_target_instance": TEXT, "p_kind": TEXT, "p_completion": TEXT,
+        "p_prefetch_lock_timeout_ms": INT8, "p_prefetch_owner_id": TEXT,
+        "p_prefetch_tag_mode": INT2, "p_prefetch_tags": TEXT_ARRAY,
     ];
     WORK_ACK_OUTCOME = "work_ack_outcome", Runtime, ["p_lock_token": TEXT];
     RENEW_WORK_ITEM_LOCK = "renew_work_item_lock", Lease, [

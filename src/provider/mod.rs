@@ -84,8 +84,9 @@ pub struct PostgresProvider {
     _health: Option<telemetry::health::Sampler>,
     /// Empties queue segments in the background while fetches run.
     reclaimer: reclaim::Reclaimer,
-    /// Orchestration turns claimed by the ack of the turn before.
-    prefetch: prefetch::Prefetch,
+    /// Turns claimed by the ack of the turn before (`prefetch.rs`).
+    orchestration_prefetch: prefetch::Prefetch<prefetch::OrchestrationAsk>,
+    work_prefetch: prefetch::Prefetch<prefetch::WorkAsk>,
     _maintenance: Option<maintenance::MaintenanceHandle>,
 }
 
@@ -273,7 +274,8 @@ impl PostgresProvider {
             _listener: listener,
             _health: health,
             reclaimer,
-            prefetch: prefetch::Prefetch::default(),
+            orchestration_prefetch: prefetch::Prefetch::default(),
+            work_prefetch: prefetch::Prefetch::default(),
             _maintenance: None,
         };
         if let Some(policy) = options.retention {

@@ -2,7 +2,7 @@
 
 use super::claim::Param;
 use super::functions as sql;
-use super::prefetch::{Ask, Taken};
+use super::prefetch::{OrchestrationAsk, Taken};
 use super::rows::{count32, get};
 use super::PostgresProvider;
 use crate::codec::{self, millis};
@@ -78,52 +78,59 @@ impl PostgresProvider {
             },
         };
         self.db.leases_last(lock_timeout);
-        let ask = Ask {
+        let ask = OrchestrationAsk {
             min,
             max,
             lock_ms: millis(lock_timeout),
         };
-        self.prefetch.asked(&ask);
-        self.give_back_others(&ask).await;
+        self.give_back_orchestrations(&ask).await;
         // Only a fetch that cannot be woken later waits, in SQL, for claims
         // in progress on ready instances (orchestrator_queue.sql).
         let wait_for_claims = !self.long_poll || poll_timeout.is_zero();
         let filter_key = ask.filter_key();
         let keys = (filter_key.as_str(), filter_key.as_str());
-        self.poll(Queue::Orchestrator, keys, poll_timeout, || async {
-            self.reclaimer.fetching();
-            // What the ack before this fetch claimed for it (prefetch.rs).
-            let epoch = self.signals.epoch(Queue::Orchestrator, &filter_key);
-            match self.prefetch.take(&ask, epoch, wait_for_claims) {
-                Some(Taken::Turn { row, current }) => return polled(self, &row, current),
-                Some(Taken::Nothing { next_visible_in_ms }) => {
-                    return Ok(Polled::empty(next_visible_in_ms))
+        let fetched = self
+            .poll(Queue::Orchestrator, keys, poll_timeout, || async {
+                self.reclaimer.fetching();
+                // What the ack before this fetch claimed for it (prefetch.rs).
+                let epoch = self.signals.epoch(Queue::Orchestrator, &filter_key);
+                match self
+                    .orchestration_prefetch
+                    .take(&ask, epoch, wait_for_claims)
+                {
+                    Some(Taken::Turn { row, current }) => return polled(self, &row, current),
+                    Some(Taken::Nothing { next_visible_in_ms }) => {
+                        return Ok(Polled::empty(next_visible_in_ms))
+                    }
+                    None => {}
                 }
-                None => {}
-            }
-            let params: Vec<Param> = vec![
-                Box::new(ask.lock_ms),
-                Box::new(ask.min.clone()),
-                Box::new(ask.max.clone()),
-                Box::new(wait_for_claims),
-                Box::new(None::<String>),
-            ];
-            let claim = self
-                .claim(
-                    OP,
-                    &sql::FETCH_ORCHESTRATION_ITEM,
-                    params,
-                    &sql::ABANDON_ORCHESTRATION_ITEM,
-                    Queue::Orchestrator,
-                )
-                .await?;
-            // Accepted with no await before the item is returned.
-            let row = claim.accept().into_iter().next().ok_or_else(|| {
-                ProviderError::permanent(OP, "fetch_orchestration_item returned no row")
-            })?;
-            polled(self, &row, true)
-        })
-        .await
+                let params: Vec<Param> = vec![
+                    Box::new(ask.lock_ms),
+                    Box::new(ask.min.clone()),
+                    Box::new(ask.max.clone()),
+                    Box::new(wait_for_claims),
+                    Box::new(None::<String>),
+                ];
+                let claim = self
+                    .claim(
+                        OP,
+                        &sql::FETCH_ORCHESTRATION_ITEM,
+                        params,
+                        &sql::ABANDON_ORCHESTRATION_ITEM,
+                        Queue::Orchestrator,
+                    )
+                    .await?;
+                // Accepted with no await before the item is returned.
+                let row = claim.accept().into_iter().next().ok_or_else(|| {
+                    ProviderError::permanent(OP, "fetch_orchestration_item returned no row")
+                })?;
+                polled(self, &row, true)
+            })
+            .await?;
+        if let Some((_, token, _)) = &fetched {
+            self.orchestration_prefetch.handed(token, &ask);
+        }
+        Ok(fetched)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -202,10 +209,13 @@ impl PostgresProvider {
         let pinned = metadata.pinned_duroxide_version.as_ref().map(semver_triple);
         // The next turn, claimed by this ack for the fetch that follows it
         // (prefetch.rs), with the epoch its answer is current at.
-        let next = self.prefetch.next_ask().map(|ask| {
-            let epoch = self.signals.epoch(Queue::Orchestrator, &ask.filter_key());
-            (ask, epoch)
-        });
+        let next = self
+            .orchestration_prefetch
+            .asked_for(lock_token)
+            .map(|ask| {
+                let epoch = self.signals.epoch(Queue::Orchestrator, &ask.filter_key());
+                (ask, epoch)
+            });
         let (next_lock_ms, next_min, next_max) = match &next {
             Some((ask, _)) => (Some(ask.lock_ms), ask.min.clone(), ask.max.clone()),
             None => (None, None, None),
@@ -276,7 +286,7 @@ impl PostgresProvider {
         };
         self.committed(made, false);
         if let (Some(row), Some((ask, epoch))) = (row, next) {
-            self.prefetched(ask, epoch, row)?;
+            self.orchestration_prefetched(ask, epoch, row)?;
         }
         Ok(())
     }
@@ -288,6 +298,7 @@ impl PostgresProvider {
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
         const OP: &str = "abandon_orchestration_item";
+        self.orchestration_prefetch.asked_for(lock_token);
         let delay_ms = delay.map(millis);
         let row = self
             .call_one(

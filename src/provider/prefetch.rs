@@ -1,13 +1,18 @@
-//! Orchestration turns claimed by the ack of the turn before.
+//! Turns claimed by the ack of the turn before.
 //!
 //! A dispatcher acks its turn and fetches the next one at once. So each ack
 //! claims that next turn itself, in its own transaction, after the turn's
-//! writes (`ack_orchestration_item` runs `fetch_orchestration_item` with the
-//! arguments of this process's last fetch), and the fetch that follows takes
-//! it from here: a turn costs one round trip and one commit instead of two
-//! (decision 0014). The acking instance itself is not claimed: messages it
-//! received during its lease are handed back as before (`wakeups.rs`), and
-//! its next fetch looks for them. The rules, and why each holds:
+//! writes (`ack_orchestration_item` runs `fetch_orchestration_item`, and
+//! `ack_work_item` runs `fetch_work_item`, with the arguments of the fetch
+//! that handed out the lease being acked: its filter, lease length and
+//! session owner), and the fetch that follows takes it from here: a turn
+//! costs one round trip and one commit instead of two (decision 0014). The
+//! acking orchestration itself is not claimed: messages it received during
+//! its lease are handed back as before (`wakeups.rs`), and its next fetch
+//! looks for them. An activity ack claims nothing when the next item is
+//! bound to a session: claiming sessions would have acks lock each other's
+//! session rows (a deadlock), and skipping to a later item would break the
+//! queue's order. The rules, and why each holds:
 //!
 //! * **Only for the same question.** A claimed turn waits here with the
 //!   filter and lease length it was claimed with, and only a fetch asking
@@ -18,12 +23,13 @@
 //!   back (the claim's release, `claim.rs`): a dispatcher that stops after
 //!   its ack holds nothing for longer, and the lease a fetch receives has at
 //!   most that much less left than it asked for.
-//! * **An empty answer counts.** When the ack found nothing to claim, the
-//!   next fetch does not look again while nothing has woken its group since
-//!   the ack was sent (the group's epoch, `wakeups.rs`): everything committed
-//!   before that was visible to the ack's claim. It waits for a wake or the
-//!   due time the ack reported instead. A short poll, which must wait for
-//!   claims in progress (`orchestrator_queue.sql`), always looks.
+//! * **An empty answer counts** (orchestrations). When the ack found
+//!   nothing to claim, the next fetch does not look again while nothing has
+//!   woken its group since the ack was sent (the group's epoch,
+//!   `wakeups.rs`): everything committed before that was visible to the
+//!   ack's claim. It waits for a wake or the due time the ack reported
+//!   instead. A short poll, which must wait for claims in progress
+//!   (`orchestrator_queue.sql`), always looks.
 //! * **As a fetch would have.** A claimed turn's `more_ready` (whether the
 //!   fetch may report it as the only ready instance) is used only while the
 //!   group's epoch is the one the ack saw; otherwise the turn is reported as
@@ -38,6 +44,7 @@ use super::rows::get;
 use super::PostgresProvider;
 use crate::wakeups::Queue;
 use duroxide::providers::ProviderError;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,19 +55,31 @@ use tokio_postgres::Row;
 pub(super) const HOLD: Duration = Duration::from_millis(100);
 
 /// What an orchestration fetch asks for: a capability range (`None`: any)
-/// and a lease length. An ack claims with the last one asked.
+/// and a lease length.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Ask {
+pub(super) struct OrchestrationAsk {
     pub min: Option<Vec<i64>>,
     pub max: Option<Vec<i64>>,
     pub lock_ms: i64,
 }
 
-impl Ask {
+impl OrchestrationAsk {
     /// The waiter group of fetches with this filter (`wakeups.rs`).
     pub(super) fn filter_key(&self) -> String {
         format!("{:?}..{:?}", self.min, self.max)
     }
+}
+
+/// What a worker fetch asks for: its tag filter (`fetch_work_item`'s mode
+/// and tags), its session owner and that session lease's length (`None`:
+/// only items bound to no session), and a lease length. The owner is part
+/// of the question because it decides which item is next in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WorkAsk {
+    pub tag_mode: i16,
+    pub tags: Vec<String>,
+    pub session: Option<(String, i64)>,
+    pub lock_ms: i64,
 }
 
 /// What an ack's claim of the next turn found.
@@ -73,9 +92,9 @@ enum Found {
     Nothing { next_visible_in_ms: Option<i64> },
 }
 
-struct Entry {
+struct Entry<A> {
     id: u64,
-    ask: Ask,
+    ask: A,
     /// The epoch of the ask's waiter group when the ack was sent.
     epoch: u64,
     found: Found,
@@ -90,31 +109,49 @@ pub(super) enum Taken {
     Nothing { next_visible_in_ms: Option<i64> },
 }
 
-/// The last fetch's question and the answers acks found for it.
-#[derive(Default)]
-pub(super) struct Prefetch {
-    last: Mutex<Option<Ask>>,
-    waiting: Arc<Mutex<Vec<Entry>>>,
+/// Leases handed out and not yet acked or abandoned that are remembered
+/// with their question; past this many (leases that ran out unacked), the
+/// memory starts over, and acks of the forgotten ones claim nothing.
+const TRACKED: usize = 4096;
+
+/// One queue's questions (`A`: what a fetch asks) by the leases they were
+/// answered with, and the answers acks found for them.
+pub(super) struct Prefetch<A> {
+    asked: Mutex<HashMap<String, A>>,
+    waiting: Arc<Mutex<Vec<Entry<A>>>>,
     next_id: AtomicU64,
 }
 
-impl Prefetch {
-    /// A fetch asks `ask`: the next acks claim with it.
-    pub(super) fn asked(&self, ask: &Ask) {
-        let mut last = self.last.lock().expect("prefetch lock");
-        if last.as_ref() != Some(ask) {
-            *last = Some(ask.clone());
+impl<A> Default for Prefetch<A> {
+    fn default() -> Self {
+        Self {
+            asked: Mutex::new(HashMap::new()),
+            waiting: Arc::new(Mutex::new(Vec::new())),
+            next_id: AtomicU64::new(0),
         }
     }
+}
 
-    /// What an ack should claim with, if any fetch asked yet.
-    pub(super) fn next_ask(&self) -> Option<Ask> {
-        self.last.lock().expect("prefetch lock").clone()
+impl<A: Clone + PartialEq + Send + 'static> Prefetch<A> {
+    /// A fetch asking `ask` handed out the lease `token`: its ack claims
+    /// with that question.
+    pub(super) fn handed(&self, token: &str, ask: &A) {
+        let mut asked = self.asked.lock().expect("prefetch lock");
+        if asked.len() >= TRACKED {
+            asked.clear();
+        }
+        asked.insert(token.to_string(), ask.clone());
+    }
+
+    /// The question the lease `token` answered, forgotten now (its ack or
+    /// abandon is under way).
+    pub(super) fn asked_for(&self, token: &str) -> Option<A> {
+        self.asked.lock().expect("prefetch lock").remove(token)
     }
 
     /// Keeps what an ack sent at group epoch `epoch` found for `ask`, for
     /// at most [`HOLD`].
-    fn put(&self, ask: Ask, epoch: u64, found: Found) {
+    fn put(&self, ask: A, epoch: u64, found: Found) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.waiting.lock().expect("prefetch lock").push(Entry {
             id,
@@ -141,7 +178,7 @@ impl Prefetch {
     /// The answer waiting for a fetch asking `ask` while its group is at
     /// `epoch`: a claimed turn first, else an empty answer still current
     /// (never for a short poll).
-    pub(super) fn take(&self, ask: &Ask, epoch: u64, short_poll: bool) -> Option<Taken> {
+    pub(super) fn take(&self, ask: &A, epoch: u64, short_poll: bool) -> Option<Taken> {
         let entry = {
             let mut waiting = self.waiting.lock().expect("prefetch lock");
             let turn = waiting
@@ -167,7 +204,7 @@ impl Prefetch {
     /// Removes every claimed turn waiting for another question than `ask`
     /// (and every empty answer to one), for the fetch asking `ask` to give
     /// back.
-    fn others(&self, ask: &Ask) -> Vec<(Box<Claim>, String)> {
+    fn others(&self, ask: &A) -> Vec<(Box<Claim>, String)> {
         let mut waiting = self.waiting.lock().expect("prefetch lock");
         let mut others = Vec::new();
         let mut kept = Vec::with_capacity(waiting.len());
@@ -186,37 +223,72 @@ impl Prefetch {
 impl PostgresProvider {
     /// Before a fetch asking `ask`: gives back the turns acks claimed for
     /// another question, so that this fetch may find them.
-    pub(super) async fn give_back_others(&self, ask: &Ask) {
-        for (claim, token) in self.prefetch.others(ask) {
-            match self.abandon_orchestration(&token, None, true).await {
-                Ok(()) => drop(claim.accept()),
-                // Dropped unaccepted: the claim's own release tries again.
-                Err(e) => tracing::debug!(target: "duroxide_postgres", %token, error = %e,
-                    "could not give back a prefetched turn"),
-            }
+    pub(super) async fn give_back_orchestrations(&self, ask: &OrchestrationAsk) {
+        for (claim, token) in self.orchestration_prefetch.others(ask) {
+            let given = self.abandon_orchestration(&token, None, true).await;
+            given_back(claim, &token, given);
         }
     }
 
-    /// Keeps what the ack's claim of the next turn found (the ack's `row`),
-    /// claimed for `ask` at group epoch `epoch`.
-    pub(super) fn prefetched(&self, ask: Ask, epoch: u64, row: Row) -> Result<(), ProviderError> {
-        const OP: &str = "ack_orchestration_item";
-        let token: Option<String> = get(OP, &row, "lock_token")?;
-        let found = match token {
+    /// As [`give_back_orchestrations`](Self::give_back_orchestrations), for
+    /// a worker fetch.
+    pub(super) async fn give_back_work(&self, ask: &WorkAsk) {
+        for (claim, token) in self.work_prefetch.others(ask) {
+            let given = self.abandon_work(&token, None, true).await;
+            given_back(claim, &token, given);
+        }
+    }
+
+    /// Keeps what an orchestration ack's claim of the next turn found (the
+    /// ack's `row`), claimed for `ask` at group epoch `epoch`.
+    pub(super) fn orchestration_prefetched(
+        &self,
+        ask: OrchestrationAsk,
+        epoch: u64,
+        row: Row,
+    ) -> Result<(), ProviderError> {
+        let found = self.found(row, "ack_orchestration_item", Queue::Orchestrator)?;
+        self.orchestration_prefetch.put(ask, epoch, found);
+        Ok(())
+    }
+
+    /// Keeps the item an activity ack claimed (the ack's `row`) for `ask`.
+    /// An empty answer is not kept: only orchestration fetches take those
+    /// (a worker's next fetch looks).
+    pub(super) fn work_prefetched(&self, ask: WorkAsk, row: Row) -> Result<(), ProviderError> {
+        match self.found(row, "ack_work_item", Queue::Worker)? {
+            found @ Found::Turn { .. } => self.work_prefetch.put(ask, 0, found),
+            Found::Nothing { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// What the claim in an ack's `row` found: its `lock_token` column names
+    /// the claimed lease, released with the queue's abandon if unused.
+    fn found(&self, row: Row, op: &str, queue: Queue) -> Result<Found, ProviderError> {
+        let token: Option<String> = get(op, &row, "lock_token")?;
+        let abandon = match queue {
+            Queue::Orchestrator => &sql::ABANDON_ORCHESTRATION_ITEM,
+            Queue::Worker => &sql::ABANDON_WORK_ITEM,
+        };
+        Ok(match token {
             Some(token) => Found::Turn {
-                claim: Box::new(self.carried_claim(
-                    row,
-                    token.clone(),
-                    &sql::ABANDON_ORCHESTRATION_ITEM,
-                    Queue::Orchestrator,
-                )),
+                claim: Box::new(self.carried_claim(row, token.clone(), abandon, queue)),
                 token,
             },
             None => Found::Nothing {
-                next_visible_in_ms: get(OP, &row, "next_visible_in_ms")?,
+                next_visible_in_ms: get(op, &row, "next_visible_in_ms")?,
             },
-        };
-        self.prefetch.put(ask, epoch, found);
-        Ok(())
+        })
+    }
+}
+
+/// After a give-back's abandon: the claim is done with, or, when the abandon
+/// failed, dropped unaccepted so that its own release tries again.
+fn given_back(claim: Box<Claim>, token: &str, given: Result<(), ProviderError>) {
+    match given {
+        Ok(()) => drop(claim.accept()),
+        Err(e) => tracing::debug!(target: "duroxide_postgres", %token, error = %e,
+            "could not give back a prefetched turn"),
     }
 }

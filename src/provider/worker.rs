@@ -2,6 +2,7 @@
 
 use super::claim::Param;
 use super::functions as sql;
+use super::prefetch::{Taken, WorkAsk};
 use super::rows::{count, get};
 use super::PostgresProvider;
 use crate::codec::{self, millis};
@@ -66,64 +67,93 @@ impl PostgresProvider {
         tag_filter: &TagFilter,
     ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
         const OP: &str = "fetch_work_item";
-        let (tag_mode, tags): (i16, Vec<String>) = match tag_filter {
+        let (tag_mode, mut tags): (i16, Vec<String>) = match tag_filter {
             TagFilter::None => return Ok(None),
             TagFilter::DefaultOnly => (0, vec![]),
             TagFilter::Tags(set) => (1, set.iter().cloned().collect()),
             TagFilter::DefaultAnd(set) => (2, set.iter().cloned().collect()),
             TagFilter::Any => (3, vec![]),
         };
+        // In one order, so that equal filters ask the same (prefetch.rs).
+        tags.sort();
         self.db.leases_last(lock_timeout);
-        let lock_ms = millis(lock_timeout);
+        let ask = WorkAsk {
+            tag_mode,
+            tags,
+            session: session.map(|s| (s.owner_id.clone(), millis(s.lock_timeout))),
+            lock_ms: millis(lock_timeout),
+        };
+        self.give_back_work(&ask).await;
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
         // A session owner also sees its own sessions' work.
-        let filter_key = format!("{tag_mode}:{tags:?}:session={}", owner.is_some());
+        let filter_key = format!(
+            "{}:{:?}:session={}",
+            ask.tag_mode,
+            ask.tags,
+            owner.is_some()
+        );
         let fetcher_key = format!("{filter_key}:owner={owner:?}");
         let keys = (filter_key.as_str(), fetcher_key.as_str());
-        self.poll(Queue::Worker, keys, poll_timeout, || async {
-            self.reclaimer.fetching();
-            // Loops only past corrupt items, which are set aside first.
-            loop {
-                let params: Vec<Param> = vec![
-                    Box::new(lock_ms),
-                    Box::new(owner.map(str::to_string)),
-                    Box::new(session_lock_ms),
-                    Box::new(tag_mode),
-                    Box::new(tags.clone()),
-                ];
-                let claim = self
-                    .claim(
-                        OP,
-                        &sql::FETCH_WORK_ITEM,
-                        params,
-                        &sql::ABANDON_WORK_ITEM,
-                        Queue::Worker,
-                    )
-                    .await?;
-                // Accepted with no await before the item is returned.
-                let row = claim.accept().into_iter().next().ok_or_else(|| {
-                    ProviderError::permanent(OP, "fetch_work_item returned no row")
-                })?;
-                let text: Option<String> = get(OP, &row, "work_item")?;
-                let Some(text) = text else {
-                    if get::<Option<bool>, _>(OP, &row, "session_work_skipped")? == Some(true) {
-                        return Ok(Polled::Skipped);
-                    }
-                    return Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?));
+        let fetched = self
+            .poll(Queue::Worker, keys, poll_timeout, || async {
+                self.reclaimer.fetching();
+                // The item the ack before this fetch claimed for it (prefetch.rs).
+                let mut taken = match self.work_prefetch.take(&ask, 0, true) {
+                    Some(Taken::Turn { row, .. }) => Some(row),
+                    _ => None,
                 };
-                let token: String = get(OP, &row, "lock_token")?;
-                let attempts = get::<i32, _>(OP, &row, "attempt_count")?.max(0) as u32;
-                if get::<Option<bool>, _>(OP, &row, "took_over")? == Some(true) {
-                    self.db.target.lease_taken_over(Queue::Worker);
+                // Loops only past corrupt items, which are set aside first.
+                loop {
+                    let row = match taken.take() {
+                        Some(row) => row,
+                        None => {
+                            let params: Vec<Param> = vec![
+                                Box::new(ask.lock_ms),
+                                Box::new(owner.map(str::to_string)),
+                                Box::new(session_lock_ms),
+                                Box::new(ask.tag_mode),
+                                Box::new(ask.tags.clone()),
+                                Box::new(true),
+                            ];
+                            let claim = self
+                                .claim(
+                                    OP,
+                                    &sql::FETCH_WORK_ITEM,
+                                    params,
+                                    &sql::ABANDON_WORK_ITEM,
+                                    Queue::Worker,
+                                )
+                                .await?;
+                            // Accepted with no await before the item is returned.
+                            claim.accept().into_iter().next().ok_or_else(|| {
+                                ProviderError::permanent(OP, "fetch_work_item returned no row")
+                            })?
+                        }
+                    };
+                    let text: Option<String> = get(OP, &row, "work_item")?;
+                    let Some(text) = text else {
+                        if get::<Option<bool>, _>(OP, &row, "session_work_skipped")? == Some(true) {
+                            return Ok(Polled::Skipped);
+                        }
+                        return Ok(Polled::empty(get(OP, &row, "next_visible_in_ms")?));
+                    };
+                    let token: String = get(OP, &row, "lock_token")?;
+                    let attempts = get::<i32, _>(OP, &row, "attempt_count")?.max(0) as u32;
+                    if get::<Option<bool>, _>(OP, &row, "took_over")? == Some(true) {
+                        self.db.target.lease_taken_over(Queue::Worker);
+                    }
+                    match codec::decode_item(&text) {
+                        Ok(item) => return Ok(Polled::Ready((item, token, attempts))),
+                        Err(e) => self.handle_corrupt_item(&row, &token, attempts, &e).await?,
+                    }
                 }
-                match codec::decode_item(&text) {
-                    Ok(item) => return Ok(Polled::Ready((item, token, attempts))),
-                    Err(e) => self.handle_corrupt_item(&row, &token, attempts, &e).await?,
-                }
-            }
-        })
-        .await
+            })
+            .await?;
+        if let Some((_, token, _)) = &fetched {
+            self.work_prefetch.handed(token, &ask);
+        }
+        Ok(fetched)
     }
 
     /// An undecodable worker item is never dropped silently and never
@@ -185,6 +215,20 @@ impl PostgresProvider {
                 )
             }
         };
+        // The next item, claimed by this ack for the fetch that follows it
+        // (prefetch.rs).
+        let next = self.work_prefetch.asked_for(token);
+        let (next_lock_ms, next_mode, next_tags) = match &next {
+            Some(ask) => (
+                Some(ask.lock_ms),
+                Some(ask.tag_mode),
+                Some(ask.tags.clone()),
+            ),
+            None => (None, None, None),
+        };
+        let next_owner = next
+            .as_ref()
+            .and_then(|a| a.session.as_ref().map(|(owner, _)| owner.clone()));
         let row = self
             .ack_resolving(
                 OP,
@@ -192,7 +236,16 @@ impl PostgresProvider {
                 &sql::ACK_WORK_ITEM,
                 &sql::WORK_ACK_OUTCOME,
                 token,
-                &[&token, &target, &kind, &text],
+                &[
+                    &token,
+                    &target,
+                    &kind,
+                    &text,
+                    &next_lock_ms,
+                    &next_owner,
+                    &next_mode,
+                    &next_tags,
+                ],
             )
             .await?;
         // A completion deferred behind its instance's lease wakes nobody
@@ -205,6 +258,9 @@ impl PostgresProvider {
                 ..Made::default()
             };
             self.committed(made, false);
+        }
+        if let (Some(row), Some(ask)) = (row, next) {
+            self.work_prefetched(ask, row)?;
         }
         Ok(())
     }
@@ -234,6 +290,7 @@ impl PostgresProvider {
         ignore_attempt: bool,
     ) -> Result<(), ProviderError> {
         const OP: &str = "abandon_work_item";
+        self.work_prefetch.asked_for(token);
         let delay_ms = delay.map(millis);
         let row = self
             .call_one(
