@@ -19,10 +19,11 @@
 //!   for exactly those takes it. Any other fetch first gives back what waits
 //!   here (abandoned without counting the attempt, and awaited), so it finds
 //!   that work as if nothing had been claimed.
-//! * **Briefly.** A claimed turn waits at most [`HOLD`], then it is given
-//!   back (the claim's release, `claim.rs`): a dispatcher that stops after
-//!   its ack holds nothing for longer, and the lease a fetch receives has at
-//!   most that much less left than it asked for.
+//! * **Briefly.** A claimed turn waits at most [`HOLD`] (or half its lease,
+//!   if that is shorter), then it is given back (the claim's release,
+//!   `claim.rs`): a dispatcher that stops after its ack holds nothing for
+//!   longer, and the lease a fetch receives has at most that much less left
+//!   than it asked for.
 //! * **An empty answer counts** (orchestrations). When the ack found
 //!   nothing to claim, the next fetch does not look again while nothing has
 //!   woken its group since the ack was sent (the group's epoch,
@@ -47,7 +48,7 @@ use duroxide::providers::ProviderError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_postgres::Row;
 
 /// How long a claimed turn waits for the fetch that takes it. The runtime's
@@ -97,6 +98,8 @@ struct Entry<A> {
     ask: A,
     /// The epoch of the ask's waiter group when the ack was sent.
     epoch: u64,
+    /// The end of its hold.
+    until: Instant,
     found: Found,
 }
 
@@ -149,19 +152,22 @@ impl<A: Clone + PartialEq + Send + 'static> Prefetch<A> {
         self.asked.lock().expect("prefetch lock").remove(token)
     }
 
-    /// Keeps what an ack sent at group epoch `epoch` found for `ask`, for
-    /// at most [`HOLD`].
-    fn put(&self, ask: A, epoch: u64, found: Found) {
+    /// Keeps what an ack sent at group epoch `epoch` found for `ask`, whose
+    /// lease is `lease_ms` long, for at most [`HOLD`] or half the lease.
+    fn put(&self, ask: A, epoch: u64, found: Found, lease_ms: i64) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let hold = HOLD.min(Duration::from_millis(lease_ms.max(0) as u64 / 2));
+        let until = Instant::now() + hold;
         self.waiting.lock().expect("prefetch lock").push(Entry {
             id,
             ask,
             epoch,
+            until,
             found,
         });
         let waiting = Arc::downgrade(&self.waiting);
         tokio::spawn(async move {
-            tokio::time::sleep(HOLD).await;
+            tokio::time::sleep(hold).await;
             let Some(waiting) = waiting.upgrade() else {
                 return;
             };
@@ -179,15 +185,17 @@ impl<A: Clone + PartialEq + Send + 'static> Prefetch<A> {
     /// `epoch`: a claimed turn first, else an empty answer still current
     /// (never for a short poll).
     pub(super) fn take(&self, ask: &A, epoch: u64, short_poll: bool) -> Option<Taken> {
+        let now = Instant::now();
         let entry = {
             let mut waiting = self.waiting.lock().expect("prefetch lock");
-            let turn = waiting
-                .iter()
-                .position(|e| e.ask == *ask && matches!(e.found, Found::Turn { .. }));
+            // Past its hold, a claim is its timer's to give back.
+            let turn = waiting.iter().position(|e| {
+                e.ask == *ask && e.until > now && matches!(e.found, Found::Turn { .. })
+            });
             let at = turn.or_else(|| {
                 waiting
                     .iter()
-                    .position(|e| e.ask == *ask && e.epoch == epoch && !short_poll)
+                    .position(|e| e.ask == *ask && e.epoch == epoch && e.until > now && !short_poll)
             })?;
             waiting.remove(at)
         };
@@ -248,7 +256,8 @@ impl PostgresProvider {
         row: Row,
     ) -> Result<(), ProviderError> {
         let found = self.found(row, "ack_orchestration_item", Queue::Orchestrator)?;
-        self.orchestration_prefetch.put(ask, epoch, found);
+        let lease_ms = ask.lock_ms;
+        self.orchestration_prefetch.put(ask, epoch, found, lease_ms);
         Ok(())
     }
 
@@ -257,7 +266,10 @@ impl PostgresProvider {
     /// (a worker's next fetch looks).
     pub(super) fn work_prefetched(&self, ask: WorkAsk, row: Row) -> Result<(), ProviderError> {
         match self.found(row, "ack_work_item", Queue::Worker)? {
-            found @ Found::Turn { .. } => self.work_prefetch.put(ask, 0, found),
+            found @ Found::Turn { .. } => {
+                let lease_ms = ask.lock_ms;
+                self.work_prefetch.put(ask, 0, found, lease_ms)
+            }
             Found::Nothing { .. } => {}
         }
         Ok(())
