@@ -21,12 +21,9 @@ if [ $# -lt 3 ]; then
     exit 2
 fi
 url=$1 s=$2 h=$3 n=${4:-1000}
-case "$url" in
-*@127.0.0.1[:/]* | *@localhost[:/]* | *@\[::1\][:/]*) ;;
-*) echo "ack-claims.sh: $url is not a loopback address; refusing to empty its tables" >&2; exit 2 ;;
-esac
-command -v psql >/dev/null || { echo "ack-claims.sh: psql missing: apt-get install -y postgresql-client" >&2; exit 2; }
-[[ $h =~ ^[0-9a-f]{16}$ ]] || { echo "ack-claims.sh: $h is not a function set hash" >&2; exit 2; }
+# shellcheck source=bench/loop-lib.sh
+. "$(dirname "$0")/loop-lib.sh"
+check_scratch ack-claims.sh "$url" "$h"
 
 # An ack of the fetched turn (tok, inst), events from e; $1: the claim's
 # lease in ms, or NULL for none.
@@ -40,10 +37,7 @@ ack() {
 EOF
 }
 
-psql "$url" -X -q -v ON_ERROR_STOP=1 <<EOF 2>&1 | sed -n 's/.*NOTICE: *//p; /ERROR/p'
-SET synchronous_commit = off;
-TRUNCATE $s.orchestrator_queue, $s.worker_queue, $s.instance_locks, $s.instances, $s.executions,
-    $s.history, $s.orchestrator_held, $s.kv_store, $s.kv_delta;
+run_loop "$url" "$s" <<EOF
 DO \$loop\$
 DECLARE
   tok TEXT; inst TEXT; e BIGINT := 1; t0 timestamptz; r RECORD; n int := $n;

@@ -26,14 +26,9 @@ if [ $# -lt 4 ]; then
     exit 2
 fi
 url=$1 schema=$2 a=$3 b=$4 n=${5:-3000}
-case "$url" in
-*@127.0.0.1[:/]* | *@localhost[:/]* | *@\[::1\][:/]*) ;;
-*) echo "call-loop.sh: $url is not a loopback address; refusing to empty its tables" >&2; exit 2 ;;
-esac
-command -v psql >/dev/null || { echo "call-loop.sh: psql missing: apt-get install -y postgresql-client" >&2; exit 2; }
-for h in "$a" "$b"; do
-    [[ $h =~ ^[0-9a-f]{16}$ ]] || { echo "call-loop.sh: $h is not a function set hash" >&2; exit 2; }
-done
+# shellcheck source=bench/loop-lib.sh
+. "$(dirname "$0")/loop-lib.sh"
+check_scratch call-loop.sh "$url" "$a" "$b"
 
 s=$schema
 # The arguments a set's function takes beyond the oldest set's, as NULLs
@@ -80,10 +75,7 @@ report() {
     echo "  RAISE NOTICE 'set $1 (us per call): enqueue % | orchestration fetch % ack % | worker fetch % ack %'$us;"
 }
 
-psql "$url" -X -q -v ON_ERROR_STOP=1 <<EOF 2>&1 | sed -n 's/.*NOTICE: *//p; /ERROR/p'
-SET synchronous_commit = off;
-TRUNCATE $s.orchestrator_queue, $s.worker_queue, $s.instance_locks, $s.instances, $s.executions,
-    $s.history, $s.orchestrator_held, $s.kv_store, $s.kv_delta;
+run_loop "$url" "$s" <<EOF
 DO \$loop\$
 DECLARE
   tok TEXT; inst TEXT; wtok TEXT; winst TEXT; e BIGINT; t0 timestamptz; n int := $n;

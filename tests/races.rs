@@ -831,56 +831,31 @@ async fn renewal_racing_ack_and_abandon_never_deadlocks() {
             "iteration {i}: the orchestration ack committed"
         );
         // An ack that commits after the abandon claims the abandoned
-        // instance as its next turn (prefetch.rs), with a token of its own,
-        // and gives it back once nobody fetches it: wait for that first.
-        let lease_row = || async {
-            let row = admin
-                .query_one(
-                    &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.instance_locks WHERE instance_id = $1"),
-                    &[&abandoned],
+        // instance or item as its next turn (prefetch.rs), with a token of
+        // its own, and gives it back once nobody fetches it: read past that.
+        let row_of = |table: &'static str| {
+            let (admin, p, abandoned) = (&admin, &p, &abandoned);
+            move || async move {
+                let row = admin
+                    .query_one(
+                        &sql(p, &format!("SELECT lock_token, locked_until_ms FROM {{s}}.{table} WHERE instance_id = $1")),
+                        &[abandoned],
+                    )
+                    .await
+                    .unwrap();
+                (
+                    row.get::<_, Option<String>>(0),
+                    row.get::<_, Option<i64>>(1),
                 )
-                .await
-                .unwrap();
-            (row.get::<_, Option<String>>(0), row.get::<_, i64>(1))
+            }
         };
-        let given_back = Instant::now() + Duration::from_secs(10);
-        let mut lease = lease_row().await;
-        while lease.0.as_ref().is_some_and(|t| *t != o_abandon_token) {
-            assert!(
-                Instant::now() < given_back,
-                "iteration {i}: a prefetched claim was kept: {lease:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            lease = lease_row().await;
-        }
+        let lease = past_prefetch(&o_abandon_token, row_of("instance_locks")).await;
         assert_eq!(
             lease,
-            (None, 0),
+            (None, Some(0)),
             "iteration {i}: the abandoned orchestration lease is released (a renewal did not revive it)"
         );
-        // The same for the work item (an activity ack's claim of it).
-        let item_row = || async {
-            let row = admin
-                .query_one(
-                    &sql(&p, "SELECT lock_token, locked_until_ms FROM {s}.worker_queue WHERE instance_id = $1"),
-                    &[&abandoned],
-                )
-                .await
-                .unwrap();
-            (
-                row.get::<_, Option<String>>(0),
-                row.get::<_, Option<i64>>(1),
-            )
-        };
-        let mut item = item_row().await;
-        while item.0.as_ref().is_some_and(|t| *t != w_abandon_token) {
-            assert!(
-                Instant::now() < given_back,
-                "iteration {i}: a prefetched item was kept: {item:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            item = item_row().await;
-        }
+        let item = past_prefetch(&w_abandon_token, row_of("worker_queue")).await;
         assert_eq!(
             item,
             (None, None),
@@ -1598,4 +1573,26 @@ async fn queue_depths_waiting_on_a_reclaim_still_count_the_moved_items() {
         1,
         "the item moved by the reclaim the call waited for is counted"
     );
+}
+
+/// Reads a lease row (token, lease end) until its token is none or `own`:
+/// a claim an ack took of it as its next turn (`src/provider/prefetch.rs`)
+/// is given back within its hold; 10 s at most.
+async fn past_prefetch<F, Fut>(own: &str, mut read: F) -> (Option<String>, Option<i64>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Option<String>, Option<i64>)>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = read().await;
+        if row.0.as_deref().is_none_or(|t| t == own) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a prefetched claim was kept: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
