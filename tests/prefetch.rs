@@ -60,6 +60,24 @@ async fn attempts(
         .collect()
 }
 
+/// Waits until `what`'s lease token, as `token` reads it, is gone (a claim
+/// nobody took is given back within its hold and the release's round trip);
+/// 10 s at most.
+async fn given_back<F, Fut>(what: &str, mut token: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while token().await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} is still claimed after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Starts `a` and then `b`, fetches `a` (the older start) and acks its first
 /// turn, sending `to_self` to `a`.
 async fn ack_a_with_b_ready(p: &PostgresProvider, to_self: Vec<duroxide::providers::WorkItem>) {
@@ -120,12 +138,7 @@ async fn a_claimed_turn_nobody_fetches_is_given_back_uncounted() {
         "the ack claimed b"
     );
 
-    // Given back within the hold (100 ms) plus the release's round trip.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lease(&admin, &p, "b").await.0.is_some() {
-        assert!(Instant::now() < deadline, "b is still claimed after 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    given_back("b", || async { lease(&admin, &p, "b").await.0 }).await;
     assert_eq!(
         attempts(&admin, &p, "b").await,
         vec![0],
@@ -284,11 +297,7 @@ async fn a_claimed_item_nobody_fetches_is_given_back_uncounted() {
         "the ack claimed w2"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while item_lease(&admin, &p, "w2").await.is_some() {
-        assert!(Instant::now() < deadline, "w2 is still claimed after 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    given_back("w2", || async { item_lease(&admin, &p, "w2").await }).await;
     // A fetch with another filter finds it (and would have given it back
     // itself had it still been claimed).
     let (item, _, attempt) = p

@@ -34,6 +34,11 @@ impl Claim {
         }
         std::mem::take(&mut self.rows)
     }
+
+    /// The lease this claim carries, until it is accepted.
+    pub(super) fn token(&self) -> Option<&str> {
+        self.release.as_ref().and_then(|r| r.token.as_deref())
+    }
 }
 
 /// How to give back a lease: the queue's abandon function, called with

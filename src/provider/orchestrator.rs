@@ -83,7 +83,8 @@ impl PostgresProvider {
             max,
             lock_ms: millis(lock_timeout),
         };
-        self.give_back_orchestrations(&ask).await;
+        self.give_back(&self.orchestration_prefetch, Queue::Orchestrator, &ask)
+            .await;
         // Only a fetch that cannot be woken later waits, in SQL, for claims
         // in progress on ready instances (orchestrator_queue.sql).
         let wait_for_claims = !self.long_poll || poll_timeout.is_zero();

@@ -86,8 +86,8 @@ pub(super) struct WorkAsk {
 /// What an ack's claim of the next turn found.
 enum Found {
     /// A claimed turn: the ack's row (its fetch columns) in a claim that
-    /// releases the lease `token` names if dropped.
-    Turn { claim: Box<Claim>, token: String },
+    /// releases its lease if dropped.
+    Turn { claim: Box<Claim> },
     /// Nothing to claim; in how many milliseconds something may become
     /// claimable without a commit.
     Nothing { next_visible_in_ms: Option<i64> },
@@ -212,38 +212,42 @@ impl<A: Clone + PartialEq + Send + 'static> Prefetch<A> {
     /// Removes every claimed turn waiting for another question than `ask`
     /// (and every empty answer to one), for the fetch asking `ask` to give
     /// back.
-    fn others(&self, ask: &A) -> Vec<(Box<Claim>, String)> {
+    fn others(&self, ask: &A) -> Vec<Claim> {
         let mut waiting = self.waiting.lock().expect("prefetch lock");
-        let mut others = Vec::new();
-        let mut kept = Vec::with_capacity(waiting.len());
-        for e in waiting.drain(..) {
-            match e.found {
-                _ if e.ask == *ask => kept.push(e),
-                Found::Turn { claim, token } => others.push((claim, token)),
-                Found::Nothing { .. } => {}
-            }
-        }
-        *waiting = kept;
-        others
+        waiting
+            .extract_if(.., |e| e.ask != *ask)
+            .filter_map(|e| match e.found {
+                Found::Turn { claim } => Some(*claim),
+                Found::Nothing { .. } => None,
+            })
+            .collect()
     }
 }
 
 impl PostgresProvider {
-    /// Before a fetch asking `ask`: gives back the turns acks claimed for
-    /// another question, so that this fetch may find them.
-    pub(super) async fn give_back_orchestrations(&self, ask: &OrchestrationAsk) {
-        for (claim, token) in self.orchestration_prefetch.others(ask) {
-            let given = self.abandon_orchestration(&token, None, true).await;
-            given_back(claim, &token, given);
-        }
-    }
-
-    /// As [`give_back_orchestrations`](Self::give_back_orchestrations), for
-    /// a worker fetch.
-    pub(super) async fn give_back_work(&self, ask: &WorkAsk) {
-        for (claim, token) in self.work_prefetch.others(ask) {
-            let given = self.abandon_work(&token, None, true).await;
-            given_back(claim, &token, given);
+    /// Before a fetch of `queue` asking `ask`: gives back (abandoned, the
+    /// attempt not counted) the turns acks claimed in `prefetch` for another
+    /// question, so that this fetch may find them. A claim whose abandon
+    /// failed is dropped unaccepted, so that its own release tries again.
+    pub(super) async fn give_back<A: Clone + PartialEq + Send + 'static>(
+        &self,
+        prefetch: &Prefetch<A>,
+        queue: Queue,
+        ask: &A,
+    ) {
+        for claim in prefetch.others(ask) {
+            let Some(token) = claim.token().map(str::to_string) else {
+                continue;
+            };
+            let given = match queue {
+                Queue::Orchestrator => self.abandon_orchestration(&token, None, true).await,
+                Queue::Worker => self.abandon_work(&token, None, true).await,
+            };
+            match given {
+                Ok(()) => drop(claim.accept()),
+                Err(e) => tracing::debug!(target: "duroxide_postgres", %token, error = %e,
+                    "could not give back a prefetched turn"),
+            }
         }
     }
 
@@ -285,22 +289,11 @@ impl PostgresProvider {
         };
         Ok(match token {
             Some(token) => Found::Turn {
-                claim: Box::new(self.carried_claim(row, token.clone(), abandon, queue)),
-                token,
+                claim: Box::new(self.carried_claim(row, token, abandon, queue)),
             },
             None => Found::Nothing {
                 next_visible_in_ms: get(op, &row, "next_visible_in_ms")?,
             },
         })
-    }
-}
-
-/// After a give-back's abandon: the claim is done with, or, when the abandon
-/// failed, dropped unaccepted so that its own release tries again.
-fn given_back(claim: Box<Claim>, token: &str, given: Result<(), ProviderError>) {
-    match given {
-        Ok(()) => drop(claim.accept()),
-        Err(e) => tracing::debug!(target: "duroxide_postgres", %token, error = %e,
-            "could not give back a prefetched turn"),
     }
 }

@@ -83,7 +83,8 @@ impl PostgresProvider {
             session: session.map(|s| (s.owner_id.clone(), millis(s.lock_timeout))),
             lock_ms: millis(lock_timeout),
         };
-        self.give_back_work(&ask).await;
+        self.give_back(&self.work_prefetch, Queue::Worker, &ask)
+            .await;
         let owner = session.map(|s| s.owner_id.as_str());
         let session_lock_ms = session.map_or(0, |s| millis(s.lock_timeout));
         // A session owner also sees its own sessions' work.
